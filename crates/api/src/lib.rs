@@ -1,0 +1,14 @@
+//! The `RunnerDeployment` custom resource (`forgejo.runners.dev/v1alpha1`) and typed views
+//! of its fields.
+//!
+//! This crate owns the wire shape of the resource and the validation that lives in its
+//! schema. It does no I/O: the operator reads and writes these types, the scheduler plans
+//! with them, and `xtask gen-crds` prints their CRD.
+
+mod duration;
+mod labels;
+mod resource;
+
+pub use duration::{DurationError, parse_duration};
+pub use labels::{DEFAULT_DOCKER_IMAGE, LabelError, LabelScheme, RunnerLabel, parse_labels};
+pub use resource::*;
