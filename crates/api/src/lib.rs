@@ -10,5 +10,7 @@ mod labels;
 mod resource;
 
 pub use duration::{DurationError, parse_duration};
-pub use labels::{DEFAULT_DOCKER_IMAGE, LabelError, LabelScheme, RunnerLabel, parse_labels};
+pub use labels::{
+    DEFAULT_DOCKER_IMAGE, LABELS_PATTERN, LabelError, LabelScheme, RunnerLabel, parse_labels,
+};
 pub use resource::*;

@@ -37,19 +37,17 @@ pub mod condition_types {
     version = "v1alpha1",
     kind = "RunnerDeployment",
     namespaced,
+    derive = "PartialEq",
     shortname = "rd",
+    doc = "A pool of one-shot Forgejo Actions runners, one Kubernetes Job per waiting job.",
     status = "RunnerDeploymentStatus",
-    printcolumn(name = "Server", type_ = "string", json_path = ".spec.forgejoServer"),
-    printcolumn(name = "Scope", type_ = "string", json_path = ".status.scope"),
-    printcolumn(name = "Labels", type_ = "string", json_path = ".spec.labels"),
-    printcolumn(name = "Active", type_ = "integer", json_path = ".status.activeJobs"),
-    printcolumn(name = "Last Poll", type_ = "date", json_path = ".status.lastPollTime"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Server", "type": "string", "jsonPath": ".spec.forgejoServer"}"#,
+    printcolumn = r#"{"name": "Scope", "type": "string", "jsonPath": ".status.scope"}"#,
+    printcolumn = r#"{"name": "Labels", "type": "string", "jsonPath": ".spec.labels"}"#,
+    printcolumn = r#"{"name": "Active", "type": "integer", "jsonPath": ".status.activeJobs"}"#,
+    printcolumn = r#"{"name": "Last Poll", "type": "date", "jsonPath": ".status.lastPollTime"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new(SCOPE_RULE).message(SCOPE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
