@@ -38,15 +38,26 @@ pub async fn pods_of_job(client: &Client, ns: &str, job_name: &str) -> kube::Res
 
 /// Waits until the Job has at least `count` pods (the Job controller creates them
 /// asynchronously); returns them. Panics after `timeout`.
-pub async fn wait_for_pods_of_job(client: &Client, ns: &str, job_name: &str, count: usize, timeout: Duration) -> Vec<Pod> {
+pub async fn wait_for_pods_of_job(
+    client: &Client,
+    ns: &str,
+    job_name: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Pod> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let pods = pods_of_job(client, ns, job_name).await.expect("listing pods of job");
+        let pods = pods_of_job(client, ns, job_name)
+            .await
+            .expect("listing pods of job");
         if pods.len() >= count {
             return pods;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("job {ns}/{job_name} has {} pods after {timeout:?}, wanted {count}", pods.len());
+            panic!(
+                "job {ns}/{job_name} has {} pods after {timeout:?}, wanted {count}",
+                pods.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -57,7 +68,12 @@ pub async fn wait_for_pods_of_job(client: &Client, ns: &str, job_name: &str, cou
 pub async fn bind_pod(client: &Client, ns: &str, pod_name: &str) -> kube::Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod = pods.get(pod_name).await?;
-    if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()) {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+    {
         return Ok(pod);
     }
     let binding = Binding {
@@ -73,7 +89,9 @@ pub async fn bind_pod(client: &Client, ns: &str, pod_name: &str) -> kube::Result
             ..Default::default()
         },
     };
-    let _: Value = pods.create_subresource("binding", pod_name, &PostParams::default(), &binding).await?;
+    let _: Value = pods
+        .create_subresource("binding", pod_name, &PostParams::default(), &binding)
+        .await?;
     pods.get(pod_name).await
 }
 
@@ -112,14 +130,24 @@ pub async fn set_pod_succeeded(client: &Client, ns: &str, pod_name: &str) -> kub
 
 /// Binds the pod and reports it Failed: every container terminated with `exit_code`
 /// (non-zero; the Job controller matches it against a podFailurePolicy, if any).
-pub async fn set_pod_failed(client: &Client, ns: &str, pod_name: &str, exit_code: i32) -> kube::Result<Pod> {
+pub async fn set_pod_failed(
+    client: &Client,
+    ns: &str,
+    pod_name: &str,
+    exit_code: i32,
+) -> kube::Result<Pod> {
     assert_ne!(exit_code, 0, "a failed pod needs a non-zero exit code");
     set_pod_terminated(client, ns, pod_name, "Failed", exit_code, "Error").await
 }
 
 /// Binds the pod and reports it Pending with every container waiting for `reason`
 /// (e.g. `ImagePullBackOff`, `ErrImagePull`, `CreateContainerConfigError`).
-pub async fn set_pod_waiting(client: &Client, ns: &str, pod_name: &str, reason: &str) -> kube::Result<Pod> {
+pub async fn set_pod_waiting(
+    client: &Client,
+    ns: &str,
+    pod_name: &str,
+    reason: &str,
+) -> kube::Result<Pod> {
     let pod = bind_pod(client, ns, pod_name).await?;
     let now = now();
     let statuses: Vec<Value> = container_names(&pod)
@@ -153,7 +181,10 @@ pub async fn finish_terminating_pods(client: &Client, ns: &str) -> kube::Result<
     let mut n = 0;
     for pod in pods.list(&ListParams::default()).await?.items {
         if pod.metadata.deletion_timestamp.is_some() {
-            match pods.delete(&pod.name_any(), &DeleteParams::default().grace_period(0)).await {
+            match pods
+                .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                .await
+            {
                 Ok(_) => n += 1,
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -206,11 +237,20 @@ async fn set_pod_terminated(
     .await
 }
 
-async fn patch_pod_status(client: &Client, ns: &str, pod_name: &str, status: Value) -> kube::Result<Pod> {
+async fn patch_pod_status(
+    client: &Client,
+    ns: &str,
+    pod_name: &str,
+    status: Value,
+) -> kube::Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // A JSON merge patch replaces the conditions and containerStatuses lists whole.
-    pods.patch_status(pod_name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await
+    pods.patch_status(
+        pod_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
 }
 
 fn container_names(pod: &Pod) -> Vec<(String, String)> {
@@ -241,5 +281,8 @@ fn container_id(name: &str) -> String {
 
 fn now() -> String {
     // RFC 3339 with second precision, as the API's metav1.Time serializes.
-    Timestamp::now().round(k8s_openapi::jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now()).to_string()
+    Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or_else(|_| Timestamp::now())
+        .to_string()
 }

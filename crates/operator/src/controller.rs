@@ -1,0 +1,370 @@
+//! The RunnerDeployment controller: observe → `scheduler::plan` → act → write status.
+//!
+//! Reconciles of different pools run concurrently; one pool's slow or failing Forgejo never
+//! holds up another. Only the leader writes: a replica that is not the leader keeps its
+//! caches warm and does nothing else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Resource as _, ResourceExt as _};
+use tokio::sync::watch;
+
+use api::RunnerDeployment;
+
+use crate::admin::Readiness;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::polls::SharedPolls;
+
+mod act;
+mod observe;
+mod status;
+
+/// The finalizer that removes a pool's runner registrations from Forgejo before it goes.
+pub const FINALIZER: &str = "forgejo.runners.dev/runner-registrations";
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "forgejo-runner-controller";
+
+/// How the controller runs, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ControllerConfig {
+    /// Watch this namespace only.
+    pub namespace: Option<String>,
+    /// Timeout of one Forgejo request.
+    pub forgejo_timeout: Duration,
+    /// Extra CA certificates (PEM) for Forgejo servers.
+    pub forgejo_extra_ca: Option<Vec<u8>>,
+}
+
+/// The watch caches the reconciler reads instead of asking the apiserver.
+#[derive(Clone)]
+pub struct Stores {
+    /// Runner Jobs of every pool.
+    pub jobs: Store<Job>,
+    /// Runner pods of every pool.
+    pub pods: Store<Pod>,
+    /// Runner credential Secrets of every pool.
+    pub secrets: Store<Secret>,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// Publishes events on pools.
+    pub recorder: Recorder,
+    /// Metrics of the process.
+    pub metrics: Metrics,
+    /// Forgejo clients and shared polls.
+    pub polls: SharedPolls,
+    /// Watch caches of what the pools own.
+    pub stores: Stores,
+    /// Whether this replica leads.
+    pub leader: watch::Receiver<bool>,
+    /// Grace periods and deadlines of the scheduler.
+    pub timeouts: scheduler::Timeouts,
+    /// When each waiting job (pool uid, job id, attempt) was first seen, for the latency metric.
+    pub first_seen: Mutex<HashMap<(String, i64, i64), Instant>>,
+    /// Consecutive failures per pool, for backoff.
+    pub failures: Mutex<HashMap<ObjectRef<RunnerDeployment>, u32>>,
+}
+
+impl Context {
+    /// Whether this replica may write now.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+/// Runs the controller until `shutdown` resolves, then drains in-flight reconciles.
+pub async fn run(
+    client: kube::Client,
+    config: ControllerConfig,
+    metrics: Metrics,
+    readiness: Readiness,
+    leader: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let (pools, jobs, pods, secrets, token_secrets) = match &config.namespace {
+        Some(ns) => (
+            Api::<RunnerDeployment>::namespaced(client.clone(), ns),
+            Api::<Job>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    // Fail fast, with the cause, when the CRD is missing or RBAC forbids the basics.
+    pools
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| Error::kube("list RunnerDeployments (is the CRD installed? kubectl apply --server-side -k deploy/)", e))?;
+
+    let owned = watcher::Config::default().labels(&scheduler::labels::owned_jobs_selector());
+    let (job_store, job_writer) = reflector::store();
+    let job_stream = reflector::reflector(job_writer, watcher(jobs, owned.clone()))
+        .default_backoff()
+        .touched_objects();
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_stream = reflector::reflector(pod_writer, watcher(pods, owned))
+        .default_backoff()
+        .touched_objects();
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_config =
+        watcher::Config::default().labels(&scheduler::labels::runner_secrets_selector());
+    let secret_stream = reflector::reflector(secret_writer, watcher(secrets, secret_config))
+        .default_backoff()
+        .touched_objects();
+    // Token Secrets are not ours and carry no label: watch only their metadata.
+    let token_stream = watcher(token_secrets, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+
+    let stores = Stores {
+        jobs: job_store.clone(),
+        pods: pod_store.clone(),
+        secrets: secret_store.clone(),
+    };
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        polls: SharedPolls::new(
+            config.forgejo_timeout,
+            config.forgejo_extra_ca.clone(),
+            metrics.forgejo.clone(),
+        ),
+        metrics,
+        stores,
+        leader: leader.clone(),
+        timeouts: scheduler::Timeouts::default(),
+        first_seen: Mutex::default(),
+        failures: Mutex::default(),
+    });
+
+    let controller = Controller::new(pools, watcher::Config::default());
+    let pool_store = controller.store();
+    let token_pools = pool_store.clone();
+    let pod_jobs = job_store.clone();
+
+    // Becoming the leader reconciles every pool at once.
+    let leadership_gained =
+        leadership_changes(leader).filter_map(|leading| async move { leading.then_some(()) });
+
+    let readiness_task = {
+        let stores = (pool_store.clone(), job_store, pod_store, secret_store);
+        tokio::spawn(async move {
+            let (a, b, c, d) = stores;
+            let synced = a.wait_until_ready().await.is_ok()
+                && b.wait_until_ready().await.is_ok()
+                && c.wait_until_ready().await.is_ok()
+                && d.wait_until_ready().await.is_ok();
+            if synced {
+                tracing::info!("watch caches synced");
+                readiness.set_caches_synced();
+            }
+        })
+    };
+
+    controller
+        .owns_stream(job_stream)
+        .watches_stream(pod_stream, move |pod: Pod| {
+            pool_of_pod(&pod, &pod_jobs).into_iter()
+        })
+        .watches_stream(secret_stream, |secret: Secret| {
+            owner_pool_of(&secret).into_iter()
+        })
+        .watches_stream(token_stream, move |meta| {
+            pools_using_secret(&token_pools, meta.namespace().as_deref(), &meta.name_any())
+        })
+        .reconcile_all_on(leadership_gained)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile trigger failed");
+            }
+        })
+        .await;
+    readiness_task.abort();
+    Ok(())
+}
+
+/// Every change of leadership, as a stream.
+fn leadership_changes(
+    receiver: watch::Receiver<bool>,
+) -> impl futures::Stream<Item = bool> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.changed().await.ok()?;
+        let leading = *receiver.borrow_and_update();
+        Some((leading, receiver))
+    })
+}
+
+/// The pool a runner pod belongs to, through its Job's labels.
+fn pool_of_pod(pod: &Pod, jobs: &Store<Job>) -> Option<ObjectRef<RunnerDeployment>> {
+    let namespace = pod.namespace()?;
+    let job_name = pod.labels().get("batch.kubernetes.io/job-name")?.clone();
+    let job = jobs.get(&ObjectRef::new(&job_name).within(&namespace))?;
+    controller_pool(job.owner_references(), &namespace)
+}
+
+/// The pool a runner Secret belongs to, through its Job.
+fn owner_pool_of(secret: &Secret) -> Option<ObjectRef<RunnerDeployment>> {
+    let namespace = secret.namespace()?;
+    let name = secret
+        .labels()
+        .get(scheduler::labels::RUNNER_DEPLOYMENT)?
+        .clone();
+    Some(ObjectRef::new(&name).within(&namespace))
+}
+
+fn controller_pool(
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    namespace: &str,
+) -> Option<ObjectRef<RunnerDeployment>> {
+    owners
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "RunnerDeployment")
+        .map(|o| ObjectRef::new(&o.name).within(namespace))
+}
+
+/// The pools whose `tokenSecretRef` names this Secret.
+fn pools_using_secret(
+    pools: &Store<RunnerDeployment>,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<RunnerDeployment>> {
+    pools
+        .state()
+        .iter()
+        .filter(|rd| {
+            rd.namespace().as_deref() == namespace && rd.spec.token_secret_ref.name == name
+        })
+        .map(|rd| ObjectRef::from_obj(rd.as_ref()))
+        .collect()
+}
+
+/// Reconciles one pool: the finalizer around [`observe`], plan and [`act`].
+#[tracing::instrument(skip_all, fields(pool = %rd.name_any(), namespace = rd.namespace().unwrap_or_default()))]
+async fn reconcile(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.is_leader() {
+        // Becoming the leader reconciles every pool again.
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let namespace = rd.namespace().unwrap_or_default();
+    let api: Api<RunnerDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, rd, |event| async {
+        match event {
+            FinalizerEvent::Apply(rd) => act::apply(rd, ctx.clone()).await,
+            FinalizerEvent::Cleanup(rd) => act::cleanup(rd, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        kube::runtime::finalizer::Error::ApplyFailed(error)
+        | kube::runtime::finalizer::Error::CleanupFailed(error) => error,
+        other => Error::Finalizer(Box::new(other)),
+    });
+    let metrics = &ctx.metrics.reconcile;
+    metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(_) => "Ok",
+        Err(error) => error.reason(),
+    };
+    crate::metrics::ReconcileMetrics::count(&metrics.reconciles, outcome);
+    result
+}
+
+/// Backs off a failing pool: from a few seconds, doubling, with jitter; slower for what
+/// needs a person. Other pools are not affected.
+fn error_policy(rd: Arc<RunnerDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    crate::metrics::ReconcileMetrics::count(
+        &ctx.metrics.reconcile.reconcile_errors,
+        error.reason(),
+    );
+    let failures = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures
+            .entry(ObjectRef::from_obj(rd.as_ref()))
+            .or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let interval = rd.spec.poll_interval().unwrap_or(Duration::from_secs(30));
+    let delay = backoff(failures, interval, error.needs_a_person());
+    tracing::warn!(reason = error.reason(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The delay before retry number `failures` (1-based).
+pub fn backoff(failures: u32, interval: Duration, needs_a_person: bool) -> Duration {
+    let base = if needs_a_person {
+        interval.max(Duration::from_secs(5))
+    } else {
+        Duration::from_secs(1)
+    };
+    let cap = (interval * 10).clamp(Duration::from_secs(10), Duration::from_secs(300));
+    let exponent = failures.saturating_sub(1).min(16);
+    let delay = base.saturating_mul(1 << exponent).min(cap);
+    // ±20 % jitter, so that pools failing together do not retry together.
+    let jitter = rand::random_range(0.8..1.2);
+    delay.mul_f64(jitter)
+}
+
+/// Clears a pool's failure count after a success.
+pub fn reset_backoff(ctx: &Context, rd: &RunnerDeployment) {
+    ctx.failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&ObjectRef::from_obj(rd));
+}
+
+/// Server-side-applies a status (the whole of it: fields this manager leaves out are removed).
+pub async fn apply_status(
+    ctx: &Context,
+    rd: &RunnerDeployment,
+    status: &api::RunnerDeploymentStatus,
+) -> Result<()> {
+    let name = rd.name_any();
+    let api: Api<RunnerDeployment> =
+        Api::namespaced(ctx.client.clone(), &rd.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": RunnerDeployment::api_version(&()),
+        "kind": RunnerDeployment::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("apply the status of RunnerDeployment {name}"), e))?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Observing a pool: its token, what Forgejo lists, and what it owns in the cluster.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::ResourceExt as _;
+use kube::api::Api;
+
+use api::{RunnerDeployment, Scope};
+use scheduler::{ForgejoJob, OwnedJob, RegistrationStatus, RunnerRegistration};
+
+use crate::controller::Context;
+use crate::error::{Error, Result};
+
+/// Reads the Forgejo API token from the pool's Secret.
+pub async fn read_token(ctx: &Context, rd: &RunnerDeployment) -> Result<forgejo::Token> {
+    let namespace = rd.namespace().unwrap_or_default();
+    let reference = &rd.spec.token_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| Error::kube(format!("read Secret {}", reference.name), e))?
+        .ok_or_else(|| Error::SecretNotFound {
+            namespace: namespace.clone(),
+            name: reference.name.clone(),
+        })?;
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&reference.key))
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_owned());
+    let from_string_data = || {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|data| data.get(&reference.key))
+            .map(|s| s.trim().to_owned())
+    };
+    match from_data.or_else(from_string_data) {
+        Some(token) if !token.is_empty() => Ok(forgejo::Token::new(token)),
+        _ => Err(Error::SecretKeyMissing {
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+        }),
+    }
+}
+
+/// The Forgejo scope of a pool, in the client's terms.
+pub fn forgejo_scope(scope: &Scope) -> forgejo::Scope {
+    match scope {
+        Scope::Organization(org) => forgejo::Scope::Organization(org.clone()),
+        Scope::Repository { owner, repo } => forgejo::Scope::Repository {
+            owner: owner.clone(),
+            repo: repo.clone(),
+        },
+        Scope::User(_) => forgejo::Scope::User,
+        Scope::Instance => forgejo::Scope::Instance,
+    }
+}
+
+/// The listed jobs this pool's labels run (Forgejo's `ItRunsOn`), in the scheduler's terms.
+pub fn pool_jobs(jobs: &[forgejo::ActionRunJob], label_names: &[String]) -> Vec<ForgejoJob> {
+    jobs.iter()
+        .filter(|job| forgejo::it_runs_on(&job.runs_on, label_names))
+        .map(|job| ForgejoJob {
+            id: job.id,
+            attempt: job.attempt,
+            handle: job.handle.clone(),
+            repo_id: job.repo_id,
+            owner_id: job.owner_id,
+            name: job.name.clone(),
+            runs_on: job.runs_on.clone(),
+            status: job.status.clone(),
+            task_id: job.task_id,
+        })
+        .collect()
+}
+
+/// Runner registrations in the scheduler's terms.
+pub fn registrations(runners: &[forgejo::Runner]) -> Vec<RunnerRegistration> {
+    runners
+        .iter()
+        .map(|runner| RunnerRegistration {
+            id: runner.id,
+            uuid: runner.uuid.clone(),
+            name: runner.name.clone(),
+            status: RegistrationStatus::from_api(&runner.status),
+        })
+        .collect()
+}
+
+/// The runner Jobs this pool owns, summarised from the watch caches.
+pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
+    let Some(uid) = rd.uid() else {
+        return Vec::new();
+    };
+    let namespace = rd.namespace().unwrap_or_default();
+    let jobs: Vec<std::sync::Arc<Job>> = ctx
+        .stores
+        .jobs
+        .state()
+        .into_iter()
+        .filter(|job| {
+            job.namespace().as_deref() == Some(namespace.as_str())
+                && scheduler::labels::pool_uid_of(job.metadata.labels.as_ref())
+                    == Some(uid.as_str())
+        })
+        .collect();
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let pods: Vec<Pod> = ctx
+        .stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|pod| pod.namespace().as_deref() == Some(namespace.as_str()))
+        .map(|pod| pod.as_ref().clone())
+        .collect();
+    jobs.iter()
+        .filter_map(|job| {
+            let secret = ctx
+                .stores
+                .secrets
+                .get(&kube::runtime::reflector::ObjectRef::new(&job.name_any()).within(&namespace));
+            OwnedJob::from_objects(job, &pods, secret.as_deref())
+        })
+        .collect()
+}

@@ -1,0 +1,109 @@
+//! The conditions the operator sets (Ready, SecretFound, ForgejoReachable) from what a
+//! reconcile found; `AtCapacity` comes from the scheduler.
+
+use api::RunnerDeploymentStatus;
+use api::condition_types::{FORGEJO_REACHABLE, READY, SECRET_FOUND};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use scheduler::{condition, set_condition};
+
+use crate::error::Error;
+
+/// Condition reasons of the operator (errors use [`Error::reason`]).
+pub mod reasons {
+    /// Ready: polling and scheduling.
+    pub const POLLING: &str = "Polling";
+    /// SecretFound: the token was read.
+    pub const FOUND: &str = "Found";
+    /// ForgejoReachable: the last poll succeeded.
+    pub const REACHABLE: &str = "Reachable";
+    /// Ready: the apiserver refused a runner Job (often an invalid `spec.jobTemplate`).
+    pub const JOB_CREATE_FAILED: &str = "JobCreateFailed";
+}
+
+/// Which step a failure happened in decides which conditions it touches.
+pub fn record_failure(
+    status: &mut RunnerDeploymentStatus,
+    error: &Error,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let reason = error.reason();
+    let message = error.to_string();
+    let set = |status: &mut RunnerDeploymentStatus,
+               type_: &str,
+               ok: bool,
+               reason: &str,
+               message: &str| {
+        set_condition(
+            &mut status.conditions,
+            condition(type_, ok, reason, message, generation, now.clone()),
+            now.clone(),
+        );
+    };
+    match error {
+        Error::SecretNotFound { .. } | Error::SecretKeyMissing { .. } => {
+            set(status, SECRET_FOUND, false, reason, &message);
+        }
+        Error::Forgejo(_) | Error::ForgejoTooOld { .. } => {
+            set(
+                status,
+                SECRET_FOUND,
+                true,
+                reasons::FOUND,
+                "the token Secret and key exist",
+            );
+            set(status, FORGEJO_REACHABLE, false, reason, &message);
+        }
+        _ => {}
+    }
+    set(status, READY, false, reason, &message);
+    status.observed_generation = generation;
+}
+
+/// Marks a successful poll: the Secret was read and Forgejo answered.
+pub fn record_success(
+    status: &mut RunnerDeploymentStatus,
+    forgejo: &str,
+    ready_message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    for (type_, reason, message) in [
+        (
+            SECRET_FOUND,
+            reasons::FOUND,
+            "the token Secret and key exist",
+        ),
+        (FORGEJO_REACHABLE, reasons::REACHABLE, forgejo),
+        (READY, reasons::POLLING, ready_message),
+    ] {
+        set_condition(
+            &mut status.conditions,
+            condition(type_, true, reason, message, generation, now.clone()),
+            now.clone(),
+        );
+    }
+    status.last_poll_time = Some(now.clone());
+    status.observed_generation = generation;
+}
+
+/// Marks the pool not ready because the apiserver refused its runner Jobs.
+pub fn record_job_create_failure(
+    status: &mut RunnerDeploymentStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    set_condition(
+        &mut status.conditions,
+        condition(
+            READY,
+            false,
+            reasons::JOB_CREATE_FAILED,
+            message,
+            generation,
+            now.clone(),
+        ),
+        now.clone(),
+    );
+}

@@ -1,0 +1,641 @@
+//! The runner Job: one `batch/v1` Job per Forgejo job attempt, its pod built for the way
+//! the job's label runs steps.
+//!
+//! Three pod modes, picked from the job's `runs-on` (its first entry that is a pool label,
+//! the same rule forgejo-runner's `PickPlatform` uses):
+//!
+//! ```text
+//! host        [runner: runner image, one-job]                      steps run in the runner
+//! docker      [dind sidecar (privileged, native)] [runner: one-job] steps run in dind
+//! kubernetes  [install-runner: cp binary] [runner: label image]     steps run in the label image
+//! ```
+//!
+//! The runner reads its credentials from the Job's Secret (mounted as a file, the uuid as
+//! an env var); the Forgejo API token is never referenced. The Job name is the pure function
+//! of [`crate::naming`], so creating it twice fails with `AlreadyExists`.
+
+use std::collections::BTreeMap;
+
+use api::{LabelScheme, RunnerLabel};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::input::{ForgejoJob, RunnerPath};
+use crate::labels;
+use crate::naming::{NameError, RunnerJobName, is_label_value};
+use crate::pool::Pool;
+use crate::secret::{REGISTRATION_TOKEN_KEY, TOKEN_KEY, UUID_KEY};
+use crate::template::merge_user_template;
+
+/// The container that runs `forgejo-runner one-job` (in every mode).
+pub const RUNNER_CONTAINER: &str = "runner";
+/// The Docker daemon sidecar of docker-mode pods.
+pub const DIND_CONTAINER: &str = "dind";
+/// The init container that copies the runner binary into kubernetes-mode pods.
+pub const INSTALL_RUNNER_CONTAINER: &str = "install-runner";
+/// The Docker-in-Docker image of docker-mode pods.
+pub const DIND_IMAGE: &str = "docker.io/library/docker:28-dind";
+
+/// The runner binary in the runner image.
+pub const RUNNER_BINARY: &str = "/bin/forgejo-runner";
+/// Where kubernetes-mode pods get the runner binary.
+pub const COPIED_RUNNER_DIR: &str = "/opt/forgejo-runner";
+/// The runner binary in kubernetes-mode pods.
+pub const COPIED_RUNNER_BINARY: &str = "/opt/forgejo-runner/forgejo-runner";
+/// Where the runner credential Secret is mounted.
+pub const CREDENTIALS_DIR: &str = "/var/run/forgejo-runner";
+/// The ephemeral runner's token file (v15 path).
+pub const TOKEN_FILE: &str = "/var/run/forgejo-runner/token";
+/// The registration token file (legacy path).
+pub const REGISTRATION_TOKEN_FILE: &str = "/var/run/forgejo-runner/registration-token";
+/// The runner's working directory (an emptyDir; `.runner` lives here on the legacy path).
+pub const DATA_DIR: &str = "/data";
+/// Where dind writes its TLS certificates (`client/` is what the runner reads).
+pub const DOCKER_CERTS_DIR: &str = "/certs";
+/// The env var holding the ephemeral runner's uuid, expanded in the runner's args.
+pub const UUID_ENV: &str = "FORGEJO_RUNNER_UUID";
+/// The runner image's user and group.
+pub const RUNNER_UID: i64 = 1000;
+/// Mode of the mounted credential files: readable by owner and `fsGroup`.
+pub const CREDENTIALS_MODE: i32 = 0o440;
+
+/// Volume: the runner's working directory.
+pub const DATA_VOLUME: &str = "runner-data";
+/// Volume: the runner credential Secret.
+pub const CREDENTIALS_VOLUME: &str = "runner-credentials";
+/// Volume: the copied runner binary (kubernetes mode).
+pub const RUNNER_BIN_VOLUME: &str = "runner-bin";
+/// Volume: dind's TLS certificates (docker mode).
+pub const DOCKER_CERTS_VOLUME: &str = "docker-certs";
+/// Volume: dind's image and container storage (docker mode).
+pub const DOCKER_DATA_VOLUME: &str = "docker-data";
+
+/// The shell script of legacy pods: register with the registration token read from its
+/// file, then run one job. `$1` binary, `$2` server, `$3` runner name, `$4` labels.
+pub const LEGACY_SCRIPT: &str = "set -eu
+IFS= read -r token < /var/run/forgejo-runner/registration-token || [ -n \"$token\" ]
+\"$1\" register --no-interactive --instance \"$2\" --token \"$token\" --name \"$3\" --labels \"$4\"
+exec \"$1\" one-job --wait
+";
+
+/// How a pod runs the steps of its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodMode {
+    /// In the runner container itself (`name:host`).
+    Host,
+    /// In containers of a Docker daemon sidecar (`name:docker://image`).
+    Docker,
+    /// In the pod's main container, which is `image`; the runner is copied in.
+    Kubernetes {
+        /// The label's image.
+        image: String,
+    },
+}
+
+impl PodMode {
+    /// The mode for jobs whose platform label is `label`.
+    pub fn for_label(label: &RunnerLabel) -> Self {
+        match &label.scheme {
+            LabelScheme::Host => Self::Host,
+            LabelScheme::Docker { .. } => Self::Docker,
+            LabelScheme::Kubernetes { image } => Self::Kubernetes {
+                image: image.clone(),
+            },
+        }
+    }
+
+    /// A PascalCase name for messages and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Host => "Host",
+            Self::Docker => "Docker",
+            Self::Kubernetes { .. } => "Kubernetes",
+        }
+    }
+}
+
+/// Why no runner Job can be built for a Forgejo job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodError {
+    /// The job runs on no label of the pool.
+    #[error("Forgejo job {id} runs on [{runs_on}], which this pool's labels do not serve")]
+    NoMatchingLabel {
+        /// The Forgejo job id.
+        id: i64,
+        /// Its `runs-on`, comma-separated.
+        runs_on: String,
+    },
+    /// No Job name can be made.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+/// The label that decides how a job runs: the first entry of `runs_on` that is a pool label.
+pub fn pick_label<'a>(labels: &'a [RunnerLabel], runs_on: &[String]) -> Option<&'a RunnerLabel> {
+    runs_on
+        .iter()
+        .find_map(|name| labels.iter().find(|l| &l.name == name))
+}
+
+/// The labels the runner declares: the job's `runs-on` (deduplicated, in order), as the pod
+/// can honour them. A docker pod declares docker and host labels as they are (kubernetes
+/// ones as docker labels of their image); host and kubernetes pods have no Docker daemon,
+/// so they declare every label as `name:host` (forgejo-runner refuses to start with a
+/// docker label and no daemon).
+pub fn declared_labels(labels: &[RunnerLabel], runs_on: &[String], mode: &PodMode) -> Vec<String> {
+    let mut declared: Vec<String> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for name in runs_on {
+        if seen.contains(&name.as_str()) {
+            continue;
+        }
+        seen.push(name);
+        let Some(label) = labels.iter().find(|l| &l.name == name) else {
+            continue;
+        };
+        declared.push(match (mode, &label.scheme) {
+            (PodMode::Docker, LabelScheme::Docker { image })
+            | (PodMode::Docker, LabelScheme::Kubernetes { image }) => {
+                format!("{}:docker://{image}", label.name)
+            }
+            _ => format!("{}:host", label.name),
+        });
+    }
+    declared
+}
+
+/// The runner container's `command` and `args`.
+///
+/// v15: `<binary> one-job --url U --uuid $(FORGEJO_RUNNER_UUID) --token-url file:<token>
+/// --label L… [--handle H] --wait`. Legacy: a shell that registers with the registration
+/// token (`register --no-interactive --instance U --token … --name N --labels L,…`), then
+/// `exec`s `one-job --wait` with the `.runner` file that wrote.
+pub fn runner_command(
+    binary: &str,
+    server: &str,
+    runner_name: &str,
+    declared: &[String],
+    handle: Option<&str>,
+    path: RunnerPath,
+) -> (Vec<String>, Vec<String>) {
+    match path {
+        RunnerPath::Ephemeral => {
+            let mut args: Vec<String> = [
+                "one-job",
+                "--url",
+                server,
+                "--uuid",
+                &format!("$({UUID_ENV})"),
+                "--token-url",
+                &format!("file:{TOKEN_FILE}"),
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            for label in declared {
+                args.push("--label".to_owned());
+                args.push(label.clone());
+            }
+            if let Some(handle) = handle {
+                args.push("--handle".to_owned());
+                args.push(handle.to_owned());
+            }
+            args.push("--wait".to_owned());
+            (vec![binary.to_owned()], args)
+        }
+        RunnerPath::Legacy => (
+            vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                LEGACY_SCRIPT.to_owned(),
+                "forgejo-runner-legacy".to_owned(),
+            ],
+            vec![
+                binary.to_owned(),
+                server.to_owned(),
+                runner_name.to_owned(),
+                declared.join(","),
+            ],
+        ),
+    }
+}
+
+/// The complete runner Job for `job` in `pool` (its Secret is made later, by name).
+pub fn runner_job(pool: &Pool, job: &ForgejoJob, path: RunnerPath) -> Result<Job, PodError> {
+    let name = RunnerJobName::new(&pool.uid, job.id, job.attempt)?;
+    let label =
+        pick_label(&pool.labels, &job.runs_on).ok_or_else(|| PodError::NoMatchingLabel {
+            id: job.id,
+            runs_on: job.runs_on.join(","),
+        })?;
+    let mode = PodMode::for_label(label);
+    let declared = declared_labels(&pool.labels, &job.runs_on, &mode);
+
+    let job_labels = job_labels(pool, job);
+    let mut annotations = BTreeMap::from([
+        (labels::FORGEJO_JOB_NAME.to_owned(), job.name.clone()),
+        (labels::FORGEJO_RUNS_ON.to_owned(), job.runs_on.join(",")),
+        (labels::RUNNER_LABELS.to_owned(), declared.join(",")),
+    ]);
+    if let Some(handle) = job.handle() {
+        annotations.insert(labels::FORGEJO_HANDLE.to_owned(), handle.to_owned());
+    }
+
+    let mut pod_annotations = annotations.clone();
+    pod_annotations.insert(
+        labels::DEFAULT_CONTAINER.to_owned(),
+        RUNNER_CONTAINER.to_owned(),
+    );
+    let ours = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(job_labels.clone()),
+            annotations: Some(pod_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod_spec(
+            pool,
+            &mode,
+            name.as_str(),
+            &declared,
+            job.handle(),
+            path,
+        )),
+    };
+    let template = merge_user_template(ours, pool.template.as_ref());
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name.into_string()),
+            namespace: Some(pool.namespace.clone()),
+            labels: Some(job_labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![pool.owner_reference()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            ttl_seconds_after_finished: Some(pool.ttl_seconds_after_finished),
+            active_deadline_seconds: Some(pool.active_deadline_seconds),
+            template,
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The labels of a runner Job and its pod.
+fn job_labels(pool: &Pool, job: &ForgejoJob) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::from([
+        (
+            labels::APP_NAME.to_owned(),
+            labels::APP_NAME_VALUE.to_owned(),
+        ),
+        (
+            labels::APP_COMPONENT.to_owned(),
+            labels::COMPONENT_RUNNER.to_owned(),
+        ),
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (labels::RUNNER_DEPLOYMENT_UID.to_owned(), pool.uid.clone()),
+        (labels::FORGEJO_JOB_ID.to_owned(), job.id.to_string()),
+        (
+            labels::FORGEJO_JOB_ATTEMPT.to_owned(),
+            job.attempt_number().to_string(),
+        ),
+        (labels::FORGEJO_REPO_ID.to_owned(), job.repo_id.to_string()),
+        (
+            labels::FORGEJO_OWNER_ID.to_owned(),
+            job.owner_id.to_string(),
+        ),
+    ]);
+    if is_label_value(&pool.name) {
+        map.insert(labels::APP_INSTANCE.to_owned(), pool.name.clone());
+        map.insert(labels::RUNNER_DEPLOYMENT.to_owned(), pool.name.clone());
+    }
+    map
+}
+
+/// The controller's own pod spec, before the user's template is merged in.
+fn pod_spec(
+    pool: &Pool,
+    mode: &PodMode,
+    runner_name: &str,
+    declared: &[String],
+    handle: Option<&str>,
+    path: RunnerPath,
+) -> PodSpec {
+    let binary = match mode {
+        PodMode::Kubernetes { .. } => COPIED_RUNNER_BINARY,
+        PodMode::Host | PodMode::Docker => RUNNER_BINARY,
+    };
+    let handle = match path {
+        RunnerPath::Ephemeral => handle,
+        RunnerPath::Legacy => None,
+    };
+    let (command, args) = runner_command(binary, &pool.server, runner_name, declared, handle, path);
+
+    let mut env = Vec::new();
+    if path == RunnerPath::Ephemeral {
+        env.push(EnvVar {
+            name: UUID_ENV.to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: runner_name.to_owned(),
+                    key: UUID_KEY.to_owned(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    let mut mounts = vec![
+        mount(DATA_VOLUME, DATA_DIR, false),
+        mount(CREDENTIALS_VOLUME, CREDENTIALS_DIR, true),
+    ];
+    let credentials_key = match path {
+        RunnerPath::Ephemeral => TOKEN_KEY,
+        RunnerPath::Legacy => REGISTRATION_TOKEN_KEY,
+    };
+    let mut volumes = vec![
+        empty_dir(DATA_VOLUME),
+        Volume {
+            name: CREDENTIALS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(runner_name.to_owned()),
+                items: Some(vec![KeyToPath {
+                    key: credentials_key.to_owned(),
+                    path: credentials_key.to_owned(),
+                    mode: None,
+                }]),
+                default_mode: Some(CREDENTIALS_MODE),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        },
+    ];
+    let mut init_containers = Vec::new();
+
+    let runner = match mode {
+        PodMode::Host => Container {
+            image: Some(pool.runner_image.clone()),
+            resources: Some(resources(("250m", "256Mi"), ("2", "4Gi"))),
+            security_context: Some(runner_security_context(false)),
+            ..Container::default()
+        },
+        PodMode::Docker => {
+            env.extend([
+                plain_env("DOCKER_HOST", "tcp://localhost:2376"),
+                plain_env("DOCKER_TLS_VERIFY", "1"),
+                plain_env("DOCKER_CERT_PATH", "/certs/client"),
+            ]);
+            mounts.push(mount(DOCKER_CERTS_VOLUME, DOCKER_CERTS_DIR, true));
+            volumes.push(empty_dir(DOCKER_CERTS_VOLUME));
+            volumes.push(empty_dir(DOCKER_DATA_VOLUME));
+            init_containers.push(dind_sidecar());
+            Container {
+                image: Some(pool.runner_image.clone()),
+                resources: Some(resources(("100m", "128Mi"), ("1", "1Gi"))),
+                security_context: Some(runner_security_context(false)),
+                ..Container::default()
+            }
+        }
+        PodMode::Kubernetes { image } => {
+            mounts.push(mount(RUNNER_BIN_VOLUME, COPIED_RUNNER_DIR, true));
+            volumes.push(empty_dir(RUNNER_BIN_VOLUME));
+            init_containers.push(Container {
+                name: INSTALL_RUNNER_CONTAINER.to_owned(),
+                image: Some(pool.runner_image.clone()),
+                command: Some(vec![
+                    "cp".to_owned(),
+                    RUNNER_BINARY.to_owned(),
+                    COPIED_RUNNER_BINARY.to_owned(),
+                ]),
+                volume_mounts: Some(vec![mount(RUNNER_BIN_VOLUME, COPIED_RUNNER_DIR, false)]),
+                resources: Some(resources(("10m", "32Mi"), ("500m", "128Mi"))),
+                security_context: Some(runner_security_context(true)),
+                ..Container::default()
+            });
+            // The label's image runs as the user it was built for: many job images need
+            // root to install packages. A `runner` container in jobTemplate can restrict it.
+            Container {
+                image: Some(image.clone()),
+                resources: Some(resources(("250m", "256Mi"), ("2", "4Gi"))),
+                ..Container::default()
+            }
+        }
+    };
+    let runner = Container {
+        name: RUNNER_CONTAINER.to_owned(),
+        command: Some(command),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        working_dir: Some(DATA_DIR.to_owned()),
+        volume_mounts: Some(mounts),
+        ..runner
+    };
+
+    PodSpec {
+        containers: vec![runner],
+        init_containers: (!init_containers.is_empty()).then_some(init_containers),
+        volumes: Some(volumes),
+        restart_policy: Some("Never".to_owned()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            fs_group: Some(RUNNER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        ..PodSpec::default()
+    }
+}
+
+/// The privileged Docker daemon, as a native sidecar: it is up (its TLS port open) before
+/// the runner starts, and it stops when the runner exits, so the Job can complete.
+fn dind_sidecar() -> Container {
+    Container {
+        name: DIND_CONTAINER.to_owned(),
+        image: Some(DIND_IMAGE.to_owned()),
+        restart_policy: Some("Always".to_owned()),
+        env: Some(vec![plain_env("DOCKER_TLS_CERTDIR", DOCKER_CERTS_DIR)]),
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            ..SecurityContext::default()
+        }),
+        startup_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(2376),
+                host: None,
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(120),
+            ..Probe::default()
+        }),
+        volume_mounts: Some(vec![
+            mount(DOCKER_CERTS_VOLUME, DOCKER_CERTS_DIR, false),
+            mount(DOCKER_DATA_VOLUME, "/var/lib/docker", false),
+        ]),
+        resources: Some(resources(("250m", "256Mi"), ("2", "4Gi"))),
+        ..Container::default()
+    }
+}
+
+/// Non-root, no privilege escalation, no capabilities.
+fn runner_security_context(read_only_root: bool) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUNNER_UID),
+        run_as_group: Some(RUNNER_UID),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: read_only_root.then_some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
+    let pair = |(cpu, memory): (&str, &str)| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(pair(requests)),
+        limits: Some(pair(limits)),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(text: &str) -> RunnerLabel {
+        RunnerLabel::parse(text).unwrap()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn platform_label_is_the_first_runs_on_entry_the_pool_knows() {
+        let labels = [
+            label("docker"),
+            label("x:host"),
+            label("k:kubernetes://alpine"),
+        ];
+        let pick =
+            |runs_on: &[&str]| pick_label(&labels, &strings(runs_on)).map(|l| l.name.clone());
+        assert_eq!(pick(&["x", "docker"]).as_deref(), Some("x"));
+        assert_eq!(pick(&["docker", "x"]).as_deref(), Some("docker"));
+        assert_eq!(pick(&["other", "k"]).as_deref(), Some("k"));
+        assert_eq!(pick(&["other"]), None);
+    }
+
+    #[test]
+    fn declared_labels_fit_the_pod() {
+        let labels = [
+            label("docker:docker://node:22"),
+            label("x:host"),
+            label("k:kubernetes://alpine:3"),
+        ];
+        let runs_on = strings(&["docker", "x", "k", "x"]);
+        assert_eq!(
+            declared_labels(&labels, &runs_on, &PodMode::Docker),
+            ["docker:docker://node:22", "x:host", "k:docker://alpine:3"]
+        );
+        assert_eq!(
+            declared_labels(&labels, &runs_on, &PodMode::Host),
+            ["docker:host", "x:host", "k:host"]
+        );
+    }
+
+    #[test]
+    fn v15_command_line_is_one_job_with_handle() {
+        let (command, args) = runner_command(
+            RUNNER_BINARY,
+            "https://code.example.com",
+            "forgejo-job-1-1-0123456789",
+            &strings(&["docker:docker://node:22", "x:host"]),
+            Some("h-1"),
+            RunnerPath::Ephemeral,
+        );
+        assert_eq!(command, ["/bin/forgejo-runner"]);
+        assert_eq!(
+            args.join(" "),
+            "one-job --url https://code.example.com --uuid $(FORGEJO_RUNNER_UUID) \
+             --token-url file:/var/run/forgejo-runner/token --label docker:docker://node:22 \
+             --label x:host --handle h-1 --wait"
+        );
+    }
+
+    #[test]
+    fn legacy_command_line_registers_then_runs_one_job() {
+        let (command, args) = runner_command(
+            RUNNER_BINARY,
+            "https://code.example.com",
+            "forgejo-job-1-0-0123456789",
+            &strings(&["docker:docker://node:22", "x:host"]),
+            None,
+            RunnerPath::Legacy,
+        );
+        assert_eq!(command[..2], ["/bin/sh", "-c"]);
+        assert!(command[2].contains("register --no-interactive --instance \"$2\" --token \"$token\" --name \"$3\" --labels \"$4\""));
+        assert!(command[2].contains("exec \"$1\" one-job --wait"));
+        assert!(command[2].contains(REGISTRATION_TOKEN_FILE));
+        // Kubernetes expands $(VAR) and $$ in command and args: the script must use neither.
+        assert!(!command[2].contains("$(") && !command[2].contains("$$"));
+        assert_eq!(
+            args,
+            [
+                "/bin/forgejo-runner",
+                "https://code.example.com",
+                "forgejo-job-1-0-0123456789",
+                "docker:docker://node:22,x:host"
+            ]
+        );
+    }
+}

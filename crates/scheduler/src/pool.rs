@@ -1,0 +1,120 @@
+//! A RunnerDeployment read once into what the decisions need: identity, parsed labels,
+//! limits and the user's pod template.
+
+use api::{RunnerDeployment, RunnerLabel, SpecError};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use crate::input::runs_on_labels;
+
+/// `apiVersion` of RunnerDeployment, for owner references.
+pub const RUNNER_DEPLOYMENT_API_VERSION: &str = "forgejo.runners.dev/v1alpha1";
+/// `kind` of RunnerDeployment, for owner references.
+pub const RUNNER_DEPLOYMENT_KIND: &str = "RunnerDeployment";
+
+/// Why a RunnerDeployment cannot be planned for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The object lacks a metadata field the apiserver always sets.
+    #[error("the RunnerDeployment has no metadata.{0}")]
+    MissingMetadata(&'static str),
+    /// The spec is invalid (the schema should have refused it).
+    #[error("the RunnerDeployment spec is invalid: {0}")]
+    InvalidSpec(#[from] SpecError),
+}
+
+impl PlanError {
+    /// A PascalCase reason for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingMetadata(_) => "MissingMetadata",
+            Self::InvalidSpec(_) => "InvalidSpec",
+        }
+    }
+}
+
+/// A validated pool of runners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    /// The RunnerDeployment name.
+    pub name: String,
+    /// Its namespace, where the runner Jobs go.
+    pub namespace: String,
+    /// Its uid, which names the Jobs.
+    pub uid: String,
+    /// Its `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The Forgejo base URL, without a trailing slash.
+    pub server: String,
+    /// The parsed runner labels, in spec order.
+    pub labels: Vec<RunnerLabel>,
+    /// The most runner Jobs active at once.
+    pub max_runners: usize,
+    /// The forgejo-runner image.
+    pub runner_image: String,
+    /// `ttlSecondsAfterFinished` of the Jobs.
+    pub ttl_seconds_after_finished: i32,
+    /// `activeDeadlineSeconds` of the Jobs.
+    pub active_deadline_seconds: i64,
+    /// The user's pod template, merged into every runner pod.
+    pub template: Option<PodTemplateSpec>,
+}
+
+impl Pool {
+    /// Reads and validates a RunnerDeployment.
+    pub fn from_resource(rd: &RunnerDeployment) -> Result<Self, PlanError> {
+        let meta = &rd.metadata;
+        let name = meta
+            .name
+            .clone()
+            .ok_or(PlanError::MissingMetadata("name"))?;
+        let namespace = meta
+            .namespace
+            .clone()
+            .ok_or(PlanError::MissingMetadata("namespace"))?;
+        let uid = meta
+            .uid
+            .clone()
+            .filter(|uid| !uid.is_empty())
+            .ok_or(PlanError::MissingMetadata("uid"))?;
+        let spec = &rd.spec;
+        spec.validate()?;
+        let labels = spec.runner_labels().map_err(SpecError::from)?;
+        let template = spec
+            .job_template
+            .as_ref()
+            .map(|t| t.pod_template())
+            .transpose()
+            .map_err(|e| SpecError::JobTemplate(e.to_string()))?;
+        Ok(Self {
+            name,
+            namespace,
+            uid,
+            generation: meta.generation,
+            server: spec.forgejo_server.trim_end_matches('/').to_owned(),
+            labels,
+            max_runners: usize::try_from(spec.max_runners.max(1)).unwrap_or(1),
+            runner_image: spec.runner_image.clone(),
+            ttl_seconds_after_finished: spec.ttl_seconds_after_finished,
+            active_deadline_seconds: spec.active_deadline_seconds,
+            template,
+        })
+    }
+
+    /// Whether a job with `runs_on` is this pool's (Forgejo's `ItRunsOn` rule).
+    pub fn serves(&self, runs_on: &[String]) -> bool {
+        runs_on_labels(runs_on, self.labels.iter().map(|l| l.name.as_str()))
+    }
+
+    /// The controller owner reference to the RunnerDeployment that runner Jobs carry.
+    pub fn owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: RUNNER_DEPLOYMENT_API_VERSION.to_owned(),
+            kind: RUNNER_DEPLOYMENT_KIND.to_owned(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}
