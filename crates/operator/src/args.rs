@@ -77,6 +77,25 @@ pub struct Args {
     #[arg(long, env = "FRC_FORGEJO_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub forgejo_timeout: Duration,
 
+    /// How long a runner Job whose Forgejo job stopped waiting (cancelled, or taken by another
+    /// runner) may keep an idle runner before it is deleted, e.g. `60s`.
+    #[arg(long, env = "FRC_NOT_WAITING_GRACE", default_value = "60s", value_parser = parse_period)]
+    pub not_waiting_grace: Duration,
+
+    /// How long a runner pod may fail to pull an image (or build a container's config)
+    /// before its Job is reported and deleted, e.g. `5m`.
+    #[arg(long, env = "FRC_IMAGE_PULL_DEADLINE", default_value = "5m", value_parser = parse_period)]
+    pub image_pull_deadline: Duration,
+
+    /// How long a runner pod may stay unschedulable before its Job is reported and deleted.
+    #[arg(long, env = "FRC_UNSCHEDULABLE_DEADLINE", default_value = "10m", value_parser = parse_period)]
+    pub unschedulable_deadline: Duration,
+
+    /// How long a finished runner Job whose Forgejo job still waits is kept before a new one
+    /// replaces it.
+    #[arg(long, env = "FRC_RETRY_AFTER", default_value = "60s", value_parser = parse_period)]
+    pub retry_after: Duration,
+
     /// A PEM bundle of extra CA certificates to trust for Forgejo servers (self-hosted CAs).
     #[arg(long, env = "FRC_FORGEJO_CA_FILE", value_name = "PATH")]
     pub forgejo_ca_file: Option<PathBuf>,
@@ -89,6 +108,14 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+fn parse_period(text: &str) -> Result<Duration, String> {
+    let duration = api::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < Duration::from_secs(1) || duration > Duration::from_secs(24 * 3600) {
+        return Err(format!("{text:?} is outside 1s..24h"));
+    }
+    Ok(duration)
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -154,6 +181,12 @@ impl Args {
             namespace: self.namespace.clone(),
             forgejo_timeout: self.forgejo_timeout,
             forgejo_extra_ca: extra_ca,
+            timeouts: scheduler::Timeouts {
+                not_waiting_grace: self.not_waiting_grace,
+                image_pull_deadline: self.image_pull_deadline,
+                unschedulable_deadline: self.unschedulable_deadline,
+                retry_after: self.retry_after,
+            },
         };
         let result = controller::run(
             client,

@@ -38,7 +38,7 @@ pub const FINALIZER: &str = "forgejo.runners.dev/runner-registrations";
 pub const FIELD_MANAGER: &str = "forgejo-runner-controller";
 
 /// How the controller runs, from the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ControllerConfig {
     /// Watch this namespace only.
     pub namespace: Option<String>,
@@ -46,6 +46,8 @@ pub struct ControllerConfig {
     pub forgejo_timeout: Duration,
     /// Extra CA certificates (PEM) for Forgejo servers.
     pub forgejo_extra_ca: Option<Vec<u8>>,
+    /// Grace periods and deadlines of the scheduler.
+    pub timeouts: scheduler::Timeouts,
 }
 
 /// The watch caches the reconciler reads instead of asking the apiserver.
@@ -159,7 +161,7 @@ pub async fn run(
         metrics,
         stores,
         leader: leader.clone(),
-        timeouts: scheduler::Timeouts::default(),
+        timeouts: config.timeouts,
         first_seen: Mutex::default(),
         failures: Mutex::default(),
     });

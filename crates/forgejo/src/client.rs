@@ -1,0 +1,644 @@
+//! [`Client`]: the Forgejo operations the controller needs, the URL of each per scope, and
+//! the retry loop (exponential backoff with jitter, bounded in attempts and total time,
+//! `Retry-After` honoured, never for 4xx, POST only when the request cannot have arrived).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::error::{Endpoint, Error, Result, sanitize};
+use crate::transport::{self, Answer, Attempt, Call, Failure, Http};
+use crate::types::{RegisteredRunnerWire, TokenWire, VersionWire};
+use crate::{ActionRunJob, RegisterRunner, RegisteredRunner, Runner, Scope, ServerVersion, Token};
+
+/// A callback told about every HTTP attempt, for metrics.
+pub type Observer = Arc<dyn Fn(RequestOutcome) + Send + Sync>;
+
+/// The outcome of one HTTP attempt, as given to an [`Observer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestOutcome {
+    /// The operation: `version`, `list_jobs`, `register_runner`, `list_runners`, `delete_runner`, `registration_token`.
+    pub endpoint: &'static str,
+    /// `ok`, or the error's [`Error::reason`].
+    pub outcome: &'static str,
+    /// The HTTP status, if Forgejo answered.
+    pub status: Option<u16>,
+    /// 1 for the first try, 2 for the first retry, …
+    pub attempt: u32,
+    /// How long the attempt took.
+    pub duration: Duration,
+}
+
+/// How the client talks to one server.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Limit for one attempt: connect, send and read the whole answer.
+    pub request_timeout: Duration,
+    /// Attempts per operation, the first included (at least 1).
+    pub max_attempts: u32,
+    /// No retry starts once this much time has passed since the first attempt.
+    pub max_retry_time: Duration,
+    /// Largest answer body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// PEM certificates trusted besides the webpki roots (a self-hosted server's CA).
+    pub extra_root_certs_pem: Option<Vec<u8>>,
+    /// First backoff delay; it doubles per retry (capped at 10 s), with jitter.
+    pub retry_base_delay: Duration,
+    /// Called after every HTTP attempt.
+    pub observer: Option<Observer>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 4,
+            max_retry_time: Duration::from_secs(30),
+            max_body_bytes: 8 * 1024 * 1024,
+            extra_root_certs_pem: None,
+            retry_base_delay: Duration::from_millis(200),
+            observer: None,
+        }
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("request_timeout", &self.request_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_retry_time", &self.max_retry_time)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field(
+                "extra_root_certs_pem",
+                &self.extra_root_certs_pem.as_ref().map(|pem| pem.len()),
+            )
+            .field("retry_base_delay", &self.retry_base_delay)
+            .field("observer", &self.observer.as_ref().map(|_| "Fn"))
+            .finish()
+    }
+}
+
+/// Longest backoff between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Runners asked for per page (Forgejo's default `MAX_RESPONSE_ITEMS`).
+const RUNNERS_PAGE_SIZE: usize = 50;
+/// Pages followed at most when listing runners (a guard against a server that never ends).
+const MAX_RUNNER_PAGES: u32 = 1000;
+
+/// A Forgejo API client for one server and token; clones share the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: Url,
+    server: String,
+    token: Token,
+    auth: HeaderValue,
+    http: Http,
+    options: ClientOptions,
+    known_version: Arc<RwLock<Option<ServerVersion>>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.server)
+            .field("token", &self.inner.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `server` (`http(s)://host[:port][/path]`); fails on a bad URL, token or CA bundle.
+    pub fn new(server: &str, token: Token, options: ClientOptions) -> Result<Client> {
+        let base = parse_server(server)?;
+        let auth = transport::auth_header(token.expose())?;
+        let http = transport::build_http(
+            options.request_timeout,
+            options.extra_root_certs_pem.as_deref(),
+        )?;
+        let server = base.as_str().trim_end_matches('/').to_owned();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base,
+                server,
+                token,
+                auth,
+                http,
+                options,
+                known_version: Arc::default(),
+            }),
+        })
+    }
+
+    /// A client for the same server and connection pool, with another token.
+    pub fn with_token(&self, token: Token) -> Result<Client> {
+        let auth = transport::auth_header(token.expose())?;
+        let inner = &self.inner;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base: inner.base.clone(),
+                server: inner.server.clone(),
+                token,
+                auth,
+                http: inner.http.clone(),
+                options: inner.options.clone(),
+                known_version: inner.known_version.clone(),
+            }),
+        })
+    }
+
+    /// The server's base URL, normalized (no trailing `/`).
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// The version the last successful [`Client::version`] call saw.
+    pub fn known_version(&self) -> Option<ServerVersion> {
+        self.inner.known_version.read().ok().and_then(|v| v.clone())
+    }
+
+    /// `GET /api/v1/version`, parsed; also remembered (see [`Client::known_version`]).
+    pub async fn version(&self) -> Result<ServerVersion> {
+        let call = self.call(
+            "version",
+            "GET",
+            &["version"],
+            None,
+            None,
+            true,
+            "check the token's scopes",
+        )?;
+        let answer = self.send(&call).await?;
+        let wire: VersionWire = self.decode(&call, &answer)?;
+        let version =
+            ServerVersion::parse(&wire.version).ok_or_else(|| Error::InvalidResponse {
+                endpoint: call.endpoint.clone(),
+                status: answer.status.as_u16(),
+                detail: format!(
+                    "the version {:?} is not MAJOR.MINOR.PATCH",
+                    sanitize(&wire.version, self.inner.token.expose())
+                ),
+                body_prefix: transport::body_prefix(&answer.body, self.inner.token.expose()),
+            })?;
+        if let Ok(mut known) = self.inner.known_version.write() {
+            *known = Some(version.clone());
+        }
+        Ok(version)
+    }
+
+    /// Jobs of `scope` that are waiting **or running** (filter with [`ActionRunJob::is_waiting`]).
+    ///
+    /// `labels: None` sends no `labels` parameter: every pending job on Forgejo 14+, but
+    /// nothing on 11–13, where the filter is mandatory. `Some(&[])` sends `labels=` (14+: only
+    /// jobs without labels). Forgejo returns jobs whose `runs_on` ⊆ `labels`, newest first,
+    /// unpaged. Label names cannot contain `,` (Forgejo splits on it).
+    ///
+    /// For [`Scope::Instance`] this uses `admin/runners/jobs`, or `admin/actions/runners/jobs`
+    /// once [`Client::version`] has seen Forgejo 15+.
+    pub async fn list_jobs(
+        &self,
+        scope: &Scope,
+        labels: Option<&[String]>,
+    ) -> Result<Vec<ActionRunJob>> {
+        let query = labels.map(|labels| {
+            let encoded: Vec<String> = labels
+                .iter()
+                .map(|l| url::form_urlencoded::byte_serialize(l.as_bytes()).collect())
+                .collect();
+            format!("labels={}", encoded.join(","))
+        });
+        let mut segments = scope.runners_segments(self.modern_admin_paths());
+        segments.push("jobs");
+        let call = self.call(
+            "list_jobs",
+            "GET",
+            &segments,
+            query,
+            None,
+            true,
+            scope.forbidden_hint(false),
+        )?;
+        let answer = self.send(&call).await?;
+        let jobs: Option<Vec<ActionRunJob>> = self.decode(&call, &answer)?;
+        Ok(jobs.unwrap_or_default())
+    }
+
+    /// `POST …/actions/runners` (Forgejo 15+): registers a runner and returns its id, UUID and token.
+    ///
+    /// Retried only when the request cannot have reached Forgejo (connect failure) or on 429,
+    /// so a retry never leaves a second registration behind.
+    pub async fn register_runner(
+        &self,
+        scope: &Scope,
+        req: &RegisterRunner,
+    ) -> Result<RegisteredRunner> {
+        let body = serde_json::json!({
+            "name": req.name,
+            "description": req.description,
+            "ephemeral": req.ephemeral,
+        })
+        .to_string();
+        let call = self.call(
+            "register_runner",
+            "POST",
+            &scope.runners_segments(true),
+            None,
+            Some(Bytes::from(body)),
+            false,
+            scope.forbidden_hint(true),
+        )?;
+        let answer = self.send(&call).await?;
+        let wire: RegisteredRunnerWire = self.decode(&call, &answer)?;
+        if wire.uuid.is_empty() || wire.token.is_empty() {
+            return Err(self.invalid(
+                &call,
+                &answer,
+                "the registration has no uuid or no token".into(),
+            ));
+        }
+        Ok(RegisteredRunner {
+            id: wire.id,
+            uuid: wire.uuid,
+            token: Token::new(wire.token),
+        })
+    }
+
+    /// `GET …/actions/runners` (Forgejo 15+), following every page.
+    ///
+    /// Lists the runners registered in exactly this scope (for the instance: global runners).
+    pub async fn list_runners(&self, scope: &Scope) -> Result<Vec<Runner>> {
+        let segments = scope.runners_segments(true);
+        let mut runners: Vec<Runner> = Vec::new();
+        let mut seen = HashSet::new();
+        for page in 1..=MAX_RUNNER_PAGES {
+            let query = format!("page={page}&limit={RUNNERS_PAGE_SIZE}");
+            let call = self.call(
+                "list_runners",
+                "GET",
+                &segments,
+                Some(query),
+                None,
+                true,
+                scope.forbidden_hint(false),
+            )?;
+            let answer = self.send(&call).await?;
+            let total = answer
+                .headers
+                .get("x-total-count")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let batch: Option<Vec<Runner>> = self.decode(&call, &answer)?;
+            let batch = batch.unwrap_or_default();
+            if batch.is_empty() {
+                return Ok(runners);
+            }
+            for runner in batch {
+                if seen.insert(runner.id) {
+                    runners.push(runner);
+                }
+            }
+            if total.is_some_and(|total| runners.len() >= total) {
+                return Ok(runners);
+            }
+        }
+        let call = self.call("list_runners", "GET", &segments, None, None, true, "")?;
+        Err(Error::InvalidResponse {
+            endpoint: call.endpoint,
+            status: 200,
+            detail: format!("the runner list did not end after {MAX_RUNNER_PAGES} pages"),
+            body_prefix: String::new(),
+        })
+    }
+
+    /// `DELETE …/actions/runners/{id}` (Forgejo 15+); a runner that is already gone (404) is fine.
+    ///
+    /// Before Forgejo 15 the endpoint does not exist, and its 404 also reads as success:
+    /// check [`ServerVersion::supports_ephemeral_runners`] first.
+    pub async fn delete_runner(&self, scope: &Scope, id: i64) -> Result<()> {
+        let id = id.to_string();
+        let mut segments = scope.runners_segments(true);
+        segments.push(&id);
+        let call = self.call(
+            "delete_runner",
+            "DELETE",
+            &segments,
+            None,
+            None,
+            true,
+            scope.forbidden_hint(true),
+        )?;
+        match self.send(&call).await {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET …/actions/runners/registration-token`: the scope's (legacy, reusable) registration token.
+    pub async fn registration_token(&self, scope: &Scope) -> Result<Token> {
+        let mut segments = scope.runners_segments(self.modern_admin_paths());
+        segments.push("registration-token");
+        let call = self.call(
+            "registration_token",
+            "GET",
+            &segments,
+            None,
+            None,
+            true,
+            scope.forbidden_hint(false),
+        )?;
+        let answer = self.send(&call).await?;
+        let wire: TokenWire = self.decode(&call, &answer)?;
+        let token = Token::new(wire.token);
+        if token.is_empty() {
+            return Err(self.invalid(&call, &answer, "the registration token is empty".into()));
+        }
+        Ok(token)
+    }
+
+    // === internals ===
+
+    /// Whether `admin/actions/runners/…` (15+) should be used for the instance's jobs and token.
+    fn modern_admin_paths(&self) -> bool {
+        self.known_version()
+            .is_some_and(|v| v.supports_ephemeral_runners())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        name: &'static str,
+        method: &'static str,
+        segments: &[&str],
+        query: Option<String>,
+        body: Option<Bytes>,
+        idempotent: bool,
+        forbidden_hint: &'static str,
+    ) -> Result<Call> {
+        let mut url = self.inner.base.clone();
+        {
+            let mut path = url.path_segments_mut().map_err(|()| Error::InvalidUrl {
+                url: self.inner.server.clone(),
+                reason: "it cannot be a base URL".into(),
+            })?;
+            path.pop_if_empty().extend(["api", "v1"]).extend(segments);
+        }
+        url.set_query(query.as_deref());
+        Ok(Call {
+            endpoint: Endpoint {
+                name,
+                method,
+                path: url.path().to_owned(),
+            },
+            url: url.into(),
+            body,
+            idempotent,
+            forbidden_hint,
+        })
+    }
+
+    /// Sends `call`, retrying what may succeed later, within the attempt and time budgets.
+    async fn send(&self, call: &Call) -> Result<Answer> {
+        let options = &self.inner.options;
+        let attempt = Attempt {
+            http: &self.inner.http,
+            auth: &self.inner.auth,
+            secret: self.inner.token.expose(),
+            timeout: options.request_timeout,
+            max_body_bytes: options.max_body_bytes,
+        };
+        let max_attempts = options.max_attempts.max(1);
+        let started = Instant::now();
+        let mut number = 1;
+        loop {
+            let began = Instant::now();
+            let (status, result) = attempt.run(call).await;
+            let took = began.elapsed();
+            self.observe(call, &result, status, number, took);
+            let failure = match result {
+                Ok(answer) => {
+                    tracing::debug!(
+                        endpoint = call.endpoint.name,
+                        path = %call.endpoint.path,
+                        status = answer.status.as_u16(),
+                        attempt = number,
+                        took_ms = took.as_millis() as u64,
+                        "Forgejo request succeeded"
+                    );
+                    return Ok(answer);
+                }
+                Err(failure) => failure,
+            };
+            if !should_retry(call, &failure) || number >= max_attempts {
+                return Err(failure.error);
+            }
+            let delay = failure
+                .retry_after
+                .unwrap_or_else(|| backoff(options.retry_base_delay, number));
+            if started.elapsed() + delay > options.max_retry_time {
+                return Err(failure.error);
+            }
+            tracing::warn!(
+                endpoint = call.endpoint.name,
+                path = %call.endpoint.path,
+                reason = failure.error.reason(),
+                attempt = number,
+                delay_ms = delay.as_millis() as u64,
+                "Forgejo request failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
+            number += 1;
+        }
+    }
+
+    fn observe(
+        &self,
+        call: &Call,
+        result: &std::result::Result<Answer, Box<Failure>>,
+        status: Option<u16>,
+        attempt: u32,
+        duration: Duration,
+    ) {
+        if let Some(observer) = &self.inner.options.observer {
+            observer(RequestOutcome {
+                endpoint: call.endpoint.name,
+                outcome: match result {
+                    Ok(_) => "ok",
+                    Err(failure) => failure.error.reason(),
+                },
+                status,
+                attempt,
+                duration,
+            });
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, call: &Call, answer: &Answer) -> Result<T> {
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            let detail = sanitize(
+                &format!("not the expected JSON: {e}"),
+                self.inner.token.expose(),
+            );
+            self.invalid(call, answer, detail)
+        })
+    }
+
+    fn invalid(&self, call: &Call, answer: &Answer, detail: String) -> Error {
+        Error::InvalidResponse {
+            endpoint: call.endpoint.clone(),
+            status: answer.status.as_u16(),
+            detail,
+            body_prefix: transport::body_prefix(&answer.body, self.inner.token.expose()),
+        }
+    }
+}
+
+/// Whether a failed attempt may be tried again (ignoring the budgets).
+fn should_retry(call: &Call, failure: &Failure) -> bool {
+    if !failure.error.is_retryable() {
+        return false;
+    }
+    // A POST that may have reached Forgejo could have registered a runner already.
+    call.idempotent
+        || !failure.may_have_arrived
+        || matches!(failure.error, Error::RateLimited { .. })
+}
+
+/// Exponential backoff with equal jitter: half the step, plus up to half again at random.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let step = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let half = step / 2;
+    let jitter_ms = rand::rng().random_range(0..=half.as_millis() as u64);
+    half + Duration::from_millis(jitter_ms)
+}
+
+/// Validates and normalizes the server URL (http/https, a host, no credentials, query or fragment).
+fn parse_server(server: &str) -> Result<Url> {
+    let trimmed = server.trim();
+    let invalid = |url: String, reason: &str| Error::InvalidUrl {
+        url,
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(trimmed).map_err(|e| {
+        let shown = if trimmed.contains('@') {
+            "(not shown: it may contain credentials)".to_owned()
+        } else {
+            trimmed.chars().take(200).collect()
+        };
+        invalid(shown, &format!("it does not parse ({e})"))
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        return Err(invalid(
+            url.to_string(),
+            "it must not contain credentials (the token comes from the Secret)",
+        ));
+    }
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(url.to_string(), "the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(url.to_string(), "it has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            url.to_string(),
+            "it must not have a query or fragment",
+        ));
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&path);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let base = Duration::from_millis(100);
+        for _ in 0..50 {
+            let first = backoff(base, 1);
+            assert!(
+                first >= Duration::from_millis(50) && first <= base,
+                "{first:?}"
+            );
+            let third = backoff(base, 3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            assert!(backoff(base, 40) <= MAX_BACKOFF);
+        }
+    }
+
+    #[test]
+    fn server_urls_are_validated_and_normalized() {
+        assert_eq!(
+            parse_server("https://code.example.com/").unwrap().as_str(),
+            "https://code.example.com/"
+        );
+        assert_eq!(
+            parse_server(" https://example.com/forgejo/ ")
+                .unwrap()
+                .as_str(),
+            "https://example.com/forgejo"
+        );
+        for bad in [
+            "ftp://x",
+            "not a url",
+            "https://example.com/?a=b",
+            "http://",
+        ] {
+            assert!(
+                matches!(parse_server(bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+        let e = parse_server("https://me:hunter2@example.com").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(!format!("{e:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn urls_are_built_per_scope_with_encoded_segments() {
+        let client = Client::new(
+            "https://example.com/sub",
+            Token::new("t"),
+            ClientOptions::default(),
+        )
+        .unwrap();
+        let scope = Scope::Repository {
+            owner: "acme".into(),
+            repo: "my app".into(),
+        };
+        let call = client
+            .call(
+                "list_jobs",
+                "GET",
+                &scope.runners_segments(false),
+                None,
+                None,
+                true,
+                "",
+            )
+            .unwrap();
+        assert_eq!(
+            call.endpoint.path,
+            "/sub/api/v1/repos/acme/my%20app/actions/runners"
+        );
+        assert_eq!(client.server(), "https://example.com/sub");
+        assert!(format!("{client:?}").contains("Token(***)"));
+    }
+}

@@ -1,0 +1,374 @@
+//! A Forgejo stand-in (feature `stand-in`): an in-process hyper server on loopback that
+//! serves exactly the endpoints [`crate::Client`] uses, with Forgejo's JSON and quirks, for
+//! tests and the demo.
+//!
+//! It behaves as the configured version ([`StandInConfig::version`]): job listing from 11,
+//! unfiltered listing from 14, the runner API, `attempt`/`handle` and
+//! `admin/actions/runners/…` from 15. Tests add, change and remove jobs and runners, read
+//! the requests it received ([`StandIn::requests`], never the token itself), and inject
+//! faults per path prefix ([`StandIn::inject_fault`]).
+//!
+//! It models neither the runner protocol (`/api/actions`) nor Forgejo's permissions beyond
+//! "full", "read-only" and "unknown" tokens and a list of existing owners.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
+//! let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", "secret"));
+//! forgejo.add_job(StandInJob::new("acme/app", "build", &["docker"]));
+//! let client = forgejo::Client::new(&forgejo.url(), forgejo::Token::new("secret"), Default::default()).unwrap();
+//! # }
+//! ```
+
+mod body;
+mod routes;
+mod state;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::task::AbortHandle;
+
+use self::routes::lock;
+use self::state::State;
+use crate::{ActionRunJob, Runner, Scope};
+
+/// How the stand-in behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandInConfig {
+    /// The version it reports and behaves as, e.g. `15.0.3+gitea-1.22.0`, `14.0.2+gitea-1.22.0`, `11.0.1`.
+    pub version: String,
+    /// Tokens with every scope (their user is a site administrator who owns every organization).
+    pub tokens: Vec<String>,
+    /// Tokens with read scopes only: POST and DELETE answer 403.
+    pub read_only_tokens: Vec<String>,
+    /// The tokens' user name (the `user` scope).
+    pub user: String,
+    /// Organizations and users that exist (others answer 404); `None`: every name exists.
+    pub owners: Option<Vec<String>>,
+    /// Forgejo's `MAX_RESPONSE_ITEMS`: the most runners one page holds (default 50).
+    pub max_page_size: usize,
+}
+
+impl Default for StandInConfig {
+    fn default() -> Self {
+        Self {
+            version: "15.0.3+gitea-1.22.0".into(),
+            tokens: Vec::new(),
+            read_only_tokens: Vec::new(),
+            user: "runner-admin".into(),
+            owners: None,
+            max_page_size: 50,
+        }
+    }
+}
+
+impl StandInConfig {
+    /// A config for `version` accepting one full-access `token`.
+    pub fn with_token(version: &str, token: &str) -> Self {
+        Self {
+            version: version.into(),
+            tokens: vec![token.into()],
+            ..Self::default()
+        }
+    }
+}
+
+/// A job to add to the stand-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandInJob {
+    /// The job id; `None`: the next free one.
+    pub id: Option<i64>,
+    /// `owner/repo` the job belongs to.
+    pub repository: String,
+    /// The job's name.
+    pub name: String,
+    /// The label names it runs on.
+    pub runs_on: Vec<String>,
+    /// Jobs it needs.
+    pub needs: Vec<String>,
+    /// `waiting` (default), `running`, `success`, `blocked`, …
+    pub status: String,
+    /// The attempt number (default 1).
+    pub attempt: i64,
+    /// The attempt's handle; `None`: a random one; `Some("")`: a job from before Forgejo 15.
+    pub handle: Option<String>,
+}
+
+impl StandInJob {
+    /// A waiting job of `owner/repo` named `name` on `runs_on`.
+    pub fn new(repository: &str, name: &str, runs_on: &[&str]) -> Self {
+        Self {
+            id: None,
+            repository: repository.into(),
+            name: name.into(),
+            runs_on: runs_on.iter().map(|s| (*s).to_owned()).collect(),
+            needs: Vec::new(),
+            status: "waiting".into(),
+            attempt: 1,
+            handle: None,
+        }
+    }
+
+    /// Sets the id.
+    pub fn with_id(mut self, id: i64) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Sets the status.
+    pub fn with_status(mut self, status: &str) -> Self {
+        self.status = status.into();
+        self
+    }
+
+    /// Sets the jobs it needs.
+    pub fn with_needs(mut self, needs: &[&str]) -> Self {
+        self.needs = needs.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Sets the handle (`""` for a job created before the upgrade to Forgejo 15).
+    pub fn with_handle(mut self, handle: &str) -> Self {
+        self.handle = Some(handle.into());
+        self
+    }
+}
+
+/// A request the stand-in received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path as sent (still percent-encoded).
+    pub path: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
+    /// Whether an `Authorization` header was present.
+    pub had_authorization: bool,
+    /// Whether it carried a known token (`token …` or `Bearer …`).
+    pub token_matched: bool,
+    /// The request body, if any.
+    pub body: Option<String>,
+}
+
+/// A fault to inject instead of (or before) the normal answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and a Forgejo-style JSON error.
+    Status(u16),
+    /// Answer with this status and `Retry-After: secs`.
+    StatusWithRetryAfter(u16, u64),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Send headers and half the body (with the full `Content-Length`), then drop the connection.
+    Truncated,
+    /// Answer 200 with a body that is not valid JSON.
+    Malformed,
+    /// Answer 200 with this many bytes, streamed without a length.
+    Huge(usize),
+    /// Drop the connection without answering.
+    Reset,
+    /// Answer with this status and this exact body (JSON content type), e.g. a recorded fixture.
+    Body(u16, String),
+}
+
+/// How many times an injected fault fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Times {
+    /// The next matching request only.
+    Once,
+    /// The next `n` matching requests.
+    N(u32),
+    /// Every matching request until [`StandIn::clear_faults`].
+    Always,
+}
+
+/// A running stand-in; clones share it, and it stops accepting when the last clone is dropped.
+#[derive(Clone)]
+pub struct StandIn {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Arc<Mutex<State>>,
+    addr: SocketAddr,
+    accept: AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl std::fmt::Debug for StandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandIn")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StandIn {
+    /// Starts a stand-in on `127.0.0.1:0`; must run inside a Tokio runtime; panics if it cannot bind.
+    pub fn start(config: StandInConfig) -> StandIn {
+        match Self::try_start(config) {
+            Ok(stand_in) => stand_in,
+            Err(e) => panic!("the Forgejo stand-in cannot listen on 127.0.0.1: {e}"),
+        }
+    }
+
+    /// Starts a stand-in on `127.0.0.1:0`; must run inside a Tokio runtime.
+    pub fn try_start(config: StandInConfig) -> io::Result<StandIn> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State::new(config, format!("http://{addr}"))));
+        let accept_state = state.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let state = accept_state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| routes::handle(state.clone(), req));
+                    // Errors here are dropped connections (injected or by the client).
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        })
+        .abort_handle();
+        Ok(StandIn {
+            inner: Arc::new(Inner {
+                state,
+                addr,
+                accept,
+            }),
+        })
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:38211` (give it to [`crate::Client::new`]).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The version it reports and behaves as.
+    pub fn version(&self) -> String {
+        lock(&self.inner.state).config.version.clone()
+    }
+
+    /// Switches to behaving as another version (an upgrade or downgrade), keeping its data.
+    pub fn set_version(&self, version: &str) {
+        lock(&self.inner.state).set_version(version.to_owned());
+    }
+
+    /// Adds a job; returns it with its ids, attempt and handle.
+    pub fn add_job(&self, job: StandInJob) -> ActionRunJob {
+        lock(&self.inner.state).add_job(job).to_api()
+    }
+
+    /// Sets a job's status (`waiting`, `running`, `success`, `cancelled`, …); false if unknown.
+    pub fn set_job_status(&self, id: i64, status: &str) -> bool {
+        match lock(&self.inner.state).jobs.get_mut(&id) {
+            Some(job) => {
+                job.status = status.into();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes a job; false if unknown.
+    pub fn remove_job(&self, id: i64) -> bool {
+        lock(&self.inner.state).jobs.remove(&id).is_some()
+    }
+
+    /// A runner takes a job: it becomes `running` with a task id; false if the job is unknown.
+    pub fn take_job(&self, job_id: i64, runner_id: i64) -> bool {
+        lock(&self.inner.state).take_job(job_id, runner_id)
+    }
+
+    /// A job's attempt ends with `status`; the ephemeral runner that ran it is deleted.
+    pub fn finish_job(&self, job_id: i64, status: &str) -> bool {
+        lock(&self.inner.state).finish_job(job_id, status)
+    }
+
+    /// Re-runs a job: `waiting` again, with the next attempt number and a new handle.
+    pub fn rerun_job(&self, job_id: i64) -> Option<ActionRunJob> {
+        lock(&self.inner.state)
+            .rerun_job(job_id)
+            .map(|job| job.to_api())
+    }
+
+    /// Every job it holds, whatever its status, by id.
+    pub fn jobs(&self) -> Vec<ActionRunJob> {
+        lock(&self.inner.state)
+            .jobs
+            .values()
+            .map(|job| job.to_api())
+            .collect()
+    }
+
+    /// Adds a runner to a scope (as if registered), e.g. a stale one left behind.
+    pub fn add_runner(&self, scope: &Scope, name: &str, ephemeral: bool) -> Runner {
+        lock(&self.inner.state)
+            .add_runner(scope, name, "", ephemeral)
+            .0
+            .to_api()
+    }
+
+    /// Removes a runner; false if unknown.
+    pub fn remove_runner(&self, id: i64) -> bool {
+        lock(&self.inner.state).runners.remove(&id).is_some()
+    }
+
+    /// Every registered runner, of every scope, by id.
+    pub fn runners(&self) -> Vec<Runner> {
+        lock(&self.inner.state)
+            .runners
+            .values()
+            .map(|r| r.to_api())
+            .collect()
+    }
+
+    /// The requests received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.state).requests.clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        lock(&self.inner.state).requests.clear();
+    }
+
+    /// Injects `fault` for requests whose path starts with `path_prefix` (e.g. `/api/v1/orgs/acme/`).
+    ///
+    /// Faults fire in the order injected; the first matching one is used.
+    pub fn inject_fault(&self, path_prefix: &str, fault: Fault, times: Times) {
+        lock(&self.inner.state).inject_fault(path_prefix.to_owned(), fault, times);
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        lock(&self.inner.state).clear_faults();
+    }
+}

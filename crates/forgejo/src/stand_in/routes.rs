@@ -1,0 +1,522 @@
+//! How the stand-in answers a request: record it, apply an injected fault, check the token,
+//! then serve the endpoint the way the configured Forgejo version does, quirks included
+//! (`null` for no jobs, waiting and running jobs both listed, superset label matching,
+//! no job paging, `null` labels for runners that never connected).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::body::StandInBody;
+use super::state::State;
+use super::{Fault, RecordedRequest};
+use crate::{Scope, it_runs_on};
+
+/// Largest request body the stand-in reads.
+const MAX_REQUEST_BODY: usize = 1024 * 1024;
+
+/// Returned by the service to make hyper drop the connection without an answer.
+#[derive(Debug)]
+pub(super) struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by an injected fault")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// What the request's `Authorization` header amounts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Missing,
+    Invalid,
+    ReadOnly,
+    Full,
+}
+
+pub(super) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serves one request.
+pub(super) async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<StandInBody>, DropConnection> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let presented = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, value) = v.split_once(' ')?;
+            (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+                .then(|| value.trim().to_owned())
+        });
+
+    let (fault, access) = {
+        let mut state = lock(&state);
+        let access = match (&presented, parts.headers.contains_key(AUTHORIZATION)) {
+            (_, false) => Access::Missing,
+            (Some(t), true) if state.config.tokens.contains(t) => Access::Full,
+            (Some(t), true) if state.config.read_only_tokens.contains(t) => Access::ReadOnly,
+            _ => Access::Invalid,
+        };
+        state.requests.push(RecordedRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            had_authorization: access != Access::Missing,
+            token_matched: matches!(access, Access::Full | Access::ReadOnly),
+            body: (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned()),
+        });
+        (state.take_fault(&path), access)
+    };
+
+    match fault {
+        None => {}
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Reset) => return Err(DropConnection),
+        Some(other) => return Ok(fault_response(other, &lock(&state).base_url)),
+    }
+
+    let reply = {
+        let mut state = lock(&state);
+        route(
+            &mut state,
+            &parts.method,
+            &path,
+            query.as_deref(),
+            access,
+            &body,
+        )
+    };
+    Ok(reply.into_response())
+}
+
+/// An answer before it becomes a hyper response.
+struct Reply {
+    status: StatusCode,
+    json: Option<Value>,
+    total_count: Option<usize>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, json: Value) -> Self {
+        Self {
+            status,
+            json: Some(json),
+            total_count: None,
+        }
+    }
+
+    fn no_content() -> Self {
+        Self {
+            status: StatusCode::NO_CONTENT,
+            json: None,
+            total_count: None,
+        }
+    }
+
+    fn into_response(self) -> Response<StandInBody> {
+        let mut builder = Response::builder().status(self.status);
+        if let Some(total) = self.total_count {
+            builder = builder.header("x-total-count", total.to_string());
+        }
+        let body = match self.json {
+            Some(json) => {
+                builder = builder.header(CONTENT_TYPE, "application/json;charset=utf-8");
+                StandInBody::full(json.to_string())
+            }
+            None => StandInBody::empty(),
+        };
+        builder
+            .body(body)
+            .unwrap_or_else(|_| Response::new(StandInBody::empty()))
+    }
+}
+
+/// Forgejo's API error shape.
+fn api_error(state: &State, status: StatusCode, message: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({ "message": message, "url": format!("{}/api/swagger", state.base_url) }),
+    )
+}
+
+fn method_not_allowed(state: &State) -> Reply {
+    api_error(state, StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+fn not_found(state: &State) -> Reply {
+    Reply::json(
+        StatusCode::NOT_FOUND,
+        json!({ "errors": [], "message": "The target couldn't be found.", "url": format!("{}/api/swagger", state.base_url) }),
+    )
+}
+
+/// The endpoint a request path names, with what remains after `…/runners`.
+fn parse_scope(segments: &[String], major: u64) -> Option<(Scope, &[String])> {
+    let strs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match strs.as_slice() {
+        ["repos", owner, repo, "actions", "runners", ..] => Some((
+            Scope::Repository {
+                owner: (*owner).to_owned(),
+                repo: (*repo).to_owned(),
+            },
+            &segments[5..],
+        )),
+        ["orgs", org, "actions", "runners", ..] => {
+            Some((Scope::Organization((*org).to_owned()), &segments[4..]))
+        }
+        ["user", "actions", "runners", ..] => Some((Scope::User, &segments[3..])),
+        ["admin", "actions", "runners", ..] if major >= 15 => {
+            Some((Scope::Instance, &segments[3..]))
+        }
+        ["admin", "runners", "jobs" | "registration-token"] => {
+            Some((Scope::Instance, &segments[2..]))
+        }
+        _ => None,
+    }
+}
+
+fn route(
+    state: &mut State,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    access: Access,
+    body: &[u8],
+) -> Reply {
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return not_found(state);
+    };
+    let segments: Vec<String> = rest.split('/').map(percent_decode).collect();
+
+    if segments == ["version"] {
+        if access == Access::Invalid {
+            return api_error(
+                state,
+                StatusCode::UNAUTHORIZED,
+                "invalid username, password or token",
+            );
+        }
+        if method != Method::GET {
+            return api_error(state, StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        return Reply::json(StatusCode::OK, json!({ "version": state.config.version }));
+    }
+
+    match access {
+        Access::Missing => return api_error(state, StatusCode::UNAUTHORIZED, "token is required"),
+        Access::Invalid => {
+            return api_error(
+                state,
+                StatusCode::UNAUTHORIZED,
+                "invalid username, password or token",
+            );
+        }
+        Access::ReadOnly | Access::Full => {}
+    }
+
+    let Some((scope, rest)) = parse_scope(&segments, state.major) else {
+        return not_found(state);
+    };
+    let owner_missing = match &scope {
+        Scope::Repository { owner, .. } | Scope::Organization(owner) => !state.owner_exists(owner),
+        Scope::User | Scope::Instance => false,
+    };
+    if owner_missing {
+        return not_found(state);
+    }
+
+    let writes = matches!(*method, Method::POST | Method::DELETE);
+    if writes && access == Access::ReadOnly {
+        let message = format!(
+            "token does not have at least one of required scope(s): [{}]",
+            scope.token_scope(true)
+        );
+        return api_error(state, StatusCode::FORBIDDEN, &message);
+    }
+
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let v15 = state.major >= 15;
+    match (method, rest.as_slice()) {
+        (&Method::GET, ["jobs"]) if state.major >= 11 => list_jobs(state, &scope, query),
+        (&Method::GET, ["registration-token"]) => {
+            let token = state.registration_token(&scope);
+            Reply::json(StatusCode::OK, json!({ "token": token }))
+        }
+        (&Method::GET, []) if v15 => list_runners(state, &scope, query),
+        (&Method::POST, []) if v15 => register_runner(state, &scope, body),
+        (&Method::GET, [id]) if v15 => match find_runner(state, &scope, id) {
+            Some(runner) => Reply::json(StatusCode::OK, runner_json(&runner.to_api())),
+            None => not_found(state),
+        },
+        (&Method::DELETE, [id]) if v15 => match find_runner(state, &scope, id) {
+            Some(runner) => {
+                state.runners.remove(&runner.id);
+                Reply::no_content()
+            }
+            None => not_found(state),
+        },
+        (_, ["jobs"]) if state.major >= 11 => method_not_allowed(state),
+        (_, ["registration-token"]) => method_not_allowed(state),
+        (_, [] | [_]) if v15 => method_not_allowed(state),
+        _ => not_found(state),
+    }
+}
+
+/// `…/runners/jobs`: waiting and running jobs of the scope matching `labels`, newest first.
+fn list_jobs(state: &mut State, scope: &Scope, query: Option<&str>) -> Reply {
+    let labels_param = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "labels")
+            .map(|(_, v)| v.trim().to_owned())
+    });
+    let unfiltered = state.major >= 14;
+    // v11–v13 split even a missing parameter, so `[""]` matches nothing.
+    let labels: Vec<String> = match &labels_param {
+        None if unfiltered => Vec::new(),
+        None => vec![String::new()],
+        Some(v) => v.split(',').map(str::to_owned).collect(),
+    };
+    let matches = |runs_on: &[String]| {
+        if unfiltered && labels_param.is_none() {
+            return true;
+        }
+        if unfiltered && labels.first().is_some_and(String::is_empty) && runs_on.is_empty() {
+            return true;
+        }
+        it_runs_on(runs_on, &labels)
+    };
+    let (owner_id, repo_id) = state.scope_ids(scope);
+    let with_attempts = state.major >= 15;
+    let jobs: Vec<Value> = state
+        .jobs
+        .values()
+        .rev()
+        .filter(|job| matches!(job.status.as_str(), "waiting" | "running"))
+        .filter(|job| {
+            (owner_id == 0 || job.owner_id == owner_id) && (repo_id == 0 || job.repo_id == repo_id)
+        })
+        .filter(|job| matches(&job.runs_on))
+        .map(|job| {
+            let mut value = json!({
+                "id": job.id,
+                "repo_id": job.repo_id,
+                "owner_id": job.owner_id,
+                "name": job.name,
+                "needs": null_if_empty(&job.needs),
+                "runs_on": null_if_empty(&job.runs_on),
+                "task_id": job.task_id,
+                "status": job.status,
+            });
+            if with_attempts && let Value::Object(map) = &mut value {
+                map.insert("attempt".into(), json!(job.attempt));
+                map.insert("handle".into(), json!(job.handle));
+            }
+            value
+        })
+        .collect();
+    // Forgejo encodes an empty (nil) Go slice as `null`.
+    let json = if jobs.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(jobs)
+    };
+    Reply::json(StatusCode::OK, json)
+}
+
+/// `GET …/runners`: one page, with `x-total-count`.
+fn list_runners(state: &mut State, scope: &Scope, query: Option<&str>) -> Reply {
+    let (mut page, mut limit) = (0usize, 0usize);
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "page" => page = value.parse().unwrap_or(0),
+            "limit" => limit = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let max = state.config.max_page_size.max(1);
+    let page = page.max(1);
+    let limit = if limit == 0 {
+        30.min(max)
+    } else {
+        limit.min(max)
+    };
+    let (owner_id, repo_id) = state.scope_ids(scope);
+    let all: Vec<Value> = state
+        .runners
+        .values()
+        .filter(|r| r.owner_id == owner_id && r.repo_id == repo_id)
+        .map(|r| runner_json(&r.to_api()))
+        .collect();
+    let total = all.len();
+    let items: Vec<Value> = all
+        .into_iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .collect();
+    Reply {
+        status: StatusCode::OK,
+        json: Some(Value::Array(items)),
+        total_count: Some(total),
+    }
+}
+
+/// `POST …/runners`.
+fn register_runner(state: &mut State, scope: &Scope, body: &[u8]) -> Reply {
+    let Ok(Value::Object(options)) = serde_json::from_slice::<Value>(body) else {
+        return api_error(state, StatusCode::UNPROCESSABLE_ENTITY, "invalid JSON body");
+    };
+    let text = |key: &str| {
+        options
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let name = text("name");
+    if name.is_empty() {
+        return api_error(state, StatusCode::UNPROCESSABLE_ENTITY, "[Name]: Required");
+    }
+    let ephemeral = options
+        .get("ephemeral")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (runner, token) = state.add_runner(scope, &name, &text("description"), ephemeral);
+    Reply::json(
+        StatusCode::CREATED,
+        json!({ "id": runner.id, "uuid": runner.uuid, "token": token }),
+    )
+}
+
+fn find_runner(state: &mut State, scope: &Scope, id: &str) -> Option<super::state::RunnerRecord> {
+    let id: i64 = id.parse().ok()?;
+    let (owner_id, repo_id) = state.scope_ids(scope);
+    state
+        .runners
+        .get(&id)
+        .filter(|r| r.editable_from(owner_id, repo_id))
+        .cloned()
+}
+
+/// Forgejo's `ActionRunner` JSON; `labels` is `null` until the runner connects.
+fn runner_json(runner: &crate::Runner) -> Value {
+    json!({
+        "id": runner.id,
+        "uuid": runner.uuid,
+        "owner_id": runner.owner_id.unwrap_or_default(),
+        "repo_id": runner.repo_id.unwrap_or_default(),
+        "name": runner.name,
+        "status": runner.status,
+        "version": runner.version.clone().unwrap_or_default(),
+        "labels": null_if_empty(&runner.labels),
+        "description": runner.description,
+        "ephemeral": runner.ephemeral,
+    })
+}
+
+fn null_if_empty(items: &[String]) -> Value {
+    if items.is_empty() {
+        Value::Null
+    } else {
+        json!(items)
+    }
+}
+
+/// The answer an injected fault produces (all but `Delay` and `Reset`).
+fn fault_response(fault: Fault, base_url: &str) -> Response<StandInBody> {
+    let error_body = |status: u16| {
+        json!({
+            "message": format!("injected fault: status {status}"),
+            "url": format!("{base_url}/api/swagger"),
+        })
+        .to_string()
+    };
+    let json_response = |status: u16, body: StandInBody| {
+        Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, "application/json;charset=utf-8")
+            .body(body)
+    };
+    let response = match fault {
+        Fault::Status(status) => json_response(status, StandInBody::full(error_body(status))),
+        Fault::StatusWithRetryAfter(status, secs) => Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, "application/json;charset=utf-8")
+            .header(RETRY_AFTER, secs.to_string())
+            .body(StandInBody::full(error_body(status))),
+        Fault::Body(status, body) => json_response(status, StandInBody::full(body)),
+        Fault::Malformed => json_response(200, StandInBody::full(r#"[{"id": 1, "status": "wait"#)),
+        Fault::Truncated => {
+            let whole = r#"[{"id":1,"repo_id":1,"owner_id":1,"name":"build","needs":null,"runs_on":["docker"],"task_id":0,"status":"waiting"}]"#;
+            Response::builder()
+                .status(200)
+                .header(CONTENT_TYPE, "application/json;charset=utf-8")
+                .header(CONTENT_LENGTH, whole.len().to_string())
+                .body(StandInBody::Truncated {
+                    first: Some(Bytes::from_static(&whole.as_bytes()[..whole.len() / 2])),
+                    pause: None,
+                })
+        }
+        Fault::Huge(bytes) => json_response(200, StandInBody::Huge { remaining: bytes }),
+        Fault::Delay(_) | Fault::Reset => {
+            Response::builder().status(500).body(StandInBody::empty())
+        }
+    };
+    response.unwrap_or_else(|_| Response::new(StandInBody::empty()))
+}
+
+/// Decodes `%XX` escapes in a path segment (invalid escapes stay as they are).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(hi * 16 + lo);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("my%20app"), "my app");
+        assert_eq!(percent_decode("%C3%BC"), "ü");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+}

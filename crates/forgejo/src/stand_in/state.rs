@@ -1,0 +1,346 @@
+//! What the stand-in holds: owners and repositories (names → ids), jobs, runners,
+//! registration tokens, injected faults and the requests it received. No I/O here.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rand::Rng;
+
+use super::{Fault, RecordedRequest, StandInConfig, StandInJob, Times};
+use crate::{ActionRunJob, Runner, Scope, ServerVersion};
+
+/// A job as the stand-in stores it.
+#[derive(Debug, Clone)]
+pub(super) struct JobRecord {
+    pub id: i64,
+    pub owner_id: i64,
+    pub repo_id: i64,
+    pub run_id: i64,
+    pub name: String,
+    pub needs: Vec<String>,
+    pub runs_on: Vec<String>,
+    pub task_id: i64,
+    pub status: String,
+    pub attempt: i64,
+    pub handle: String,
+    /// The runner that took the current attempt.
+    pub runner_id: Option<i64>,
+}
+
+impl JobRecord {
+    /// The client's view of this job (with every field, whatever the version).
+    pub fn to_api(&self) -> ActionRunJob {
+        ActionRunJob {
+            id: self.id,
+            repo_id: self.repo_id,
+            owner_id: self.owner_id,
+            name: self.name.clone(),
+            needs: self.needs.clone(),
+            runs_on: self.runs_on.clone(),
+            task_id: self.task_id,
+            status: self.status.clone(),
+            attempt: Some(self.attempt),
+            handle: Some(self.handle.clone()).filter(|h| !h.is_empty()),
+            run_id: Some(self.run_id),
+            html_url: None,
+        }
+    }
+}
+
+/// A runner as the stand-in stores it.
+#[derive(Debug, Clone)]
+pub(super) struct RunnerRecord {
+    pub id: i64,
+    pub uuid: String,
+    pub name: String,
+    pub description: String,
+    pub ephemeral: bool,
+    pub owner_id: i64,
+    pub repo_id: i64,
+}
+
+impl RunnerRecord {
+    /// The client's view of this runner.
+    pub fn to_api(&self) -> Runner {
+        Runner {
+            id: self.id,
+            uuid: self.uuid.clone(),
+            name: self.name.clone(),
+            status: "offline".into(),
+            ephemeral: self.ephemeral,
+            labels: Vec::new(),
+            description: self.description.clone(),
+            owner_id: Some(self.owner_id),
+            repo_id: Some(self.repo_id),
+            version: Some(String::new()),
+        }
+    }
+
+    /// Forgejo's `Editable(ownerID, repoID)`: whether the scope may delete this runner.
+    pub fn editable_from(&self, owner_id: i64, repo_id: i64) -> bool {
+        if owner_id == 0 && repo_id == 0 {
+            return true;
+        }
+        (owner_id > 0 && self.owner_id == owner_id) || (repo_id > 0 && self.repo_id == repo_id)
+    }
+}
+
+/// An injected fault and how often it still fires.
+#[derive(Debug, Clone)]
+struct FaultRule {
+    prefix: String,
+    fault: Fault,
+    remaining: Option<u32>,
+}
+
+/// Everything the stand-in knows; guarded by one mutex, never held across an await.
+#[derive(Debug)]
+pub(super) struct State {
+    pub config: StandInConfig,
+    pub major: u64,
+    pub base_url: String,
+    owner_ids: HashMap<String, i64>,
+    repo_ids: HashMap<(String, String), i64>,
+    next_owner_id: i64,
+    next_repo_id: i64,
+    next_job_id: i64,
+    next_run_id: i64,
+    next_task_id: i64,
+    next_runner_id: i64,
+    pub jobs: BTreeMap<i64, JobRecord>,
+    pub runners: BTreeMap<i64, RunnerRecord>,
+    registration_tokens: HashMap<String, String>,
+    faults: Vec<FaultRule>,
+    pub requests: Vec<RecordedRequest>,
+}
+
+impl State {
+    pub fn new(config: StandInConfig, base_url: String) -> Self {
+        let major = major_of(&config.version);
+        Self {
+            config,
+            major,
+            base_url,
+            owner_ids: HashMap::new(),
+            repo_ids: HashMap::new(),
+            next_owner_id: 1,
+            next_repo_id: 1,
+            next_job_id: 1,
+            next_run_id: 1,
+            next_task_id: 1,
+            next_runner_id: 1,
+            jobs: BTreeMap::new(),
+            runners: BTreeMap::new(),
+            registration_tokens: HashMap::new(),
+            faults: Vec::new(),
+            requests: Vec::new(),
+        }
+    }
+
+    /// Switches the Forgejo version the stand-in behaves as.
+    pub fn set_version(&mut self, version: String) {
+        self.major = major_of(&version);
+        self.config.version = version;
+    }
+
+    /// Whether an organization or user of that name exists.
+    pub fn owner_exists(&self, name: &str) -> bool {
+        self.config
+            .owners
+            .as_ref()
+            .is_none_or(|owners| owners.iter().any(|o| o == name))
+    }
+
+    /// The id of an owner, assigned on first sight.
+    pub fn owner_id(&mut self, name: &str) -> i64 {
+        if let Some(id) = self.owner_ids.get(name) {
+            return *id;
+        }
+        let id = self.next_owner_id;
+        self.next_owner_id += 1;
+        self.owner_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// The id of a repository, assigned on first sight.
+    pub fn repo_id(&mut self, owner: &str, repo: &str) -> i64 {
+        self.owner_id(owner);
+        let key = (owner.to_owned(), repo.to_owned());
+        if let Some(id) = self.repo_ids.get(&key) {
+            return *id;
+        }
+        let id = self.next_repo_id;
+        self.next_repo_id += 1;
+        self.repo_ids.insert(key, id);
+        id
+    }
+
+    /// The (owner_id, repo_id) a scope stands for, as Forgejo passes them to its handlers.
+    pub fn scope_ids(&mut self, scope: &Scope) -> (i64, i64) {
+        match scope {
+            Scope::Repository { owner, repo } => (0, self.repo_id(owner, repo)),
+            Scope::Organization(org) => (self.owner_id(org), 0),
+            Scope::User => {
+                let user = self.config.user.clone();
+                (self.owner_id(&user), 0)
+            }
+            Scope::Instance => (0, 0),
+        }
+    }
+
+    /// Adds a job; ids and (on every version) a handle are assigned unless given.
+    pub fn add_job(&mut self, job: StandInJob) -> JobRecord {
+        let (owner, repo) = match job.repository.split_once('/') {
+            Some((owner, repo)) => (owner.to_owned(), repo.to_owned()),
+            None => (job.repository.clone(), String::new()),
+        };
+        let owner_id = self.owner_id(&owner);
+        let repo_id = self.repo_id(&owner, &repo);
+        let id = job.id.unwrap_or(self.next_job_id);
+        self.next_job_id = self.next_job_id.max(id + 1);
+        let run_id = self.next_run_id;
+        self.next_run_id += 1;
+        let record = JobRecord {
+            id,
+            owner_id,
+            repo_id,
+            run_id,
+            name: job.name,
+            needs: job.needs,
+            runs_on: job.runs_on,
+            task_id: 0,
+            status: job.status,
+            attempt: job.attempt,
+            handle: job.handle.unwrap_or_else(random_uuid),
+            runner_id: None,
+        };
+        self.jobs.insert(id, record.clone());
+        record
+    }
+
+    /// Marks a job taken by a runner: running, with a task id.
+    pub fn take_job(&mut self, job_id: i64, runner_id: i64) -> bool {
+        let task_id = self.next_task_id;
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
+        self.next_task_id += 1;
+        job.status = "running".into();
+        job.task_id = task_id;
+        job.runner_id = Some(runner_id);
+        true
+    }
+
+    /// Ends a job's attempt; an ephemeral runner that ran it is deleted, as Forgejo does.
+    pub fn finish_job(&mut self, job_id: i64, status: &str) -> bool {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
+        job.status = status.to_owned();
+        if let Some(runner_id) = job.runner_id
+            && self.runners.get(&runner_id).is_some_and(|r| r.ephemeral)
+        {
+            self.runners.remove(&runner_id);
+        }
+        true
+    }
+
+    /// Starts a new attempt of a job: waiting again, attempt + 1, a new handle.
+    pub fn rerun_job(&mut self, job_id: i64) -> Option<JobRecord> {
+        let job = self.jobs.get_mut(&job_id)?;
+        job.status = "waiting".into();
+        job.attempt += 1;
+        job.task_id = 0;
+        job.runner_id = None;
+        job.handle = random_uuid();
+        Some(job.clone())
+    }
+
+    /// Registers a runner in a scope.
+    pub fn add_runner(
+        &mut self,
+        scope: &Scope,
+        name: &str,
+        description: &str,
+        ephemeral: bool,
+    ) -> (RunnerRecord, String) {
+        let (owner_id, repo_id) = self.scope_ids(scope);
+        let id = self.next_runner_id;
+        self.next_runner_id += 1;
+        let record = RunnerRecord {
+            id,
+            uuid: random_uuid(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            ephemeral,
+            owner_id,
+            repo_id,
+        };
+        self.runners.insert(id, record.clone());
+        (record, random_hex(40))
+    }
+
+    /// The scope's legacy registration token (stable until the stand-in ends).
+    pub fn registration_token(&mut self, scope: &Scope) -> String {
+        self.registration_tokens
+            .entry(scope.to_string())
+            .or_insert_with(|| random_hex(43))
+            .clone()
+    }
+
+    pub fn inject_fault(&mut self, prefix: String, fault: Fault, times: Times) {
+        let remaining = match times {
+            Times::Once => Some(1),
+            Times::N(n) => Some(n),
+            Times::Always => None,
+        };
+        self.faults.push(FaultRule {
+            prefix,
+            fault,
+            remaining,
+        });
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    /// The first fault whose prefix matches `path`, used up by one.
+    pub fn take_fault(&mut self, path: &str) -> Option<Fault> {
+        let index = self
+            .faults
+            .iter()
+            .position(|rule| path.starts_with(&rule.prefix))?;
+        let rule = &mut self.faults[index];
+        let fault = rule.fault.clone();
+        if let Some(remaining) = &mut rule.remaining {
+            *remaining = remaining.saturating_sub(1);
+            if *remaining == 0 {
+                self.faults.remove(index);
+            }
+        }
+        Some(fault)
+    }
+}
+
+fn major_of(version: &str) -> u64 {
+    ServerVersion::parse(version).map_or(0, |v| v.major)
+}
+
+/// A random version-4 style UUID.
+fn random_uuid() -> String {
+    let mut rng = rand::rng();
+    let a: u32 = rng.random();
+    let b: u16 = rng.random();
+    let c: u16 = rng.random::<u16>() & 0x0fff;
+    let d: u16 = (rng.random::<u16>() & 0x3fff) | 0x8000;
+    let e: u64 = rng.random::<u64>() & 0xffff_ffff_ffff;
+    format!("{a:08x}-{b:04x}-4{c:03x}-{d:04x}-{e:012x}")
+}
+
+/// `len` random lowercase hex digits.
+fn random_hex(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+        .collect()
+}
