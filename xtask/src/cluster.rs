@@ -820,6 +820,10 @@ fn process_matches(p: &Proc) -> bool {
         return false;
     };
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    if argv0.is_empty() {
+        // Seen once right after spawn: the cmdline is not readable yet, but the process lives.
+        return true;
+    }
     use std::os::unix::ffi::OsStrExt;
     Path::new(std::ffi::OsStr::from_bytes(argv0))
         .file_name()

@@ -28,6 +28,12 @@ enum Task {
     },
     /// Run every test tier: fmt, clippy, drift check, unit tests, then the cluster tier.
     Test,
+    /// Run only the cluster tier (starts and stops the control plane); extra arguments go to
+    /// the test binaries, e.g. `cargo xtask test-cluster three_waiting`.
+    TestCluster {
+        /// Test name filters and libtest flags.
+        args: Vec<String>,
+    },
     /// Manage the local control plane (etcd, kube-apiserver, kube-controller-manager).
     Cluster {
         #[command(subcommand)]
@@ -53,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::GenCrds { check } => gen_crds::run(&root, check),
         Task::Test => test::run(&root),
+        Task::TestCluster { args } => test::cluster_tier(&root, &args),
         Task::Cluster { action } => match action {
             ClusterAction::Up => {
                 let info = cluster::up(&root)?;

@@ -27,7 +27,6 @@ async fn admin_client() -> Client {
 /// A fresh namespace, deleted when the guard drops.
 struct TempNamespace {
     name: String,
-    client: Client,
 }
 
 impl TempNamespace {
@@ -39,22 +38,19 @@ impl TempNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .unwrap();
-        Self {
-            name,
-            client: client.clone(),
-        }
+        Self { name }
     }
 }
 
 impl Drop for TempNamespace {
     fn drop(&mut self) {
-        let client = self.client.clone();
         let name = self.name.clone();
-        // Best effort: the control plane is torn down after the tier anyway.
+        // Best effort: the control plane is torn down after the tier anyway. A new client on
+        // a new runtime: the test's runtime is blocked in this drop.
         std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Runtime::new() {
                 runtime.block_on(async move {
-                    let namespaces: Api<Namespace> = Api::all(client);
+                    let namespaces: Api<Namespace> = Api::all(admin_client().await);
                     let _ = namespaces.delete(&name, &DeleteParams::default()).await;
                 });
             }

@@ -168,6 +168,7 @@ pub async fn run(
 
     let controller = Controller::new(pools, watcher::Config::default());
     let pool_store = controller.store();
+    let pool_ready = pool_store.clone();
     let token_pools = pool_store.clone();
     let pod_jobs = job_store.clone();
 
@@ -175,20 +176,41 @@ pub async fn run(
     let leadership_gained =
         leadership_changes(leader).filter_map(|leading| async move { leading.then_some(()) });
 
-    let readiness_task = {
-        let stores = (pool_store.clone(), job_store, pod_store, secret_store);
-        tokio::spawn(async move {
-            let (a, b, c, d) = stores;
-            let synced = a.wait_until_ready().await.is_ok()
-                && b.wait_until_ready().await.is_ok()
-                && c.wait_until_ready().await.is_ok()
-                && d.wait_until_ready().await.is_ok();
+    let readiness_task = tokio::spawn(async move {
+        let waits: [(&str, futures::future::BoxFuture<'static, bool>); 4] = [
+            (
+                "RunnerDeployments",
+                Box::pin(async move { pool_ready.wait_until_ready().await.is_ok() }),
+            ),
+            (
+                "Jobs",
+                Box::pin(async move { job_store.wait_until_ready().await.is_ok() }),
+            ),
+            (
+                "Pods",
+                Box::pin(async move { pod_store.wait_until_ready().await.is_ok() }),
+            ),
+            (
+                "Secrets",
+                Box::pin(async move { secret_store.wait_until_ready().await.is_ok() }),
+            ),
+        ];
+        let results = futures::future::join_all(waits.into_iter().map(|(name, wait)| async move {
+            let synced = wait.await;
             if synced {
-                tracing::info!("watch caches synced");
-                readiness.set_caches_synced();
+                tracing::debug!(cache = name, "watch cache synced");
+            } else {
+                tracing::error!(cache = name, "a watch cache stopped before it synced");
             }
-        })
-    };
+            synced
+        }))
+        .await;
+        if results.contains(&false) {
+            return;
+        }
+        tracing::info!("watch caches synced");
+        readiness.set_caches_synced();
+    });
 
     controller
         .owns_stream(job_stream)

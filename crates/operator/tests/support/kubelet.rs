@@ -32,7 +32,7 @@ pub async fn pods_of_job(client: &Client, ns: &str, job_name: &str) -> kube::Res
         .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job_name}")))
         .await?
         .items;
-    items.sort_by(|a, b| a.name_any().cmp(&b.name_any()));
+    items.sort_by_key(|pod| pod.name_any());
     Ok(items)
 }
 
