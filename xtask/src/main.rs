@@ -2,6 +2,7 @@
 
 mod cluster;
 mod crd_reference;
+mod demo;
 mod gen_crds;
 mod test;
 
@@ -40,7 +41,11 @@ enum Task {
         action: ClusterAction,
     },
     /// Bring up the local demo: control plane, Forgejo stand-in, operator, example pool.
-    Demo,
+    Demo {
+        /// Stop once every seeded job ran, instead of waiting for Ctrl-C.
+        #[arg(long)]
+        exit_when_done: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,10 +82,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Task::Demo => anyhow::bail!(
-            "cargo xtask demo is not built yet (see the project's open issue on the end-to-end \
-             tier and demo); today you can run `cargo xtask cluster up` and the operator by hand"
-        ),
+        Task::Demo { exit_when_done } => demo::run(&root, exit_when_done),
     }
 }
 
