@@ -15,7 +15,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource as _, ResourceExt as _};
@@ -307,12 +307,23 @@ async fn reconcile(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Actio
             FinalizerEvent::Cleanup(rd) => act::cleanup(rd, ctx.clone()).await,
         }
     })
-    .await
-    .map_err(|error| match error {
-        kube::runtime::finalizer::Error::ApplyFailed(error)
-        | kube::runtime::finalizer::Error::CleanupFailed(error) => error,
-        other => Error::Finalizer(Box::new(other)),
-    });
+    .await;
+    let result = match result {
+        Ok(action) => Ok(action),
+        Err(FinalizerError::ApplyFailed(error) | FinalizerError::CleanupFailed(error)) => {
+            Err(error)
+        }
+        // The JSON patch's test failed: our cache lags a finalizer change we made a moment
+        // ago. Not a failure; look again once the watch caught up.
+        Err(
+            FinalizerError::AddFinalizer(kube::Error::Api(status))
+            | FinalizerError::RemoveFinalizer(kube::Error::Api(status)),
+        ) if status.code == 422 || status.code == 409 => {
+            tracing::debug!("finalizer patch raced the watch cache; retrying");
+            Ok(Action::requeue(Duration::from_millis(500)))
+        }
+        Err(other) => Err(Error::Finalizer(Box::new(other))),
+    };
     let metrics = &ctx.metrics.reconcile;
     metrics
         .reconcile_duration

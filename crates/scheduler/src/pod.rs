@@ -343,7 +343,9 @@ fn pod_spec(
     };
     let (command, args) = runner_command(binary, &pool.server, runner_name, declared, handle, path);
 
-    let mut env = Vec::new();
+    // forgejo-runner writes its caches under $HOME: a job image's own HOME may not be
+    // writable (or may be the image's user's), so point it at the pod's data volume.
+    let mut env = vec![plain_env("HOME", DATA_DIR)];
     if path == RunnerPath::Ephemeral {
         env.push(EnvVar {
             name: UUID_ENV.to_owned(),
@@ -438,7 +440,7 @@ fn pod_spec(
         name: RUNNER_CONTAINER.to_owned(),
         command: Some(command),
         args: Some(args),
-        env: (!env.is_empty()).then_some(env),
+        env: Some(env),
         working_dir: Some(DATA_DIR.to_owned()),
         volume_mounts: Some(mounts),
         ..runner

@@ -120,10 +120,11 @@ fn host_mode_pod_runs_one_job_in_the_runner_image() {
                     "--handle", "handle-12-1",
                     "--wait"
                 ],
-                "env": [{
-                    "name": "FORGEJO_RUNNER_UUID",
-                    "valueFrom": {"secretKeyRef": {"name": NAME, "key": "uuid", "optional": false}}
-                }],
+                "env": [
+                    {"name": "HOME", "value": "/data"},
+                    {"name": "FORGEJO_RUNNER_UUID",
+                     "valueFrom": {"secretKeyRef": {"name": NAME, "key": "uuid", "optional": false}}}
+                ],
                 "workingDir": "/data",
                 "resources": {
                     "requests": {"cpu": "250m", "memory": "256Mi"},
@@ -198,6 +199,7 @@ fn docker_mode_pod_has_a_privileged_dind_native_sidecar() {
                     "--wait"
                 ],
                 "env": [
+                    {"name": "HOME", "value": "/data"},
                     {"name": "FORGEJO_RUNNER_UUID",
                      "valueFrom": {"secretKeyRef": {"name": NAME, "key": "uuid", "optional": false}}},
                     {"name": "DOCKER_HOST", "value": "tcp://localhost:2376"},
@@ -282,10 +284,11 @@ fn kubernetes_mode_pod_runs_the_label_image_with_a_copied_runner() {
                     "--handle", "handle-12-1",
                     "--wait"
                 ],
-                "env": [{
-                    "name": "FORGEJO_RUNNER_UUID",
-                    "valueFrom": {"secretKeyRef": {"name": NAME, "key": "uuid", "optional": false}}
-                }],
+                "env": [
+                    {"name": "HOME", "value": "/data"},
+                    {"name": "FORGEJO_RUNNER_UUID",
+                     "valueFrom": {"secretKeyRef": {"name": NAME, "key": "uuid", "optional": false}}}
+                ],
                 "workingDir": "/data",
                 "resources": {
                     "requests": {"cpu": "250m", "memory": "256Mi"},
@@ -336,6 +339,7 @@ fn legacy_pod_registers_with_the_registration_token_file_then_runs_one_job() {
                 name,
                 "x:host,docker:host"
             ],
+            "env": [{"name": "HOME", "value": "/data"}],
             "workingDir": "/data",
             "resources": {
                 "requests": {"cpu": "250m", "memory": "256Mi"},
@@ -467,6 +471,7 @@ fn user_template_is_merged_into_the_kubernetes_pod() {
                     "--wait"
                 ],
                 "env": [
+                    {"name": "HOME", "value": "/data"},
                     {"name": "FORGEJO_RUNNER_UUID",
                      "valueFrom": {"secretKeyRef": {"name": NAME, "key": "uuid", "optional": false}}},
                     {"name": "HTTP_PROXY", "value": "http://localhost:3128"}

@@ -419,7 +419,7 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("FRC_TEST_SHOW_LOGS").is_some() {
             eprintln!("--- operator log ---\n{}", self.logs());
         }
     }
