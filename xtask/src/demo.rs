@@ -55,7 +55,7 @@ pub fn run(root: &Path, exit_when_done: bool) -> anyhow::Result<()> {
     stopped
 }
 
-fn build_operator(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_operator(root: &Path) -> anyhow::Result<PathBuf> {
     let status = Command::new("cargo")
         .args(["build", "--quiet", "-p", "operator"])
         .current_dir(root)
@@ -75,7 +75,7 @@ fn build_operator(root: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Kills the operator when the demo ends, however it ends.
-struct OperatorProcess(Child);
+pub(crate) struct OperatorProcess(pub(crate) Child);
 
 impl Drop for OperatorProcess {
     fn drop(&mut self) {

@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask gen-crds [--check] | test | cluster up|down|env | demo`.
 
+mod bench;
 mod cluster;
 mod crd_reference;
 mod demo;
@@ -40,6 +41,21 @@ enum Task {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Measure the design targets on the local control plane; prints figures (docs/benchmarks.md).
+    Bench {
+        /// Waiting jobs that appear at once, for the latency run.
+        #[arg(long, default_value_t = 50)]
+        burst: usize,
+        /// Pools sharing one server+scope+token, for the request-count run.
+        #[arg(long, default_value_t = 10)]
+        shared_pools: usize,
+        /// Pools in the memory run.
+        #[arg(long, default_value_t = 100)]
+        pools: usize,
+        /// Live Jobs per pool in the memory run.
+        #[arg(long, default_value_t = 10)]
+        jobs_per_pool: usize,
+    },
     /// Bring up the local demo: control plane, Forgejo stand-in, operator, example pool.
     Demo {
         /// Stop once every seeded job ran, instead of waiting for Ctrl-C.
@@ -64,6 +80,20 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::GenCrds { check } => gen_crds::run(&root, check),
         Task::Test => test::run(&root),
+        Task::Bench {
+            burst,
+            shared_pools,
+            pools,
+            jobs_per_pool,
+        } => bench::run(
+            &root,
+            &bench::BenchArgs {
+                burst,
+                shared_pools,
+                pools,
+                jobs_per_pool,
+            },
+        ),
         Task::TestCluster { args } => test::cluster_tier(&root, &args),
         Task::Cluster { action } => match action {
             ClusterAction::Up => {

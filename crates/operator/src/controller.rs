@@ -17,7 +17,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::{Predicate as _, WatchStreamExt as _, predicates, watcher};
 use kube::{Resource as _, ResourceExt as _};
 use tokio::sync::watch;
 
@@ -123,18 +123,25 @@ pub async fn run(
 
     let owned = watcher::Config::default().labels(&scheduler::labels::owned_jobs_selector());
     let (job_store, job_writer) = reflector::store();
-    let job_stream = reflector::reflector(job_writer, watcher(jobs, owned.clone()))
+    // Managed fields are a large share of every object and the reconciler never reads them.
+    let job_stream = watcher(jobs, owned.clone())
         .default_backoff()
+        .modify(|job| job.managed_fields_mut().clear())
+        .reflect(job_writer)
         .touched_objects();
     let (pod_store, pod_writer) = reflector::store();
-    let pod_stream = reflector::reflector(pod_writer, watcher(pods, owned))
+    let pod_stream = watcher(pods, owned)
         .default_backoff()
+        .modify(|pod| pod.managed_fields_mut().clear())
+        .reflect(pod_writer)
         .touched_objects();
     let (secret_store, secret_writer) = reflector::store();
     let secret_config =
         watcher::Config::default().labels(&scheduler::labels::runner_secrets_selector());
-    let secret_stream = reflector::reflector(secret_writer, watcher(secrets, secret_config))
+    let secret_stream = watcher(secrets, secret_config)
         .default_backoff()
+        .modify(|secret| secret.managed_fields_mut().clear())
+        .reflect(secret_writer)
         .touched_objects();
     // Token Secrets are not ours and carry no label: watch only their metadata.
     let token_stream = watcher(token_secrets, watcher::Config::default())
@@ -166,8 +173,19 @@ pub async fn run(
         failures: Mutex::default(),
     });
 
-    let controller = Controller::new(pools, watcher::Config::default());
-    let pool_store = controller.store();
+    // Only spec changes, finalizer changes and deletion trigger a pool: the status the
+    // reconciler writes every poll must not trigger the next poll.
+    let (pool_store, pool_writer) = reflector::store();
+    let pool_stream = watcher(pools, watcher::Config::default())
+        .default_backoff()
+        .modify(|rd| rd.managed_fields_mut().clear())
+        .reflect(pool_writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    let controller = Controller::for_stream(pool_stream, pool_store.clone());
     let pool_ready = pool_store.clone();
     let token_pools = pool_store.clone();
     let pod_jobs = job_store.clone();

@@ -109,12 +109,20 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
     if jobs.is_empty() {
         return Vec::new();
     }
+    // Only this pool's pods are copied: a namespace may hold thousands of other runner pods.
+    let names: std::collections::HashSet<String> = jobs.iter().map(|job| job.name_any()).collect();
     let pods: Vec<Pod> = ctx
         .stores
         .pods
         .state()
         .into_iter()
-        .filter(|pod| pod.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|pod| {
+            pod.namespace().as_deref() == Some(namespace.as_str())
+                && pod
+                    .labels()
+                    .get("batch.kubernetes.io/job-name")
+                    .is_some_and(|job| names.contains(job))
+        })
         .map(|pod| pod.as_ref().clone())
         .collect();
     jobs.iter()
