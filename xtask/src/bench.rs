@@ -37,6 +37,8 @@ pub struct BenchArgs {
     pub pools: usize,
     /// Live Jobs per pool in the memory run.
     pub jobs_per_pool: usize,
+    /// Measure a release build of the operator (as deployed) instead of a debug build.
+    pub release: bool,
 }
 
 /// Runs every benchmark and prints its figures.
@@ -46,13 +48,15 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     let info = cluster::up(root)?;
     let result = (|| {
         let operator_kubeconfig = cluster::install_operator_identity(root, &info.admin_kubeconfig)?;
-        let operator = build_operator(root)?;
+        let operator = build_operator(root, args.release)?;
+        let build = if args.release { "release" } else { "debug" };
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(async {
             let client = admin_client(&info.admin_kubeconfig).await?;
             bench_burst(&client, &operator_kubeconfig, &operator, args.burst).await?;
             bench_shared_polls(&client, &operator_kubeconfig, &operator, args.shared_pools).await?;
             bench_memory(
+                build,
                 &client,
                 &operator_kubeconfig,
                 &operator,
@@ -369,6 +373,7 @@ async fn bench_shared_polls(
 
 /// Memory and idle CPU of the operator with many pools and live Jobs.
 async fn bench_memory(
+    build: &str,
     client: &Client,
     kubeconfig: &Path,
     operator: &Path,
@@ -408,15 +413,30 @@ async fn bench_memory(
         "memory: {pools} pools, {total} live Jobs created in {:.1} s",
         took.max(started.elapsed()).as_secs_f64()
     );
-    // Let the job controller create the pods and the caches settle.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Idle means the job controller has created every pod and the caches settled.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let settle = Instant::now();
+    while pods
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .len()
+        < total
+    {
+        anyhow::ensure!(
+            settle.elapsed() < Duration::from_secs(600),
+            "the job controller did not create {total} pods in 10 min"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let pid = operator.0.id();
     let cpu_before = cpu_ticks(pid)?;
     let window = Duration::from_secs(30);
     tokio::time::sleep(window).await;
     let cpu = (cpu_ticks(pid)? - cpu_before) as f64 / 100.0 / window.as_secs_f64();
     println!(
-        "memory: operator RSS {} (debug build), CPU {:.1} % of one core over {}s with pollInterval 30s",
+        "memory: operator RSS {} ({build} build), CPU {:.1} % of one core over {}s with pollInterval 30s",
         rss(pid)?,
         cpu * 100.0,
         window.as_secs()

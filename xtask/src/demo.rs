@@ -38,7 +38,7 @@ pub fn run(root: &Path, exit_when_done: bool) -> anyhow::Result<()> {
     let result = (|| {
         let operator_kubeconfig = cluster::install_operator_identity(root, &info.admin_kubeconfig)?;
         println!("==> demo: building the operator");
-        let operator_bin = build_operator(root)?;
+        let operator_bin = build_operator(root, false)?;
         let kubectl = cluster::ensure_binaries(root)?.kubectl();
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         runtime.block_on(demo(
@@ -55,9 +55,13 @@ pub fn run(root: &Path, exit_when_done: bool) -> anyhow::Result<()> {
     stopped
 }
 
-pub(crate) fn build_operator(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_operator(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+    let mut args = vec!["build", "--quiet", "-p", "operator"];
+    if release {
+        args.push("--release");
+    }
     let status = Command::new("cargo")
-        .args(["build", "--quiet", "-p", "operator"])
+        .args(&args)
         .current_dir(root)
         .status()
         .context("running cargo build -p operator")?;
@@ -71,7 +75,8 @@ pub(crate) fn build_operator(root: &Path) -> anyhow::Result<PathBuf> {
     let target = metadata["target_directory"]
         .as_str()
         .context("cargo metadata has no target_directory")?;
-    Ok(PathBuf::from(target).join("debug").join("operator"))
+    let profile = if release { "release" } else { "debug" };
+    Ok(PathBuf::from(target).join(profile).join("operator"))
 }
 
 /// Kills the operator when the demo ends, however it ends.

@@ -55,6 +55,9 @@ enum Task {
         /// Live Jobs per pool in the memory run.
         #[arg(long, default_value_t = 10)]
         jobs_per_pool: usize,
+        /// Measure a release build of the operator (as deployed).
+        #[arg(long)]
+        release: bool,
     },
     /// Bring up the local demo: control plane, Forgejo stand-in, operator, example pool.
     Demo {
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             shared_pools,
             pools,
             jobs_per_pool,
+            release,
         } => bench::run(
             &root,
             &bench::BenchArgs {
@@ -92,6 +96,7 @@ fn main() -> anyhow::Result<()> {
                 shared_pools,
                 pools,
                 jobs_per_pool,
+                release,
             },
         ),
         Task::TestCluster { args } => test::cluster_tier(&root, &args),
