@@ -8,10 +8,8 @@
 //!    and live Jobs.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use api::RunnerDeployment;
 use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
 use k8s_openapi::api::batch::v1::Job;
@@ -23,7 +21,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::cluster;
-use crate::demo::{OperatorProcess, build_operator};
+use crate::demo::{OperatorProcess, build_operator, spawn_operator};
 
 const TOKEN: &str = "bench-token-not-a-secret";
 
@@ -197,25 +195,23 @@ async fn apply_pool(client: &Client, ns: &str, value: serde_json::Value) -> anyh
 
 fn start_operator(operator: &Path, kubeconfig: &Path, ns: &str) -> anyhow::Result<OperatorProcess> {
     let log_path = std::env::temp_dir().join(format!("forgejo-runner-controller-{ns}.log"));
-    let log = std::fs::File::create(&log_path)?;
     println!("    ({ns}: operator log in {})", log_path.display());
-    Ok(OperatorProcess(
-        Command::new(operator)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--namespace={ns}"))
-            .args([
-                "--leader-election=false",
-                "--admin-addr=127.0.0.1:0",
-                "--log-level=info,operator=debug",
-                "--log-format=json",
-            ])
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting the operator")?,
-    ))
+    spawn_operator(
+        operator,
+        kubeconfig,
+        ns,
+        &log_path,
+        &["--log-level=info,operator=debug", "--log-format=json"],
+    )
+}
+
+/// Job listings the stand-in has answered.
+fn listings(forgejo: &StandIn) -> usize {
+    forgejo
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/runners/jobs"))
+        .count()
 }
 
 async fn count_jobs(client: &Client, ns: &str) -> anyhow::Result<usize> {
@@ -276,20 +272,9 @@ async fn bench_burst(
     .await?;
     let _operator = start_operator(operator, kubeconfig, ns)?;
     // Let the operator settle on an empty pool, then add every job at once.
-    while !forgejo
-        .requests()
-        .iter()
-        .any(|r| r.path.ends_with("/runners/jobs"))
-    {
+    while listings(&forgejo) == 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let listings = |forgejo: &StandIn| {
-        forgejo
-            .requests()
-            .iter()
-            .filter(|r| r.path.ends_with("/runners/jobs"))
-            .count()
-    };
     let before = listings(&forgejo);
     for i in 0..n {
         forgejo.add_job(StandInJob::new(
@@ -351,13 +336,6 @@ async fn bench_shared_polls(
     }
     let _operator = start_operator(operator, kubeconfig, ns)?;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let listings = |forgejo: &StandIn| {
-        forgejo
-            .requests()
-            .iter()
-            .filter(|r| r.path.ends_with("/runners/jobs"))
-            .count()
-    };
     let before = listings(&forgejo);
     let window = Duration::from_secs(20);
     tokio::time::sleep(window).await;

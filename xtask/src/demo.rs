@@ -79,6 +79,31 @@ pub(crate) fn build_operator(root: &Path, release: bool) -> anyhow::Result<PathB
     Ok(PathBuf::from(target).join(profile).join("operator"))
 }
 
+/// Starts the operator binary as the operator's ServiceAccount, watching `namespace`, without
+/// leader election, logging to `log_path`.
+pub(crate) fn spawn_operator(
+    binary: &Path,
+    kubeconfig: &Path,
+    namespace: &str,
+    log_path: &Path,
+    extra: &[&str],
+) -> anyhow::Result<OperatorProcess> {
+    let log = std::fs::File::create(log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let child = Command::new(binary)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--namespace={namespace}"))
+        .args(["--leader-election=false", "--admin-addr=127.0.0.1:0"])
+        .args(extra)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the operator")?;
+    Ok(OperatorProcess(child))
+}
+
 /// Kills the operator when the demo ends, however it ends.
 pub(crate) struct OperatorProcess(pub(crate) Child);
 
@@ -117,22 +142,7 @@ async fn demo(
 
     apply(&client, admin_objects(&forgejo.url())).await?;
     let log_path = std::env::temp_dir().join("forgejo-runner-controller-demo.log");
-    let log = std::fs::File::create(&log_path)?;
-    let _operator = OperatorProcess(
-        Command::new(operator_bin)
-            .arg(format!("--kubeconfig={}", operator_kubeconfig.display()))
-            .args([
-                "--namespace=demo",
-                "--leader-election=false",
-                "--admin-addr=127.0.0.1:0",
-            ])
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting the operator")?,
-    );
+    let _operator = spawn_operator(operator_bin, operator_kubeconfig, NAMESPACE, &log_path, &[])?;
     println!(
         "==> demo: operator running as its ServiceAccount; log: {}",
         log_path.display()
