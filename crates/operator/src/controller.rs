@@ -188,7 +188,8 @@ pub async fn run(
     let controller = Controller::for_stream(pool_stream, pool_store.clone());
     let pool_ready = pool_store.clone();
     let token_pools = pool_store.clone();
-    let pod_jobs = job_store.clone();
+    let pod_pools = pool_store.clone();
+    let secret_pools = pool_store.clone();
 
     // Becoming the leader reconciles every pool at once.
     let leadership_gained =
@@ -233,10 +234,10 @@ pub async fn run(
     controller
         .owns_stream(job_stream)
         .watches_stream(pod_stream, move |pod: Pod| {
-            pool_of_pod(&pod, &pod_jobs).into_iter()
+            pool_of(&pod, &pod_pools).into_iter()
         })
-        .watches_stream(secret_stream, |secret: Secret| {
-            owner_pool_of(&secret).into_iter()
+        .watches_stream(secret_stream, move |secret: Secret| {
+            pool_of(&secret, &secret_pools).into_iter()
         })
         .watches_stream(token_stream, move |meta| {
             pools_using_secret(&token_pools, meta.namespace().as_deref(), &meta.name_any())
@@ -265,32 +266,19 @@ fn leadership_changes(
     })
 }
 
-/// The pool a runner pod belongs to, through its Job's labels.
-fn pool_of_pod(pod: &Pod, jobs: &Store<Job>) -> Option<ObjectRef<RunnerDeployment>> {
-    let namespace = pod.namespace()?;
-    let job_name = pod.labels().get("batch.kubernetes.io/job-name")?.clone();
-    let job = jobs.get(&ObjectRef::new(&job_name).within(&namespace))?;
-    controller_pool(job.owner_references(), &namespace)
-}
-
-/// The pool a runner Secret belongs to, through its Job.
-fn owner_pool_of(secret: &Secret) -> Option<ObjectRef<RunnerDeployment>> {
-    let namespace = secret.namespace()?;
-    let name = secret
-        .labels()
-        .get(scheduler::labels::RUNNER_DEPLOYMENT)?
-        .clone();
-    Some(ObjectRef::new(&name).within(&namespace))
-}
-
-fn controller_pool(
-    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
-    namespace: &str,
+/// The pool a runner pod or runner Secret belongs to, by the pool uid label every object we
+/// make carries (names may be too long for a label; uids never are).
+fn pool_of<K: kube::Resource>(
+    object: &K,
+    pools: &Store<RunnerDeployment>,
 ) -> Option<ObjectRef<RunnerDeployment>> {
-    owners
+    let namespace = object.meta().namespace.as_deref()?;
+    let uid = scheduler::labels::pool_uid_of(object.meta().labels.as_ref())?;
+    pools
+        .state()
         .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "RunnerDeployment")
-        .map(|o| ObjectRef::new(&o.name).within(namespace))
+        .find(|rd| rd.namespace().as_deref() == Some(namespace) && rd.uid().as_deref() == Some(uid))
+        .map(|rd| ObjectRef::from_obj(rd.as_ref()))
 }
 
 /// The pools whose `tokenSecretRef` names this Secret.
