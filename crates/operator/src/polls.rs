@@ -16,6 +16,8 @@ use crate::metrics::ForgejoMetrics;
 
 /// How long a server's version is trusted before it is asked again (upgrades happen).
 const VERSION_TTL: Duration = Duration::from_secs(600);
+/// How long a failed poll answers other callers.
+const FAILURE_TTL: Duration = Duration::from_millis(500);
 
 /// What one poll of a (server, scope, token) found.
 #[derive(Debug)]
@@ -160,10 +162,16 @@ impl SharedPolls {
             polls.entry(key).or_default().clone()
         };
         let mut slot = slot.lock().await;
-        if let Some((at, result)) = slot.as_ref()
-            && at.elapsed() < max_age
-        {
-            return result.clone();
+        if let Some((at, result)) = slot.as_ref() {
+            // A failure is shared only with callers that waited for the same request: a retry
+            // after backoff must ask Forgejo again, not get the old error for a whole interval.
+            let fresh_enough = match result {
+                Ok(_) => max_age,
+                Err(_) => max_age.min(FAILURE_TTL),
+            };
+            if at.elapsed() < fresh_enough {
+                return result.clone();
+            }
         }
         let result = fetch(client, version, scope, labels.as_deref()).await;
         *slot = Some((Instant::now(), result.clone()));
@@ -195,5 +203,89 @@ fn client_key(server: &str, token: &Token) -> ClientKey {
     ClientKey {
         server: server.trim_end_matches('/').to_owned(),
         token_digest: Sha256::digest(token.expose().as_bytes()).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
+
+    fn listings(forgejo: &StandIn) -> usize {
+        forgejo
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/actions/runners/jobs"))
+            .count()
+    }
+
+    async fn setup(token: &str) -> (StandIn, SharedPolls, Client, ServerVersion, Token) {
+        // `version` needs a token the stand-in knows; tests swap in others afterwards.
+        let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", "good"));
+        forgejo.add_job(StandInJob::new("faro/app", "build", &["docker"]));
+        let polls = SharedPolls::new(Duration::from_secs(5), None, ForgejoMetrics::default());
+        let token = Token::new(token);
+        let client = polls.client(&forgejo.url(), &token).unwrap();
+        let version = polls.version(&client).await.unwrap();
+        (forgejo, polls, client, version, token)
+    }
+
+    #[tokio::test]
+    async fn pools_sharing_server_scope_and_token_share_one_listing_per_interval() {
+        let (forgejo, polls, client, version, token) = setup("good").await;
+        let scope = Scope::Organization("faro".into());
+        let interval = Duration::from_secs(30);
+        let labels = ["docker".to_owned()];
+        let other = ["other".to_owned()];
+        let (a, b) = tokio::join!(
+            polls.poll(&client, &token, &version, &scope, &labels, interval),
+            polls.poll(&client, &token, &version, &scope, &other, interval),
+        );
+        assert_eq!(a.unwrap().jobs.len(), 1);
+        assert_eq!(
+            b.unwrap().jobs.len(),
+            1,
+            "unfiltered on 15: each pool filters itself"
+        );
+        polls
+            .poll(&client, &token, &version, &scope, &labels, interval)
+            .await
+            .unwrap();
+        assert_eq!(listings(&forgejo), 1);
+        // Another token is another key: its own listing (here refused, as it is unknown).
+        let other_token = Token::new("other");
+        let other_client = polls.client(&forgejo.url(), &other_token).unwrap();
+        let refused = polls
+            .poll(
+                &other_client,
+                &other_token,
+                &version,
+                &scope,
+                &labels,
+                interval,
+            )
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(listings(&forgejo), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_poll_is_asked_again_after_a_short_while_not_a_whole_interval() {
+        let (forgejo, polls, _, version, _) = setup("good").await;
+        let token = Token::new("wrong");
+        let client = polls.client(&forgejo.url(), &token).unwrap();
+        let scope = Scope::Organization("faro".into());
+        let interval = Duration::from_secs(30);
+        let labels = ["docker".to_owned()];
+        let first = polls
+            .poll(&client, &token, &version, &scope, &labels, interval)
+            .await;
+        assert_eq!(first.unwrap_err().reason(), "Unauthorized");
+        assert_eq!(listings(&forgejo), 1);
+        tokio::time::sleep(FAILURE_TTL + Duration::from_millis(100)).await;
+        let _ = polls
+            .poll(&client, &token, &version, &scope, &labels, interval)
+            .await;
+        assert_eq!(listings(&forgejo), 2, "the retry reached Forgejo");
     }
 }
