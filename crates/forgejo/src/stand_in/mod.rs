@@ -8,8 +8,10 @@
 //! the requests it received ([`StandIn::requests`], never the token itself), and inject
 //! faults per path prefix ([`StandIn::inject_fault`]).
 //!
-//! It models neither the runner protocol (`/api/actions`) nor Forgejo's permissions beyond
-//! "full", "read-only" and "unknown" tokens and a list of existing owners.
+//! It also serves the runner service (`/api/actions/runner.v1.RunnerService/…`, Connect
+//! over HTTP/1.1 with binary protobuf, see `runner_service.rs`), so a forgejo-runner or the
+//! runner double can take its jobs and report logs and results. It does not model Forgejo's
+//! permissions beyond "full", "read-only" and "unknown" tokens and a list of existing owners.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -22,6 +24,7 @@
 
 mod body;
 mod routes;
+mod runner_service;
 mod state;
 
 use std::io;
@@ -35,6 +38,7 @@ use hyper_util::rt::TokioIo;
 use tokio::task::AbortHandle;
 
 use self::routes::lock;
+pub use self::state::Fetch;
 use self::state::State;
 use crate::{ActionRunJob, Runner, Scope};
 
@@ -53,6 +57,8 @@ pub struct StandInConfig {
     pub owners: Option<Vec<String>>,
     /// Forgejo's `MAX_RESPONSE_ITEMS`: the most runners one page holds (default 50).
     pub max_page_size: usize,
+    /// Where it listens (default `127.0.0.1:0`); an address pods reach for tests on a node.
+    pub bind: SocketAddr,
 }
 
 impl Default for StandInConfig {
@@ -64,6 +70,7 @@ impl Default for StandInConfig {
             user: "runner-admin".into(),
             owners: None,
             max_page_size: 50,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -98,6 +105,8 @@ pub struct StandInJob {
     pub attempt: i64,
     /// The attempt's handle; `None`: a random one; `Some("")`: a job from before Forgejo 15.
     pub handle: Option<String>,
+    /// Shell lines, one `run:` step each, of the workflow a runner gets for it.
+    pub steps: Vec<String>,
 }
 
 impl StandInJob {
@@ -112,7 +121,14 @@ impl StandInJob {
             status: "waiting".into(),
             attempt: 1,
             handle: None,
+            steps: vec![format!("echo \"hello from {name}\"")],
         }
+    }
+
+    /// Sets the `run:` steps (shell lines) of its workflow.
+    pub fn with_steps(mut self, steps: &[&str]) -> Self {
+        self.steps = steps.iter().map(|s| (*s).to_owned()).collect();
+        self
     }
 
     /// Sets the id.
@@ -216,17 +232,18 @@ impl std::fmt::Debug for StandIn {
 }
 
 impl StandIn {
-    /// Starts a stand-in on `127.0.0.1:0`; must run inside a Tokio runtime; panics if it cannot bind.
+    /// Starts a stand-in on `config.bind`; must run inside a Tokio runtime; panics if it cannot bind.
     pub fn start(config: StandInConfig) -> StandIn {
+        let bind = config.bind;
         match Self::try_start(config) {
             Ok(stand_in) => stand_in,
-            Err(e) => panic!("the Forgejo stand-in cannot listen on 127.0.0.1: {e}"),
+            Err(e) => panic!("the Forgejo stand-in cannot listen on {bind}: {e}"),
         }
     }
 
-    /// Starts a stand-in on `127.0.0.1:0`; must run inside a Tokio runtime.
+    /// Starts a stand-in on `config.bind`; must run inside a Tokio runtime.
     pub fn try_start(config: StandInConfig) -> io::Result<StandIn> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let listener = std::net::TcpListener::bind(config.bind)?;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
@@ -295,6 +312,26 @@ impl StandIn {
             }
             None => false,
         }
+    }
+
+    /// Cancels a job as a user would: `cancelled`, no runner gets it any more, and the
+    /// runner running it is told so by its next `UpdateTask`; false if unknown.
+    pub fn cancel_job(&self, id: i64) -> bool {
+        self.set_job_status(id, "cancelled")
+    }
+
+    /// The log rows runners sent for a job's current attempt.
+    pub fn log_lines(&self, id: i64) -> Vec<String> {
+        lock(&self.inner.state)
+            .jobs
+            .get(&id)
+            .map(|job| job.log_rows.clone())
+            .unwrap_or_default()
+    }
+
+    /// The runner-service fetches so far, oldest first.
+    pub fn fetches(&self) -> Vec<Fetch> {
+        lock(&self.inner.state).fetches.clone()
     }
 
     /// Removes a job; false if unknown.

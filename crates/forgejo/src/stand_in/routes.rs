@@ -17,6 +17,9 @@ use super::state::State;
 use super::{Fault, RecordedRequest};
 use crate::{Scope, it_runs_on};
 
+/// Where the runner service's Connect paths start.
+const RUNNER_API: &str = "/api/actions/";
+
 /// Largest request body the stand-in reads.
 const MAX_REQUEST_BODY: usize = 1024 * 1024;
 
@@ -83,7 +86,9 @@ pub(super) async fn handle(
             query: query.clone(),
             had_authorization: access != Access::Missing,
             token_matched: matches!(access, Access::Full | Access::ReadOnly),
-            body: (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned()),
+            // Runner-service bodies are protobuf and may hold a registration token.
+            body: (!body.is_empty() && !path.starts_with(RUNNER_API))
+                .then(|| String::from_utf8_lossy(&body).into_owned()),
         });
         (state.take_fault(&path), access)
     };
@@ -93,6 +98,17 @@ pub(super) async fn handle(
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::Reset) => return Err(DropConnection),
         Some(other) => return Ok(fault_response(other, &lock(&state).base_url)),
+    }
+
+    if path.starts_with(RUNNER_API) {
+        let mut state = lock(&state);
+        return Ok(super::runner_service::handle(
+            &mut state,
+            &parts.method,
+            &parts.headers,
+            &path,
+            &body,
+        ));
     }
 
     let reply = {

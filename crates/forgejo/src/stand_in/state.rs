@@ -24,6 +24,12 @@ pub(super) struct JobRecord {
     pub handle: String,
     /// The runner that took the current attempt.
     pub runner_id: Option<i64>,
+    /// `owner/repo`.
+    pub repository: String,
+    /// The shell lines of its `run:` steps.
+    pub steps: Vec<String>,
+    /// Log rows received for the current attempt, in order.
+    pub log_rows: Vec<String>,
 }
 
 impl JobRecord {
@@ -56,6 +62,10 @@ pub(super) struct RunnerRecord {
     pub ephemeral: bool,
     pub owner_id: i64,
     pub repo_id: i64,
+    /// The runner token (for the runner service's `x-runner-token`).
+    pub token: String,
+    /// Label names from `Declare` or `Register`; empty until it connects.
+    pub labels: Vec<String>,
 }
 
 impl RunnerRecord {
@@ -65,9 +75,14 @@ impl RunnerRecord {
             id: self.id,
             uuid: self.uuid.clone(),
             name: self.name.clone(),
-            status: "offline".into(),
+            status: if self.labels.is_empty() {
+                "offline"
+            } else {
+                "idle"
+            }
+            .into(),
             ephemeral: self.ephemeral,
-            labels: Vec::new(),
+            labels: self.labels.clone(),
             description: self.description.clone(),
             owner_id: Some(self.owner_id),
             repo_id: Some(self.repo_id),
@@ -82,6 +97,21 @@ impl RunnerRecord {
         }
         (owner_id > 0 && self.owner_id == owner_id) || (repo_id > 0 && self.repo_id == repo_id)
     }
+}
+
+/// A runner-service fetch (`FetchTask` or `FetchSingleTask`) and what it handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    /// The fetching runner's uuid.
+    pub runner_uuid: String,
+    /// The fetching runner's name.
+    pub runner_name: String,
+    /// The handle asked for (`FetchSingleTask`), `None` for `FetchTask`.
+    pub handle: Option<String>,
+    /// The job handed out, if any.
+    pub job_id: Option<i64>,
+    /// The task handed out, if any.
+    pub task_id: Option<i64>,
 }
 
 /// An injected fault and how often it still fires.
@@ -109,8 +139,12 @@ pub(super) struct State {
     pub jobs: BTreeMap<i64, JobRecord>,
     pub runners: BTreeMap<i64, RunnerRecord>,
     registration_tokens: HashMap<String, String>,
+    /// (owner_id, repo_id) of each registration token's scope.
+    registration_scopes: HashMap<String, (i64, i64)>,
     faults: Vec<FaultRule>,
     pub requests: Vec<RecordedRequest>,
+    /// Runner-service fetches, oldest first.
+    pub fetches: Vec<Fetch>,
 }
 
 impl State {
@@ -131,8 +165,10 @@ impl State {
             jobs: BTreeMap::new(),
             runners: BTreeMap::new(),
             registration_tokens: HashMap::new(),
+            registration_scopes: HashMap::new(),
             faults: Vec::new(),
             requests: Vec::new(),
+            fetches: Vec::new(),
         }
     }
 
@@ -212,6 +248,9 @@ impl State {
             attempt: job.attempt,
             handle: job.handle.unwrap_or_else(random_uuid),
             runner_id: None,
+            repository: job.repository,
+            steps: job.steps,
+            log_rows: Vec::new(),
         };
         self.jobs.insert(id, record.clone());
         record
@@ -252,6 +291,7 @@ impl State {
         job.task_id = 0;
         job.runner_id = None;
         job.handle = random_uuid();
+        job.log_rows.clear();
         Some(job.clone())
     }
 
@@ -264,6 +304,18 @@ impl State {
         ephemeral: bool,
     ) -> (RunnerRecord, String) {
         let (owner_id, repo_id) = self.scope_ids(scope);
+        self.add_runner_in(owner_id, repo_id, name, description, ephemeral)
+    }
+
+    /// Registers a runner for (owner_id, repo_id); returns it and its token.
+    pub fn add_runner_in(
+        &mut self,
+        owner_id: i64,
+        repo_id: i64,
+        name: &str,
+        description: &str,
+        ephemeral: bool,
+    ) -> (RunnerRecord, String) {
         let id = self.next_runner_id;
         self.next_runner_id += 1;
         let record = RunnerRecord {
@@ -274,17 +326,29 @@ impl State {
             ephemeral,
             owner_id,
             repo_id,
+            token: random_hex(40),
+            labels: Vec::new(),
         };
         self.runners.insert(id, record.clone());
-        (record, random_hex(40))
+        let token = record.token.clone();
+        (record, token)
     }
 
     /// The scope's legacy registration token (stable until the stand-in ends).
     pub fn registration_token(&mut self, scope: &Scope) -> String {
-        self.registration_tokens
+        let ids = self.scope_ids(scope);
+        let token = self
+            .registration_tokens
             .entry(scope.to_string())
             .or_insert_with(|| random_hex(43))
-            .clone()
+            .clone();
+        self.registration_scopes.insert(token.clone(), ids);
+        token
+    }
+
+    /// The (owner_id, repo_id) a registration token registers runners in.
+    pub fn registration_scope(&self, token: &str) -> Option<(i64, i64)> {
+        self.registration_scopes.get(token).copied()
     }
 
     pub fn inject_fault(&mut self, prefix: String, fault: Fault, times: Times) {

@@ -1,0 +1,366 @@
+//! The double against the Forgejo stand-in, each behaviour pinned to the FORGEJO.md fact
+//! ("forgejo-runner" and "Runner protocol") it follows.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
+use forgejo::{Client, ClientOptions, RegisterRunner, Scope, Token};
+
+const TOKEN: &str = "double-test-token";
+const DOUBLE: &str = env!("CARGO_BIN_EXE_forgejo-runner");
+
+/// A stand-in, a runner registered through the REST API as the operator does, and a home
+/// directory holding its token file.
+struct Setup {
+    forgejo: StandIn,
+    uuid: String,
+    name: String,
+    home: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(version: &str) -> Self {
+        let forgejo = StandIn::start(StandInConfig::with_token(version, TOKEN));
+        let home = tempfile::tempdir().unwrap();
+        if version.starts_with("15") {
+            let client =
+                Client::new(&forgejo.url(), Token::new(TOKEN), ClientOptions::default()).unwrap();
+            let name = format!("runner-{}", std::process::id());
+            let runner = client
+                .register_runner(
+                    &Scope::Organization("faro".into()),
+                    &RegisterRunner {
+                        name: name.clone(),
+                        description: String::new(),
+                        ephemeral: true,
+                    },
+                )
+                .await
+                .unwrap();
+            std::fs::write(home.path().join("token"), runner.token.expose()).unwrap();
+            return Self {
+                forgejo,
+                uuid: runner.uuid,
+                name,
+                home,
+            };
+        }
+        Self {
+            forgejo,
+            uuid: String::new(),
+            name: String::new(),
+            home,
+        }
+    }
+
+    fn token_url(&self) -> String {
+        format!("file:{}", self.home.path().join("token").display())
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(DOUBLE);
+        command
+            .args(args)
+            .current_dir(self.home.path())
+            .env("HOME", self.home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn one_job(&self, extra: &[&str]) -> Command {
+        let url = self.forgejo.url();
+        let token_url = self.token_url();
+        let mut args = vec![
+            "one-job",
+            "--url",
+            &url,
+            "--uuid",
+            &self.uuid,
+            "--token-url",
+            &token_url,
+            "--label",
+            "linux:host",
+            "--fetch-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        self.command(&args)
+    }
+}
+
+async fn output(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn status_of(forgejo: &StandIn, id: i64) -> String {
+    forgejo
+        .jobs()
+        .into_iter()
+        .find(|j| j.id == id)
+        .map(|j| j.status)
+        .unwrap_or_default()
+}
+
+/// Fact: `--handle` fetches exactly that job attempt; exit 0 when a task ran; the server
+/// acks `index + rows`; the final UpdateTask ends the job and Forgejo deletes the ephemeral
+/// runner.
+#[tokio::test]
+async fn handle_is_fetched_once_by_its_runner_and_its_output_reaches_the_log() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let other = setup
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "other", &["linux"]));
+    let job = setup.forgejo.add_job(
+        StandInJob::new("faro/app", "build", &["linux"]).with_steps(&["echo one", "echo two >&2"]),
+    );
+    let handle = job.handle.clone().unwrap();
+    let out = output(setup.one_job(&["--handle", &handle, "--wait"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(status_of(&setup.forgejo, job.id), "success");
+    assert_eq!(
+        status_of(&setup.forgejo, other.id),
+        "waiting",
+        "took another job"
+    );
+    let fetches: Vec<_> = setup
+        .forgejo
+        .fetches()
+        .into_iter()
+        .filter(|f| f.task_id.is_some())
+        .collect();
+    assert_eq!(fetches.len(), 1);
+    assert_eq!(fetches[0].handle.as_deref(), Some(handle.as_str()));
+    assert_eq!(fetches[0].runner_name, setup.name);
+    let rows = setup.forgejo.log_lines(job.id);
+    assert!(
+        rows.iter().any(|r| r == "one") && rows.iter().any(|r| r == "two"),
+        "{rows:?}"
+    );
+    assert!(text(&out).contains("one"), "step output not on stdout");
+    assert!(
+        setup.forgejo.runners().is_empty(),
+        "the ephemeral runner is left"
+    );
+    // The double sends the headers the real runner sends.
+    let calls: Vec<_> = setup
+        .forgejo
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/api/actions/"))
+        .collect();
+    assert!(
+        calls[0].path.ends_with("/Declare"),
+        "first call {:?}",
+        calls[0].path
+    );
+    assert!(calls[1].path.ends_with("/FetchSingleTask"));
+    assert!(calls.last().unwrap().path.ends_with("/UpdateTask"));
+}
+
+/// Fact: exit 0 even when the job failed: it reports RESULT_FAILURE.
+#[tokio::test]
+async fn failing_step_reports_failure_and_exits_zero() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let job = setup.forgejo.add_job(
+        StandInJob::new("faro/app", "fails", &["linux"]).with_steps(&[
+            "echo before",
+            "exit 3",
+            "echo never",
+        ]),
+    );
+    let out = output(setup.one_job(&["--handle", job.handle.as_deref().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(status_of(&setup.forgejo, job.id), "failure");
+    let rows = setup.forgejo.log_lines(job.id);
+    assert!(
+        rows.iter().any(|r| r == "before") && !rows.iter().any(|r| r == "never"),
+        "{rows:?}"
+    );
+}
+
+/// Fact: without `--wait`, no task → exit 2 "no task received"; with `--wait` it retries
+/// every `--fetch-interval`.
+#[tokio::test]
+async fn cancelled_job_gives_no_task_exit_2_or_keeps_polling_with_wait() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let job = setup
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]));
+    let handle = job.handle.clone().unwrap();
+    assert!(setup.forgejo.cancel_job(job.id));
+    let out = output(setup.one_job(&["--handle", &handle])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no task received"));
+
+    let mut child: Child = setup
+        .one_job(&["--handle", &handle, "--wait"])
+        .spawn()
+        .unwrap();
+    let forgejo = setup.forgejo.clone();
+    wait_for("three more fetches", || forgejo.fetches().len() >= 4).await;
+    assert!(child.try_wait().unwrap().is_none(), "--wait gave up");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(setup.forgejo.fetches().iter().all(|f| f.task_id.is_none()));
+}
+
+/// Fact: if UpdateTask answers CANCELLED, the runner cancels the job.
+#[tokio::test]
+async fn job_cancelled_while_running_is_stopped() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let job = setup.forgejo.add_job(
+        StandInJob::new("faro/app", "slow", &["linux"]).with_steps(&["echo started", "sleep 60"]),
+    );
+    let child = setup
+        .one_job(&["--handle", job.handle.as_deref().unwrap()])
+        .spawn()
+        .unwrap();
+    let forgejo = setup.forgejo.clone();
+    wait_for("the step to start", || {
+        forgejo.log_lines(job.id).iter().any(|r| r == "started")
+    })
+    .await;
+    let started = Instant::now();
+    assert!(setup.forgejo.cancel_job(job.id));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the sleep was not stopped"
+    );
+    assert_eq!(status_of(&setup.forgejo, job.id), "cancelled");
+}
+
+/// Facts: the token file is read verbatim (a trailing newline → "invalid header field value
+/// for X-Runner-Token", exit 1); unknown flags exit 1; a `.runner` in the working directory
+/// conflicts with `--url` (exit 1); `--token-url` takes only `file:` URLs.
+#[tokio::test]
+async fn what_the_real_runner_refuses_is_refused_with_exit_1() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let token_path = setup.home.path().join("token");
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    std::fs::write(&token_path, format!("{token}\n")).unwrap();
+    let out = output(setup.one_job(&[])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("invalid header field value for \"X-Runner-Token\""),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&token_path, &token).unwrap();
+
+    let out = output(setup.one_job(&["--no-such-flag"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let url = setup.forgejo.url();
+    let out = output(setup.command(&[
+        "one-job",
+        "--url",
+        &url,
+        "--uuid",
+        "u",
+        "--token-url",
+        "https://x/token",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    std::fs::write(setup.home.path().join(".runner"), "{}").unwrap();
+    let out = output(setup.one_job(&[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(".runner"), "{}", text(&out));
+    assert!(
+        setup.forgejo.fetches().is_empty(),
+        "a refused runner fetched"
+    );
+}
+
+/// Fact: legacy path (Forgejo 7–14): `register --no-interactive --instance --token --name
+/// --labels` writes `.runner`, then `one-job` without connection flags takes any matching job.
+#[tokio::test]
+async fn legacy_register_then_one_job_runs_a_job() {
+    let setup = Setup::new("14.0.2+gitea-1.22.0").await;
+    let job = setup
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]).with_steps(&["echo legacy"]));
+    let client = Client::new(
+        &setup.forgejo.url(),
+        Token::new(TOKEN),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let registration = client
+        .registration_token(&Scope::Organization("faro".into()))
+        .await
+        .unwrap();
+    let url = setup.forgejo.url();
+    let out = output(setup.command(&[
+        "register",
+        "--no-interactive",
+        "--instance",
+        &url,
+        "--token",
+        registration.expose(),
+        "--name",
+        "legacy-runner",
+        "--labels",
+        "linux:host",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains(registration.expose()),
+        "the registration token was printed"
+    );
+    assert!(Path::new(&setup.home.path().join(".runner")).exists());
+    let out = output(setup.command(&["one-job", "--wait", "--fetch-interval", "200ms"])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(status_of(&setup.forgejo, job.id), "success");
+    assert!(
+        setup
+            .forgejo
+            .log_lines(job.id)
+            .iter()
+            .any(|r| r == "legacy")
+    );
+    // Registered without --ephemeral: it stays, as documented for the legacy path.
+    assert_eq!(setup.forgejo.runners().len(), 1);
+}
+
+/// Fact: Connect errors are JSON bodies with the matching HTTP status.
+#[tokio::test]
+async fn wrong_runner_token_is_unauthenticated_and_exits_1() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    std::fs::write(setup.home.path().join("token"), "not-the-token").unwrap();
+    let out = output(setup.one_job(&[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("unauthenticated (401)"),
+        "{}",
+        text(&out)
+    );
+}
