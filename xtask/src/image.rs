@@ -33,12 +33,15 @@ pub(crate) const E2E_RUNNER_ENV: &str = "FRC_E2E_RUNNER";
 /// The target the static binaries are built for: an explicit `--target` keeps
 /// `crt-static` off build scripts and proc macros, and off the host build's artifacts.
 const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Debian busybox-static's binary: the shell and tools of the runner and label images.
 const BUSYBOX: &str = "/bin/busybox";
+/// The busybox applets linked into `/bin`: what runner scripts and the tests call.
 const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "cp", "env", "mkdir", "rm", "stat", "test", "true",
     "false", "printf", "grep", "head", "tail", "wc", "chmod", "touch", "date", "uname", "whoami",
     "hostname", "pwd", "mv", "sed", "kill", "ps", "[",
 ];
+/// Our pause program (xtask/images/pause.c), compiled by `build_pause`.
 const PAUSE_SOURCE: &str = include_str!("../images/pause.c");
 
 /// An image written to a docker-archive.
@@ -96,6 +99,7 @@ pub(crate) fn run(root: &Path, runner: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// `<root>/target/images`, created if needed.
 fn images_dir(root: &Path) -> Result<PathBuf> {
     let dir = root.join("target").join("images");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -108,7 +112,8 @@ pub(crate) fn build_pause(root: &Path) -> Result<BuiltImage> {
     let source = dir.join("pause.c");
     let binary = dir.join("pause");
     if fs::read_to_string(&source).ok().as_deref() != Some(PAUSE_SOURCE) || !binary.exists() {
-        fs::write(&source, PAUSE_SOURCE)?;
+        fs::write(&source, PAUSE_SOURCE)
+            .with_context(|| format!("writing {}", source.display()))?;
         let status = Command::new("gcc")
             .args(["-static", "-Os", "-s", "-o"])
             .arg(&binary)
@@ -122,7 +127,7 @@ pub(crate) fn build_pause(root: &Path) -> Result<BuiltImage> {
         }
     }
     let mut layer = Layer::default();
-    layer.file("pause", fs::read(&binary)?, 0o755, 0);
+    layer.file("pause", read(&binary)?, 0o755, 0);
     write_image(
         &dir.join("pause.tar"),
         PAUSE_IMAGE,
@@ -138,12 +143,12 @@ pub(crate) fn build_pause(root: &Path) -> Result<BuiltImage> {
 pub(crate) fn build_operator(root: &Path) -> Result<BuiltImage> {
     let binary = build_static(root, "operator", "operator")?;
     let mut layer = Layer::default();
-    layer.file("forgejo-runner-controller", fs::read(&binary)?, 0o755, 0);
+    layer.file("forgejo-runner-controller", read(&binary)?, 0o755, 0);
     layer.users(&[("root", 0), ("nonroot", 65532)]);
     layer.dir("tmp", 0o1777, 0);
     let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
     if ca.exists() {
-        layer.file("etc/ssl/certs/ca-certificates.crt", fs::read(ca)?, 0o644, 0);
+        layer.file("etc/ssl/certs/ca-certificates.crt", read(ca)?, 0o644, 0);
     }
     write_image(
         &images_dir(root)?.join("operator.tar"),
@@ -168,7 +173,7 @@ pub(crate) fn build_runner_test(root: &Path, runner: Option<&Path>) -> Result<Bu
             if !path.is_file() {
                 bail!("the runner binary {} does not exist", path.display());
             }
-            if has_interpreter(&fs::read(&path)?)? {
+            if has_interpreter(&read(&path)?)? {
                 eprintln!(
                     "image: warning: {} is dynamically linked; the runner test image has no libraries",
                     path.display()
@@ -177,10 +182,10 @@ pub(crate) fn build_runner_test(root: &Path, runner: Option<&Path>) -> Result<Bu
             eprintln!("image: runner test image with {}", path.display());
             path
         }
-        None => build_static(root, "forgejo-runner-double", "forgejo-runner")?,
+        None => build_runner_double(root)?,
     };
     let mut layer = busybox_layer()?;
-    layer.file("bin/forgejo-runner", fs::read(&binary)?, 0o755, 0);
+    layer.file("bin/forgejo-runner", read(&binary)?, 0o755, 0);
     layer.users(&[("root", 0), ("runner", 1000)]);
     layer.dir("data", 0o755, 1000);
     write_image(
@@ -194,6 +199,23 @@ pub(crate) fn build_runner_test(root: &Path, runner: Option<&Path>) -> Result<Bu
             ..ImageConfig::default()
         },
     )
+}
+
+/// The runner double (crates/runner-double) built statically; a clear error while it is absent.
+fn build_runner_double(root: &Path) -> Result<PathBuf> {
+    const MANIFEST: &str = "crates/runner-double/Cargo.toml";
+    if !root.join(MANIFEST).is_file() {
+        bail!(
+            "the runner double is missing ({MANIFEST} does not exist): pass --runner PATH or set \
+             {E2E_RUNNER_ENV} to a forgejo-runner binary"
+        );
+    }
+    build_static(root, "forgejo-runner-double", "forgejo-runner").with_context(|| {
+        format!(
+            "the runner double is missing: crates/runner-double does not build; pass --runner \
+             PATH or set {E2E_RUNNER_ENV} to a forgejo-runner binary"
+        )
+    })
 }
 
 /// The label image of kubernetes mode: busybox and a marker file only it has.
@@ -217,6 +239,7 @@ pub(crate) fn build_label(root: &Path) -> Result<BuiltImage> {
     )
 }
 
+/// A layer with static busybox, its applets in `/bin` and a world-writable `/tmp`.
 fn busybox_layer() -> Result<Layer> {
     let busybox = fs::read(BUSYBOX)
         .with_context(|| format!("reading {BUSYBOX}: install the Debian package busybox-static"))?;
@@ -259,7 +282,7 @@ fn build_static(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
         .map(|d| if d.is_absolute() { d } else { root.join(d) })
         .unwrap_or_else(|| root.join("target"));
     let path = target_dir.join(TARGET).join("release").join(bin);
-    if has_interpreter(&fs::read(&path).with_context(|| format!("reading {}", path.display()))?)? {
+    if has_interpreter(&read(&path)?)? {
         bail!(
             "{} is dynamically linked although built with crt-static",
             path.display()
@@ -275,12 +298,16 @@ fn has_interpreter(elf: &[u8]) -> Result<bool> {
         bail!("not a 64-bit little-endian ELF file");
     }
     let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]);
-    let phoff = u64::from_le_bytes(elf[32..40].try_into()?) as usize;
+    let phoff = usize::try_from(u64::from_le_bytes(elf[32..40].try_into()?))?;
     let phentsize = usize::from(u16_at(54));
     let phnum = usize::from(u16_at(56));
     for i in 0..phnum {
-        let at = phoff + i * phentsize;
-        let Some(header) = elf.get(at..at + 4) else {
+        // Checked: the offsets come from the file, which may be truncated or corrupt.
+        let header = i
+            .checked_mul(phentsize)
+            .and_then(|off| off.checked_add(phoff))
+            .and_then(|at| elf.get(at..at.checked_add(4)?));
+        let Some(header) = header else {
             bail!("truncated ELF program headers");
         };
         if u32::from_le_bytes(header.try_into()?) == PT_INTERP {
@@ -293,10 +320,15 @@ fn has_interpreter(elf: &[u8]) -> Result<bool> {
 /// What goes into an image's config.
 #[derive(Debug, Default)]
 struct ImageConfig {
+    /// `uid:gid`; empty: root.
     user: String,
+    /// Variables besides the default `PATH`.
     env: Vec<String>,
+    /// Empty: none.
     entrypoint: Vec<String>,
+    /// Empty: none.
     cmd: Vec<String>,
+    /// Empty: `/`.
     working_dir: String,
 }
 
@@ -306,6 +338,7 @@ struct Layer {
     entries: BTreeMap<String, Entry>,
 }
 
+/// One layer entry; symlinks are root-owned 0777 like everywhere.
 #[derive(Debug)]
 enum Entry {
     File {
@@ -323,16 +356,19 @@ enum Entry {
 }
 
 impl Layer {
+    /// Adds a regular file with its parents.
     fn file(&mut self, path: &str, data: Vec<u8>, mode: u32, owner: u64) {
         self.parents(path);
         self.entries
             .insert(path.to_owned(), Entry::File { data, mode, owner });
     }
+    /// Adds a directory with its parents.
     fn dir(&mut self, path: &str, mode: u32, owner: u64) {
         self.parents(path);
         self.entries
             .insert(path.to_owned(), Entry::Dir { mode, owner });
     }
+    /// Adds a symbolic link with its parents.
     fn symlink(&mut self, path: &str, target: &str) {
         self.parents(path);
         self.entries.insert(
@@ -411,6 +447,12 @@ impl Layer {
     }
 }
 
+/// `fs::read` naming the file in its error.
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Lowercase hex of the SHA-256 of `bytes`.
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -431,9 +473,10 @@ fn write_image(
         let tmp = out.with_extension("tar.tmp");
         let mut file =
             fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(&archive.bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, out)?;
+        file.write_all(&archive.bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, out).with_context(|| format!("renaming {}", tmp.display()))?;
     }
     eprintln!(
         "image: {reference} {image_id} {} ({} KiB)",
@@ -447,11 +490,13 @@ fn write_image(
     })
 }
 
+/// A docker-archive in memory and its image id (without `sha256:`).
 struct Archive {
     bytes: Vec<u8>,
     config_digest: String,
 }
 
+/// Builds the docker-archive: one layer, its config, and `manifest.json` tagging `reference`.
 fn docker_archive(reference: &str, layer: &Layer, config: &ImageConfig) -> Result<Archive> {
     let layer_tar = layer.to_tar()?;
     let diff_id = sha256_hex(&layer_tar);
@@ -595,6 +640,10 @@ mod tests {
                     header.mtime().unwrap(),
                 ),
             );
+            // Owners by number only, so the host's user names never leak into the image.
+            assert_eq!(header.gid().unwrap(), header.uid().unwrap());
+            assert_eq!(header.username().unwrap(), Some(""));
+            assert_eq!(header.groupname().unwrap(), Some(""));
         }
         assert_eq!(seen["bin/tool"], (0o755, 0, 0));
         assert_eq!(seen["data/"], (0o755, 1000, 0));
@@ -606,5 +655,8 @@ mod tests {
         assert!(!has_interpreter(&fs::read(BUSYBOX).unwrap()).unwrap());
         assert!(has_interpreter(&fs::read("/bin/ls").unwrap()).unwrap());
         assert!(has_interpreter(b"not an elf").is_err());
+        let mut truncated = fs::read("/bin/ls").unwrap();
+        truncated.truncate(80);
+        assert!(has_interpreter(&truncated).is_err());
     }
 }

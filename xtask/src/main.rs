@@ -5,6 +5,7 @@ mod cluster;
 mod crd_reference;
 mod demo;
 mod gen_crds;
+mod image;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,14 @@ enum Task {
         /// Measure a release build of the operator (as deployed).
         #[arg(long)]
         release: bool,
+    },
+    /// Build the container images (operator, runner test, label, pause) as docker-archives
+    /// under target/images/, without Docker.
+    Image {
+        /// The binary for the runner test image's /bin/forgejo-runner (default: $FRC_E2E_RUNNER,
+        /// else the runner double built statically).
+        #[arg(long)]
+        runner: Option<PathBuf>,
     },
     /// Bring up the local demo: control plane, Forgejo stand-in, operator, example pool.
     Demo {
@@ -118,6 +127,7 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Task::Demo { exit_when_done } => demo::run(&root, exit_when_done),
+        Task::Image { runner } => image::run(&root, runner.as_deref()),
     }
 }
 
