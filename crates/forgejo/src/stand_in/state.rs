@@ -66,6 +66,9 @@ pub(super) struct RunnerRecord {
     pub token: String,
     /// Label names from `Declare` or `Register`; empty until it connects.
     pub labels: Vec<String>,
+    /// Whether it runs a task now. Forgejo says `active` for a runner that reported a task
+    /// lately (runners report every second while one runs), `idle` for one only online.
+    pub busy: bool,
 }
 
 impl RunnerRecord {
@@ -75,7 +78,9 @@ impl RunnerRecord {
             id: self.id,
             uuid: self.uuid.clone(),
             name: self.name.clone(),
-            status: if self.labels.is_empty() {
+            status: if self.busy {
+                "active"
+            } else if self.labels.is_empty() {
                 "offline"
             } else {
                 "idle"
@@ -266,6 +271,9 @@ impl State {
         job.status = "running".into();
         job.task_id = task_id;
         job.runner_id = Some(runner_id);
+        if let Some(runner) = self.runners.get_mut(&runner_id) {
+            runner.busy = true;
+        }
         true
     }
 
@@ -275,10 +283,12 @@ impl State {
             return false;
         };
         job.status = status.to_owned();
-        if let Some(runner_id) = job.runner_id
-            && self.runners.get(&runner_id).is_some_and(|r| r.ephemeral)
-        {
-            self.runners.remove(&runner_id);
+        if let Some(runner_id) = job.runner_id {
+            if self.runners.get(&runner_id).is_some_and(|r| r.ephemeral) {
+                self.runners.remove(&runner_id);
+            } else if let Some(runner) = self.runners.get_mut(&runner_id) {
+                runner.busy = false;
+            }
         }
         true
     }
@@ -328,6 +338,7 @@ impl State {
             repo_id,
             token: random_hex(40),
             labels: Vec::new(),
+            busy: false,
         };
         self.runners.insert(id, record.clone());
         let token = record.token.clone();
