@@ -199,19 +199,19 @@ pub async fn run(
         let waits: [(&str, futures::future::BoxFuture<'static, bool>); 4] = [
             (
                 "RunnerDeployments",
-                Box::pin(async move { pool_ready.wait_until_ready().await.is_ok() }),
+                Box::pin(async move { store_synced(&pool_ready).await }),
             ),
             (
                 "Jobs",
-                Box::pin(async move { job_store.wait_until_ready().await.is_ok() }),
+                Box::pin(async move { store_synced(&job_store).await }),
             ),
             (
                 "Pods",
-                Box::pin(async move { pod_store.wait_until_ready().await.is_ok() }),
+                Box::pin(async move { store_synced(&pod_store).await }),
             ),
             (
                 "Secrets",
-                Box::pin(async move { secret_store.wait_until_ready().await.is_ok() }),
+                Box::pin(async move { store_synced(&secret_store).await }),
             ),
         ];
         let results = futures::future::join_all(waits.into_iter().map(|(name, wait)| async move {
@@ -256,6 +256,24 @@ pub async fn run(
 }
 
 /// Every change of leadership, as a stream.
+/// Whether a reflector store got its first full list; false if its writer went away first.
+///
+/// The Controller waits on the pool store too, and a store's readiness future can wake one
+/// waiter only: a standby replica then stayed unready forever. Asking again every second
+/// cannot miss the moment, since a ready store answers a new ask at once.
+async fn store_synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+            Ok(ready) => return ready.is_ok(),
+            Err(_elapsed) => continue,
+        }
+    }
+}
+
 fn leadership_changes(
     receiver: watch::Receiver<bool>,
 ) -> impl futures::Stream<Item = bool> + Send + 'static {
