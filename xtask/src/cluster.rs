@@ -1,13 +1,18 @@
-//! `cargo xtask cluster up|down|env`: a local Kubernetes control plane on loopback.
+//! `cargo xtask cluster up|down|env`: a local Kubernetes cluster with one real node.
 //!
-//! etcd, kube-apiserver, kube-controller-manager and kubectl are built from source with Go,
+//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl are
+//! built from source with Go,
 //! from the pinned wrapper modules in `xtask/controlplane/{etcd,kube}` (see the README
 //! there), into a cache outside the repository that is keyed by version:
 //! `${FRC_CACHE_DIR:-$HOME/.cache/forgejo-runner-controller}/controlplane/<k8s>-etcd<etcd>/bin`.
 //!
-//! There is no scheduler and no kubelet: pods stay Pending until a test plays kubelet
+//! The node (`node.rs`) is containerd + runc from Debian and a kubelet: pods really run.
+//! The apiserver listens on the pod network's gateway address, which pods and this machine
+//! both reach (there is no kube-proxy). Pods with `schedulerName: kubelet-stand-in` are left
+//! to a test that plays kubelet for states a real node cannot produce
 //! (`crates/operator/tests/support/kubelet.rs`). The controller-manager runs only the
-//! controllers the operator's tests rely on: Job, garbage collection and TTL-after-finished.
+//! controllers the cluster needs (see [`CONTROLLERS`]); no pod garbage collector, so the
+//! stand-in's pods on a node that does not exist stay.
 //!
 //! Everything a running cluster owns lives in `<workspace>/target/cluster/`: certificates,
 //! kubeconfigs, etcd data, logs and `state.json` (pids and ports). `down` stops exactly the
@@ -22,6 +27,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+use crate::node;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +41,11 @@ const OPERATOR_SERVICE_ACCOUNT: &str = "forgejo-runner-controller";
 const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
 
 /// Controllers run by kube-controller-manager: Jobs and their pods, owner-reference garbage
-/// collection, Job TTL, and namespace deletion (so tests can clean up by namespace).
-const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller";
+/// collection, Job TTL, namespace deletion (so tests can clean up by namespace), Deployments
+/// (the operator runs in-cluster).
+/// For the real node: ServiceAccounts and the root CA ConfigMap (token volumes) and the node
+/// lifecycle (it lifts the not-ready taint).
+const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,replicaset-controller,deployment-controller";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +70,9 @@ struct State {
     processes: Vec<Proc>,
 }
 
+/// Processes stopped after the others, once pods' containers are gone.
+const RUNTIME_PROCESS: &str = "containerd";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Proc {
     /// Binary name, e.g. `kube-apiserver`; checked against `/proc/<pid>/cmdline` before any signal.
@@ -83,11 +96,13 @@ impl Binaries {
     }
 }
 
-const BINARIES: [&str; 4] = [
+const BINARIES: [&str; 6] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
+    "kube-scheduler",
     "kubectl",
+    "kubelet",
 ];
 
 fn state_dir(root: &Path) -> PathBuf {
@@ -106,7 +121,9 @@ fn admin_kubeconfig_path(root: &Path) -> PathBuf {
 /// if already up and healthy.
 pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
     let started = Instant::now();
+    node::check_packages()?;
     let bins = ensure_binaries(workspace_root)?;
+    let pause = crate::image::build_pause(workspace_root)?;
     let dir = state_dir(workspace_root);
 
     if let Some(state) = read_state(&dir)? {
@@ -127,7 +144,7 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
 
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Leftovers of a cluster whose state file is gone (e.g. killed xtask): start clean.
-    for sub in ["etcd", "pki", "controller-manager"] {
+    for sub in ["etcd", "pki", "controller-manager", "scheduler", "node"] {
         let p = dir.join(sub);
         if p.exists() {
             fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -141,7 +158,11 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
     let etcd_peer_port = free_port()?;
     let apiserver_port = free_port()?;
     let controller_manager_port = free_port()?;
-    let server = format!("https://127.0.0.1:{apiserver_port}");
+    let scheduler_port = free_port()?;
+    let server = format!("https://{}:{apiserver_port}", node::NODE_IP);
+    let dirs = node::NodeDirs::new(&dir);
+    node::create_bridge()?;
+    node::write_configs(&dirs, &pki)?;
 
     let mut state = State {
         bin_dir: bins.bin_dir.clone(),
@@ -154,6 +175,23 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
     };
 
     let result = (|| -> Result<()> {
+        // containerd first: the pause image must be in its store before the kubelet asks.
+        let containerd = spawn_program(
+            Path::new(node::CONTAINERD),
+            RUNTIME_PROCESS,
+            &logs,
+            &node::containerd_args(&dirs),
+        )?;
+        state.processes.push(containerd.clone());
+        write_state(&dir, &state)?;
+        node::wait_for_containerd(&dirs, || process_matches(&containerd)).with_context(|| {
+            format!(
+                "last lines of containerd's log:\n{}",
+                tail(&logs.join("containerd.log"), 30)
+            )
+        })?;
+        node::import_image(&dirs, &pause.tar)?;
+
         // etcd
         let etcd_client = format!("http://127.0.0.1:{etcd_client_port}");
         let etcd_peer = format!("http://127.0.0.1:{etcd_peer_port}");
@@ -189,17 +227,22 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
             &logs,
             &[
                 format!("--etcd-servers={etcd_client}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={}", node::NODE_IP),
+                format!("--advertise-address={}", node::NODE_IP),
                 format!("--secure-port={apiserver_port}"),
                 format!("--cert-dir={}", pki.display()),
                 format!("--tls-cert-file={}", p("apiserver.crt")),
                 format!("--tls-private-key-file={}", p("apiserver.key")),
                 format!("--client-ca-file={}", p("ca.crt")),
-                "--authorization-mode=RBAC".into(),
-                // Like envtest: no kubelet mounts tokens, so the admission plugin that
-                // injects them only gets in the way.
-                "--disable-admission-plugins=ServiceAccount".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                format!(
+                    "--kubelet-client-certificate={}",
+                    p("apiserver-kubelet-client.crt")
+                ),
+                format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
+                format!("--kubelet-certificate-authority={}", p("ca.crt")),
+                "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
                 format!("--service-account-issuer={server}"),
                 format!("--service-account-key-file={}", p("sa.pub")),
                 format!("--service-account-signing-key-file={}", p("sa.key")),
@@ -264,6 +307,47 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
             kubectl_quiet(&bins, &health, &["get", "--raw=/healthz"])
         })?;
 
+        // kube-scheduler
+        let scheduler_kubeconfig = dir.join("scheduler.kubeconfig");
+        write_kubeconfig_cert(&scheduler_kubeconfig, &server, &pki, "scheduler", true)?;
+        let scheduler_config = scheduler_kubeconfig.display().to_string();
+        let scheduler = spawn(
+            &bins,
+            "kube-scheduler",
+            &logs,
+            &[
+                format!("--kubeconfig={scheduler_config}"),
+                format!("--authentication-kubeconfig={scheduler_config}"),
+                format!("--authorization-kubeconfig={scheduler_config}"),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={scheduler_port}"),
+                format!("--cert-dir={}", dir.join("scheduler").display()),
+            ],
+        )?;
+        state.processes.push(scheduler.clone());
+        write_state(&dir, &state)?;
+
+        // kubelet
+        let kubelet_kubeconfig = dir.join("kubelet.kubeconfig");
+        write_kubeconfig_cert(&kubelet_kubeconfig, &server, &pki, "kubelet", true)?;
+        node::save_sysctls(&dirs)?;
+        let kubelet = spawn(
+            &bins,
+            "kubelet",
+            &logs,
+            &node::kubelet_args(&dirs, &kubelet_kubeconfig),
+        )?;
+        state.processes.push(kubelet.clone());
+        write_state(&dir, &state)?;
+        wait_for_node(&bins, &admin, &kubelet, &logs)?;
+        if !process_matches(&scheduler) {
+            bail!(
+                "kube-scheduler exited; last lines of its log:\n{}",
+                tail(&logs.join("kube-scheduler.log"), 30)
+            );
+        }
+
         state.version = server_version(&bins, &admin)?;
         write_state(&dir, &state)?;
         Ok(())
@@ -271,7 +355,7 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
 
     if let Err(e) = result {
         eprintln!("cluster: start failed; stopping the processes started so far");
-        if let Err(stop) = stop_processes(&state.processes) {
+        if let Err(stop) = stop_all(&dir, &state) {
             eprintln!("cluster: stopping failed too: {stop:#}");
         }
         let _ = fs::remove_file(dir.join("state.json"));
@@ -292,14 +376,16 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
     })
 }
 
-/// Stops exactly the processes `up` started (by recorded pid) and removes their data dir.
+/// Stops exactly the processes `up` started (by recorded pid), tears the node down (mounts,
+/// bridge, cgroups, kernel settings) and removes the cluster's data.
 pub fn down(workspace_root: &Path) -> Result<()> {
     let dir = state_dir(workspace_root);
     if let Some(state) = read_state(&dir)? {
-        stop_processes(&state.processes)?;
+        stop_all(&dir, &state)?;
         eprintln!("cluster: stopped");
     } else {
         eprintln!("cluster: not running");
+        node::teardown(&dir)?;
     }
     if dir.exists() {
         // Keep logs/ for post-mortems; everything else belongs to the stopped cluster.
@@ -317,6 +403,121 @@ pub fn down(workspace_root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pids `up` recorded, for the leftovers check after `down` (empty when not up).
+pub fn recorded_pids(workspace_root: &Path) -> Result<Vec<u32>> {
+    Ok(read_state(&state_dir(workspace_root))?
+        .map(|s| s.processes.iter().map(|p| p.pid).collect())
+        .unwrap_or_default())
+}
+
+/// What a `down` left behind on this machine (processes, mounts, the bridge, paths, cgroups,
+/// unrestored kernel settings); empty when clean.
+pub fn leftovers(workspace_root: &Path, pids: &[u32]) -> Vec<String> {
+    node::leftovers(&state_dir(workspace_root), pids)
+}
+
+/// Deletes the pods (the kubelet unmounts their volumes and removes their veths), stops
+/// everything but containerd newest first, kills containers left over, stops containerd and
+/// tears the node down.
+fn stop_all(dir: &Path, state: &State) -> Result<()> {
+    let bins = Binaries {
+        bin_dir: state.bin_dir.clone(),
+    };
+    let admin = dir.join("admin.kubeconfig");
+    let kubelet_up = state
+        .processes
+        .iter()
+        .any(|p| p.name == "kubelet" && process_matches(p));
+    if kubelet_up && admin.exists() {
+        // Controllers first, so nothing recreates the pods being deleted.
+        for kinds in ["deployments,replicasets,jobs", "pods"] {
+            if let Err(e) = kubectl(
+                &bins,
+                &admin,
+                &[
+                    "delete",
+                    kinds,
+                    "--all",
+                    "--all-namespaces",
+                    "--wait=true",
+                    "--timeout=60s",
+                ],
+            ) {
+                eprintln!("cluster: deleting {kinds} before stopping: {e:#}");
+            }
+        }
+    }
+    let (runtime, rest): (Vec<Proc>, Vec<Proc>) = state
+        .processes
+        .iter()
+        .cloned()
+        .partition(|p| p.name == RUNTIME_PROCESS);
+    stop_processes(&rest)?;
+    let dirs = node::NodeDirs::new(dir);
+    if runtime.iter().any(process_matches) {
+        node::kill_containers(&dirs);
+    }
+    stop_processes(&runtime)?;
+    node::teardown(dir)
+}
+
+/// Imports a docker-archive image into the running node's containerd.
+pub fn import_image(workspace_root: &Path, tar: &Path) -> Result<()> {
+    node::import_image(&node::NodeDirs::new(&state_dir(workspace_root)), tar)
+}
+
+/// The namespace whose pools the in-cluster operator of the test overlay serves.
+pub const IN_CLUSTER_TEST_NAMESPACE: &str = "frc-in-cluster";
+
+/// [`write_local_overlay`] for the cluster tier: the operator serves
+/// [`IN_CLUSTER_TEST_NAMESPACE`] only, so it leaves other tests' pools alone.
+pub fn write_test_overlay(workspace_root: &Path, operator_image: &str) -> Result<PathBuf> {
+    write_local_overlay(workspace_root, operator_image, IN_CLUSTER_TEST_NAMESPACE)
+}
+
+/// Writes `target/cluster/overlay/`: `deploy/` with the local operator image, the apiserver
+/// address pods can reach (no kube-proxy here, so the `kubernetes` Service IP leads nowhere)
+/// and one served namespace.
+pub fn write_local_overlay(
+    workspace_root: &Path,
+    operator_image: &str,
+    served_namespace: &str,
+) -> Result<PathBuf> {
+    let dir = state_dir(workspace_root);
+    let state = read_state(&dir)?
+        .ok_or_else(|| anyhow!("the local cluster is not up; run `cargo xtask cluster up`"))?;
+    let overlay = dir.join("overlay");
+    fs::create_dir_all(&overlay)?;
+    let (name, tag) = operator_image
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("image reference {operator_image} has no tag"))?;
+    let patch = serde_json::json!([
+        {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+         "value": {"name": "KUBERNETES_SERVICE_HOST", "value": node::NODE_IP.to_string()}},
+        {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+         "value": {"name": "KUBERNETES_SERVICE_PORT", "value": state.apiserver_port.to_string()}},
+        {"op": "add", "path": "/spec/template/spec/containers/0/args/-",
+         "value": format!("--namespace={served_namespace}")},
+        {"op": "add", "path": "/spec/template/spec/containers/0/args/-",
+         "value": "--log-level=info,operator=debug"},
+    ]);
+    let kustomization = serde_json::json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["../../../deploy"],
+        "images": [{"name": crate::image::PUBLISHED_OPERATOR_IMAGE, "newName": name, "newTag": tag}],
+        "patches": [{
+            "target": {"kind": "Deployment", "name": "forgejo-runner-controller"},
+            "patch": serde_json::to_string(&patch)?,
+        }],
+    });
+    fs::write(
+        overlay.join("kustomization.yaml"),
+        serde_yaml::to_string(&kustomization)?,
+    )?;
+    Ok(overlay)
 }
 
 /// Path of the admin kubeconfig of the running cluster (error if not up).
@@ -540,7 +741,7 @@ pub(crate) fn ensure_binaries(workspace_root: &Path) -> Result<Binaries> {
     let out = format!("{}/", partial.display());
     go_build(
         &kube_mod,
-        "kube-apiserver, kube-controller-manager, kubectl",
+        "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet",
         &[
             "-trimpath",
             &format!("-ldflags={ldflags}"),
@@ -548,7 +749,9 @@ pub(crate) fn ensure_binaries(workspace_root: &Path) -> Result<Binaries> {
             &out,
             "k8s.io/kubernetes/cmd/kube-apiserver",
             "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "k8s.io/kubernetes/cmd/kube-scheduler",
             "k8s.io/kubernetes/cmd/kubectl",
+            "k8s.io/kubernetes/cmd/kubelet",
         ],
     )?;
 
@@ -667,6 +870,9 @@ fn generate_pki(dir: &Path) -> Result<PathBuf> {
 
     let mut serving = CertificateParams::new(vec![
         "127.0.0.1".to_owned(),
+        node::NODE_IP.to_string(),
+        // The `kubernetes` Service's ClusterIP, first of SERVICE_CLUSTER_IP_RANGE.
+        "10.0.0.1".to_owned(),
         "localhost".to_owned(),
         "kubernetes".to_owned(),
         "kubernetes.default".to_owned(),
@@ -698,6 +904,35 @@ fn generate_pki(dir: &Path) -> Result<PathBuf> {
         "controller-manager",
         client("system:kube-controller-manager", "system:masters"),
     )?;
+    leaf(
+        "scheduler",
+        client("system:kube-scheduler", "system:kube-scheduler"),
+    )?;
+    // The Node authorizer and NodeRestriction know a kubelet by this name and group.
+    leaf(
+        "kubelet",
+        client(&format!("system:node:{}", node::NODE_NAME), "system:nodes"),
+    )?;
+    // The apiserver's identity towards the kubelet (logs, exec).
+    leaf(
+        "apiserver-kubelet-client",
+        client("kube-apiserver-kubelet-client", "system:masters"),
+    )?;
+    let mut kubelet_serving = CertificateParams::new(vec![
+        node::NODE_IP.to_string(),
+        "127.0.0.1".to_owned(),
+        node::NODE_NAME.to_owned(),
+    ])?;
+    kubelet_serving.distinguished_name = dn(
+        &format!("system:node:{}", node::NODE_NAME),
+        Some("system:nodes"),
+    );
+    kubelet_serving.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    kubelet_serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf("kubelet-serving", kubelet_serving)?;
 
     let sa = KeyPair::generate()?;
     write_private(&pki.join("sa.key"), &sa.serialize_pem())?;
@@ -780,17 +1015,22 @@ fn free_port() -> Result<u16> {
 /// Starts a component in its own process group (so a terminal's Ctrl-C on xtask does not
 /// reach it), stdin closed, stdout+stderr into `logs/<name>.log`.
 fn spawn(bins: &Binaries, name: &str, logs: &Path, args: &[String]) -> Result<Proc> {
+    spawn_program(&bins.path(name), name, logs, args)
+}
+
+/// [`spawn`] for a program outside the Go-built binaries (containerd).
+fn spawn_program(program: &Path, name: &str, logs: &Path, args: &[String]) -> Result<Proc> {
     let log_path = logs.join(format!("{name}.log"));
     let log =
         fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let child = Command::new(bins.path(name))
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("starting {}", bins.path(name).display()))?;
+        .with_context(|| format!("starting {}", program.display()))?;
     eprintln!(
         "cluster: started {name} (pid {}), log {}",
         child.id(),
@@ -840,7 +1080,7 @@ fn reap(pid: u32) {
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
+pub(crate) fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) has no memory effects; the pid was checked against its cmdline.
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
@@ -931,6 +1171,65 @@ fn etcd_healthy(port: u16) -> bool {
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200")
+}
+
+/// Waits until the node is registered and Ready, then until the `default` ServiceAccount
+/// exists (pods are refused before it); a node not Ready in time fails with the kubelet's log.
+fn wait_for_node(bins: &Binaries, admin: &Path, kubelet: &Proc, logs: &Path) -> Result<()> {
+    let started = Instant::now();
+    let log = logs.join("kubelet.log");
+    loop {
+        let ready = kubectl(
+            bins,
+            admin,
+            &[
+                "get",
+                "node",
+                node::NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        )
+        .is_ok_and(|s| s.trim() == "True");
+        if ready {
+            break;
+        }
+        if !process_matches(kubelet) {
+            bail!(
+                "the kubelet exited before the node was Ready; last lines of {}:\n{}",
+                log.display(),
+                tail(&log, 40)
+            );
+        }
+        if started.elapsed() > node::NODE_READY_TIMEOUT {
+            bail!(
+                "node {} not Ready after {}s; last lines of {}:\n{}",
+                node::NODE_NAME,
+                node::NODE_READY_TIMEOUT.as_secs(),
+                log.display(),
+                tail(&log, 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "cluster: node {} Ready after {:.1}s",
+        node::NODE_NAME,
+        started.elapsed().as_secs_f64()
+    );
+    kubectl(
+        bins,
+        admin,
+        &[
+            "wait",
+            "--for=create",
+            "serviceaccount/default",
+            "-n",
+            "default",
+            "--timeout=60s",
+        ],
+    )?;
+    Ok(())
 }
 
 fn apiserver_ready(bins: &Binaries, root: &Path) -> bool {

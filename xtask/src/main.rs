@@ -6,6 +6,7 @@ mod crd_reference;
 mod demo;
 mod gen_crds;
 mod image;
+mod node;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ enum Task {
         /// Test name filters and libtest flags.
         args: Vec<String>,
     },
-    /// Manage the local control plane (etcd, kube-apiserver, kube-controller-manager).
+    /// Manage the local cluster (control plane, kube-scheduler, containerd and a kubelet).
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
@@ -68,7 +69,8 @@ enum Task {
         #[arg(long)]
         runner: Option<PathBuf>,
     },
-    /// Bring up the local demo: control plane, Forgejo stand-in, operator, example pool.
+    /// Bring up the local demo: cluster with a real node, Forgejo stand-in, the operator
+    /// in-cluster, an example pool whose runner pods run their jobs.
     Demo {
         /// Stop once every seeded job ran, instead of waiting for Ctrl-C.
         #[arg(long)]
