@@ -1,5 +1,6 @@
 //! `cargo xtask test`: every tier, in the order that fails fastest. The cluster tier starts the
-//! control plane itself and stops it afterwards, also when tests fail.
+//! cluster (control plane and real node) itself, imports the images, and stops it afterwards,
+//! also when tests fail; then it checks that `down` left nothing behind on the machine.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,6 +15,15 @@ pub const ADMIN_KUBECONFIG_ENV: &str = "FRC_TEST_KUBECONFIG";
 pub const OPERATOR_KUBECONFIG_ENV: &str = "FRC_TEST_OPERATOR_KUBECONFIG";
 /// Environment variable holding the kubectl built with the control plane.
 pub const KUBECTL_ENV: &str = "FRC_TEST_KUBECTL";
+/// Environment variable holding the address pods reach this machine at (test servers bind it).
+pub const NODE_IP_ENV: &str = "FRC_TEST_NODE_IP";
+/// Environment variable holding the runner test image (`/bin/forgejo-runner` = the double,
+/// or the real runner given in `FRC_E2E_RUNNER`).
+pub const RUNNER_IMAGE_ENV: &str = "FRC_TEST_RUNNER_IMAGE";
+/// Environment variable holding the label image of kubernetes-mode tests.
+pub const LABEL_IMAGE_ENV: &str = "FRC_TEST_LABEL_IMAGE";
+/// Environment variable holding the kustomize overlay that installs the operator in-cluster.
+pub const OVERLAY_ENV: &str = "FRC_TEST_OVERLAY";
 
 /// Runs fmt, clippy, the drift check, the unit tiers, then the cluster tier.
 pub fn run(root: &Path) -> anyhow::Result<()> {
@@ -49,34 +59,93 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 /// Starts the control plane, installs deploy/, runs the ignored (cluster) tests with `extra`
 /// libtest arguments, and stops the control plane whatever happened.
 pub fn cluster_tier(root: &Path, extra: &[String]) -> anyhow::Result<()> {
-    println!("==> cluster tier: starting the local control plane");
-    let info = cluster::up(root).context("starting the control plane for the cluster tier")?;
-    let result = cluster::install_operator_identity(root, &info.admin_kubeconfig).and_then(
-        |operator_kubeconfig| {
-            let admin = info.admin_kubeconfig.display().to_string();
-            let operator = operator_kubeconfig.display().to_string();
-            let kubectl = cluster::ensure_binaries(root)?
-                .kubectl()
-                .display()
-                .to_string();
-            let mut args = vec!["test", "--workspace", "--all-features", "--", "--ignored"];
-            args.extend(extra.iter().map(String::as_str));
-            step(
-                root,
-                "cargo",
-                &args,
-                &[
-                    (ADMIN_KUBECONFIG_ENV, admin.as_str()),
-                    (OPERATOR_KUBECONFIG_ENV, operator.as_str()),
-                    (KUBECTL_ENV, kubectl.as_str()),
-                ],
-            )
-        },
-    );
-    println!("==> stopping the local control plane");
+    let sysctls_before = crate::node::current_sysctls();
+    println!("==> cluster tier: building the test images");
+    let images = crate::image::build_all(root, None).context("building the test images")?;
+    println!("==> cluster tier: starting the local cluster");
+    let info = cluster::up(root).context("starting the cluster for the cluster tier")?;
+    let pids = cluster::recorded_pids(root)?;
+    let result = run_cluster_tests(root, &info, &images, extra);
+    println!("==> stopping the local cluster");
     let stopped = cluster::down(root);
+    let clean = check_down_left_nothing(root, &pids, &sysctls_before);
     result?;
-    stopped
+    stopped?;
+    clean
+}
+
+fn run_cluster_tests(
+    root: &Path,
+    info: &cluster::ClusterInfo,
+    images: &crate::image::TestImages,
+    extra: &[String],
+) -> anyhow::Result<()> {
+    for image in images.all() {
+        cluster::import_image(root, &image.tar)?;
+    }
+    // The overlay installs deploy/ with the local operator image: the in-cluster replicas
+    // serve one namespace of their own (see in_cluster.rs); other tests run the operator
+    // binary as the same ServiceAccount.
+    let overlay = cluster::write_test_overlay(root, &images.operator.reference)?;
+    let operator_kubeconfig =
+        cluster::install_identity_from(root, &info.admin_kubeconfig, &overlay)?;
+    let admin = info.admin_kubeconfig.display().to_string();
+    let operator = operator_kubeconfig.display().to_string();
+    let kubectl = cluster::ensure_binaries(root)?
+        .kubectl()
+        .display()
+        .to_string();
+    let node_ip = crate::node::NODE_IP.to_string();
+    let overlay = overlay.display().to_string();
+    // Every test binary runs even when one fails: one report shows every failure.
+    let mut args = vec![
+        "test",
+        "--workspace",
+        "--all-features",
+        "--no-fail-fast",
+        "--",
+        "--ignored",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    step(
+        root,
+        "cargo",
+        &args,
+        &[
+            (ADMIN_KUBECONFIG_ENV, admin.as_str()),
+            (OPERATOR_KUBECONFIG_ENV, operator.as_str()),
+            (KUBECTL_ENV, kubectl.as_str()),
+            (NODE_IP_ENV, node_ip.as_str()),
+            (RUNNER_IMAGE_ENV, images.runner.reference.as_str()),
+            (LABEL_IMAGE_ENV, images.label.reference.as_str()),
+            (OVERLAY_ENV, overlay.as_str()),
+        ],
+    )
+}
+
+/// Fails naming every process, mount, link, path, cgroup or kernel setting `down` left.
+fn check_down_left_nothing(
+    root: &Path,
+    pids: &[u32],
+    sysctls_before: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut left = cluster::leftovers(root, pids);
+    let after = crate::node::current_sysctls();
+    for ((key, before), (_, now)) in sysctls_before.iter().zip(&after) {
+        if before != now {
+            left.push(format!("kernel setting {key} is {now}, was {before}"));
+        }
+    }
+    if !left.is_empty() {
+        bail!("cluster down left things behind:\n  {}", left.join("\n  "));
+    }
+    println!(
+        "==> cluster down left nothing behind: {} processes gone, no mount, no {} link, {} kernel settings as before",
+        pids.len(),
+        crate::node::BRIDGE,
+        after.len()
+    );
+    Ok(())
 }
 
 fn step(root: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {

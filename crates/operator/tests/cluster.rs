@@ -346,49 +346,6 @@ async fn job_that_stops_waiting_before_its_pod_starts_is_cleaned_up() {
 
 #[tokio::test]
 #[ignore = "cluster tier: run by cargo xtask test"]
-async fn pod_in_image_pull_backoff_past_deadline_is_reported_and_cleaned_up() {
-    let world = World::new("pull").await;
-    world
-        .forgejo
-        .add_job(StandInJob::new("faro/app", "build", &["docker"]));
-    world
-        .forgejo
-        .add_job(StandInJob::new("faro/app", "test", &["docker"]));
-    world.create_pool("pool", "faro", "docker", 1).await;
-    let operator = Operator::start(&world.ns);
-    let stuck = wait_until("one runner Job", LONG, || async {
-        world.runner_jobs().await.into_iter().next()
-    })
-    .await;
-    let pods =
-        kubelet::wait_for_pods_of_job(&world.client, &world.ns, &stuck.name_any(), 1, LONG).await;
-    kubelet::set_pod_waiting(
-        &world.client,
-        &world.ns,
-        &pods[0].name_any(),
-        "ImagePullBackOff",
-    )
-    .await
-    .expect("reporting ImagePullBackOff");
-
-    let event = world.wait_for_event("pool", "ImagePullFailed").await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
-    let stuck_uid = stuck.uid();
-    // Capacity is freed: with maxRunners 1, a new runner Job replaces the stuck one.
-    wait_until("a new runner Job in the freed slot", LONG, || async {
-        let _ = kubelet::finish_terminating_pods(&world.client, &world.ns).await;
-        let live = world.live_runner_jobs().await;
-        (live.len() == 1 && live[0].uid() != stuck_uid).then_some(())
-    })
-    .await;
-    let cleaned = operator
-        .metric("forgejo_runner_controller_cleanups_total{reason=\"ImagePullFailed\"}")
-        .unwrap_or(0.0);
-    assert!(cleaned >= 1.0, "cleanup not counted");
-}
-
-#[tokio::test]
-#[ignore = "cluster tier: run by cargo xtask test"]
 async fn max_runners_caps_active_jobs_at_four_of_ten() {
     let world = World::new("cap").await;
     let mut ids = Vec::new();

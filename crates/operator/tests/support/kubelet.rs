@@ -1,8 +1,10 @@
-//! A kubelet stand-in for tests against the local control plane (`cargo xtask cluster up`).
+//! A kubelet stand-in for states a real node cannot produce on demand (a pod Running for as
+//! long as a test wants, a pod Succeeded at the moment a test picks, `Unschedulable`).
 //!
-//! That cluster has no scheduler and no kubelet: the Job controller creates pods, and they
-//! stay Pending and unscheduled. These helpers play both parts through the API, the way
-//! the real components do: the scheduler's `pods/binding` subresource sets `spec.nodeName`,
+//! The local cluster has a real scheduler and kubelet (`cargo xtask cluster up`), but pods
+//! with `schedulerName: kubelet-stand-in` are ignored by both: they stay Pending and
+//! unscheduled until these helpers play the two parts through the API, the way the real
+//! components do: the scheduler's `pods/binding` subresource sets `spec.nodeName`,
 //! and the kubelet's `pods/status` subresource reports phases and container states. The
 //! Job controller then counts Succeeded/Failed pods and marks the Job Complete/Failed.
 //!
@@ -21,6 +23,10 @@ use serde_json::{Value, json};
 
 /// The node that bound pods are reported on. No Node object exists; none is needed.
 pub const STAND_IN_NODE: &str = "kubelet-stand-in";
+
+/// The `schedulerName` of pods left to this stand-in: the real kube-scheduler ignores them,
+/// so they never reach the real node.
+pub const STAND_IN_SCHEDULER: &str = "kubelet-stand-in";
 
 /// Label the Job controller puts on the pods of a Job.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";

@@ -31,6 +31,30 @@ fn needs(var: &str) -> String {
     })
 }
 
+/// The address pods reach this machine at: test servers for pods listen there.
+pub fn node_ip() -> std::net::IpAddr {
+    let value = needs("FRC_TEST_NODE_IP");
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("FRC_TEST_NODE_IP={value} is not an IP address: {e}"))
+}
+
+/// The runner test image (the double, or the real runner of `FRC_E2E_RUNNER`, at
+/// `/bin/forgejo-runner`).
+pub fn runner_image() -> String {
+    needs("FRC_TEST_RUNNER_IMAGE")
+}
+
+/// The label image of kubernetes-mode tests (it has `/etc/frc-label-image`).
+pub fn label_image() -> String {
+    needs("FRC_TEST_LABEL_IMAGE")
+}
+
+/// The kustomize overlay that installs the operator in-cluster from the local image.
+pub fn overlay() -> String {
+    needs("FRC_TEST_OVERLAY")
+}
+
 /// A client with the admin identity of the local control plane.
 pub async fn admin_client() -> Client {
     client_from(&needs("FRC_TEST_KUBECONFIG")).await
@@ -102,15 +126,37 @@ impl World {
         prefix: &str,
         adjust: impl FnOnce(StandInConfig) -> StandInConfig,
     ) -> Self {
+        Self::in_namespace(&format!("{prefix}-{}", random_suffix()), adjust).await
+    }
+
+    /// A world in the namespace `ns` (created here) whose stand-in listens where pods reach
+    /// it (the node's address), for tests whose pods really run.
+    pub async fn on_node(prefix: &str) -> Self {
+        Self::on_node_with(prefix, |config| config).await
+    }
+
+    /// [`World::on_node`] with a stand-in config `adjust` may change.
+    pub async fn on_node_with(
+        prefix: &str,
+        adjust: impl FnOnce(StandInConfig) -> StandInConfig,
+    ) -> Self {
+        Self::in_namespace(&format!("{prefix}-{}", random_suffix()), |config| {
+            adjust(StandInConfig {
+                bind: SocketAddr::new(node_ip(), 0),
+                ..config
+            })
+        })
+        .await
+    }
+
+    /// A world in the namespace `ns`, created here.
+    pub async fn in_namespace(
+        ns: &str,
+        adjust: impl FnOnce(StandInConfig) -> StandInConfig,
+    ) -> Self {
         let client = admin_client().await;
-        let ns = format!("{prefix}-{}", random_suffix());
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("creating the test namespace");
+        let ns = ns.to_owned();
+        create_namespace(&client, &ns).await;
         let token = format!("frc-test-token-{}", random_suffix());
         let forgejo = StandIn::start(adjust(StandInConfig::with_token(FORGEJO_15, &token)));
         let world = Self {
@@ -164,10 +210,16 @@ impl World {
         .await
     }
 
-    /// Creates a pool from raw JSON (apiVersion and kind are added).
+    /// Creates a pool from raw JSON (apiVersion and kind are added). Its pods are left to the
+    /// kubelet stand-in (`schedulerName: kubelet-stand-in`) unless the JSON names a scheduler:
+    /// `default-scheduler` puts them on the real node.
     pub async fn create_pool_from(&self, mut value: serde_json::Value) -> RunnerDeployment {
         value["apiVersion"] = "forgejo.runners.dev/v1alpha1".into();
         value["kind"] = "RunnerDeployment".into();
+        let pod_spec = &mut value["spec"]["jobTemplate"]["spec"];
+        if pod_spec.get("schedulerName").is_none() {
+            pod_spec["schedulerName"] = kubelet::STAND_IN_SCHEDULER.into();
+        }
         let rd: RunnerDeployment = serde_json::from_value(value).expect("pool");
         self.pools()
             .create(&PostParams::default(), &rd)
@@ -275,6 +327,26 @@ impl World {
         )
         .await;
     }
+}
+
+/// Creates a namespace and waits for its `default` ServiceAccount (pods are refused before the
+/// ServiceAccount controller made it).
+pub async fn create_namespace(client: &Client, ns: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("creating the test namespace");
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), ns);
+    wait_until(
+        "the namespace's default ServiceAccount",
+        Duration::from_secs(30),
+        || async { accounts.get_opt("default").await.ok().flatten() },
+    )
+    .await;
 }
 
 impl Drop for World {
@@ -391,29 +463,39 @@ impl Operator {
 
     /// GETs a path of its admin server: (status, body); `None` if it does not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream =
-            TcpStream::connect_timeout(&self.admin_addr, Duration::from_secs(2)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split(' ').nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-        Some((status, body))
+        http_get(self.admin_addr, path)
     }
 
     /// The value of a metric line starting with `prefix` (name and labels), if present.
     pub fn metric(&self, prefix: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines()
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
+        metric(self.admin_addr, prefix)
     }
+}
+
+/// GETs `path` of a plain-HTTP server: (status, body); `None` if it does not answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// The value of a metric line starting with `prefix` (name and labels) on the admin server
+/// at `addr`, if present.
+pub fn metric(addr: SocketAddr, prefix: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics")?;
+    body.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }
 
 impl Drop for Operator {

@@ -1,0 +1,410 @@
+//! Node tier: runner pods really run on the local node (containerd + runc + kubelet), from
+//! the runner test image (`/bin/forgejo-runner` = the runner double, or the real runner given
+//! in `FRC_E2E_RUNNER`), against the Forgejo stand-in's runner service. The operator binary
+//! runs as its ServiceAccount on this machine. Run by `cargo xtask test`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use forgejo::stand_in::{StandInConfig, StandInJob};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
+use scheduler::labels::FORGEJO_JOB_ID;
+use serde_json::{Value, json};
+use support::{Operator, World, kubectl, kubelet, wait_until};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A pool whose pods go to the real node, with the runner test image.
+fn node_pool(world: &World, name: &str, labels: &str, max_runners: i32) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {
+            "forgejoServer": world.forgejo.url(),
+            "organization": "faro",
+            "labels": labels,
+            "tokenSecretRef": {"name": "forgejo-token", "key": "token"},
+            "pollInterval": "1s",
+            "maxRunners": max_runners,
+            "runnerImage": support::runner_image(),
+            // Small requests, as a user sizes a pool through jobTemplate: the node has two
+            // cores, and tests run side by side.
+            "jobTemplate": {"spec": {
+                "schedulerName": "default-scheduler",
+                "containers": [{"name": "runner", "resources": {
+                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                    "limits": {"cpu": "1", "memory": "512Mi"},
+                }}],
+            }},
+        }
+    })
+}
+
+fn condition(job: &Job, type_: &str) -> Option<(String, String)> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .map(|c| (c.type_.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+/// The waiting reasons of a pod's containers and init containers.
+fn waiting_reasons(pod: &Pod) -> Vec<String> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn missing_image_gets_a_real_image_pull_error_and_is_cleaned_up() {
+    let world = World::on_node("pull").await;
+    for name in ["build", "test"] {
+        world
+            .forgejo
+            .add_job(StandInJob::new("faro/app", name, &["linux"]));
+    }
+    let mut pool = node_pool(&world, "pool", "linux:host", 1);
+    pool["spec"]["runnerImage"] = "localhost/frc-does-not-exist:1".into();
+    world.create_pool_from(pool).await;
+    // Long enough to see the kubelet's own report before the operator acts on it.
+    let operator = Operator::start_with(
+        &world.ns,
+        &[
+            "--leader-election=false",
+            "--not-waiting-grace=2s",
+            "--image-pull-deadline=8s",
+            "--unschedulable-deadline=2s",
+            "--retry-after=2s",
+        ],
+    );
+    let stuck = wait_until("one runner Job", LONG, || async {
+        world.runner_jobs().await.into_iter().next()
+    })
+    .await;
+
+    // The kubelet itself reports the pull failure: no stand-in wrote this status.
+    let reason = wait_until("ErrImagePull or ImagePullBackOff", LONG, || async {
+        let pods = kubelet::pods_of_job(&world.client, &world.ns, &stuck.name_any())
+            .await
+            .ok()?;
+        let pod = pods.first()?;
+        assert_eq!(
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some("frc-node"),
+            "the pod is not on the real node"
+        );
+        waiting_reasons(pod)
+            .into_iter()
+            .find(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
+    })
+    .await;
+    eprintln!("kubelet reported {reason}");
+
+    let event = world.wait_for_event("pool", "ImagePullFailed").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let note = event.note.unwrap_or_default();
+    assert!(note.contains("frc-does-not-exist"), "event note: {note}");
+    // Capacity is freed: with maxRunners 1, a new runner Job replaces the stuck one.
+    let stuck_uid = stuck.uid();
+    wait_until("a new runner Job in the freed slot", LONG, || async {
+        let live = world.live_runner_jobs().await;
+        (live.len() == 1 && live[0].uid() != stuck_uid).then_some(())
+    })
+    .await;
+    let cleaned = operator
+        .metric("forgejo_runner_controller_cleanups_total{reason=\"ImagePullFailed\"}")
+        .unwrap_or(0.0);
+    assert!(cleaned >= 1.0, "cleanup not counted");
+    // The stuck Job's registration went with it.
+    let name = stuck.name_any();
+    wait_until("the stuck Job's registration to go", LONG, || async {
+        (!world.forgejo.runners().iter().any(|r| r.name == name)).then_some(())
+    })
+    .await;
+}
+
+/// The runner Job of Forgejo job `id`.
+fn job_for(jobs: &[Job], id: i64) -> Option<&Job> {
+    jobs.iter()
+        .find(|job| job.labels().get(FORGEJO_JOB_ID) == Some(&id.to_string()))
+}
+
+/// Waits until the stand-in has a final result for every job in `ids`; returns them.
+async fn wait_for_results(world: &World, ids: &[i64]) -> BTreeMap<i64, String> {
+    wait_until(&format!("results of jobs {ids:?}"), LONG, || async {
+        let results: BTreeMap<i64, String> = world
+            .forgejo
+            .jobs()
+            .into_iter()
+            .filter(|job| ids.contains(&job.id))
+            .filter(|job| ["success", "failure", "cancelled"].contains(&job.status.as_str()))
+            .map(|job| (job.id, job.status))
+            .collect();
+        (results.len() == ids.len()).then_some(results)
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn waiting_jobs_run_on_the_node_each_in_its_own_pod_with_its_own_result() {
+    let world = World::on_node("e2e").await;
+    let token_file = scheduler::TOKEN_FILE;
+    let build = world.forgejo.add_job(
+        StandInJob::new("faro/app", "build", &["linux"])
+            .with_steps(&["echo build-output-$((6*7))"]),
+    );
+    // The pod's identity: uid 1000, the token file 0440 of group 1000, the uuid in the env.
+    let ident =
+        world.forgejo.add_job(
+            StandInJob::new("faro/app", "ident", &["linux"]).with_steps(&[
+                "echo uid=$(id -u)",
+                &format!("echo token-mode=$(stat -L -c '%a:%g' {token_file})"),
+                "test -n \"$FORGEJO_RUNNER_UUID\" && echo uuid-from-env",
+            ]),
+        );
+    let failing = world.forgejo.add_job(
+        StandInJob::new("faro/app", "fails", &["linux"])
+            .with_steps(&["echo about-to-fail", "exit 3"]),
+    );
+    // Kubernetes mode: the step runs in the label image, which alone has this file.
+    let kube = world.forgejo.add_job(
+        StandInJob::new("faro/app", "in-label-image", &["k8s"])
+            .with_steps(&["cat /etc/frc-label-image"]),
+    );
+    let labels = format!("linux:host,k8s:kubernetes://{}", support::label_image());
+    world
+        .create_pool_from(node_pool(&world, "pool", &labels, 10))
+        .await;
+    let _operator = Operator::start(&world.ns);
+
+    let ids = [build.id, ident.id, failing.id, kube.id];
+    let results = wait_for_results(&world, &ids).await;
+    assert_eq!(results[&build.id], "success");
+    assert_eq!(results[&ident.id], "success");
+    assert_eq!(results[&failing.id], "failure");
+    assert_eq!(results[&kube.id], "success");
+
+    // Each pod ran exactly its own job: each handle fetched once, by the runner registered
+    // for that job's Kubernetes Job.
+    let jobs = world.runner_jobs().await;
+    assert_eq!(jobs.len(), 4, "one runner Job per waiting job");
+    let fetches = world.forgejo.fetches();
+    for forgejo_job in [&build, &ident, &failing, &kube] {
+        let handle = forgejo_job.handle.clone().expect("v15 handle");
+        let job = job_for(&jobs, forgejo_job.id).expect("a runner Job");
+        let of_handle: Vec<_> = fetches
+            .iter()
+            .filter(|f| f.handle.as_deref() == Some(handle.as_str()) && f.task_id.is_some())
+            .collect();
+        assert_eq!(
+            of_handle.len(),
+            1,
+            "handle of job {} fetched: {fetches:?}",
+            forgejo_job.id
+        );
+        assert_eq!(
+            of_handle[0].runner_name,
+            job.name_any(),
+            "fetched by another runner"
+        );
+    }
+
+    // The step output reached Forgejo's log rows and the pod's log.
+    let expect = [
+        (build.id, "build-output-42"),
+        (ident.id, "uid=1000"),
+        (ident.id, "token-mode=440:1000"),
+        (ident.id, "uuid-from-env"),
+        (failing.id, "about-to-fail"),
+        (kube.id, "frc-label-image"),
+    ];
+    for (id, line) in expect {
+        let rows = world.forgejo.log_lines(id);
+        assert!(
+            rows.iter().any(|row| row.contains(line)),
+            "job {id}: {line:?} not in the stand-in's log rows {rows:?}"
+        );
+        let job = job_for(&jobs, id).expect("a runner Job");
+        let logs = kubectl(&["logs", "-n", &world.ns, &format!("job/{}", job.name_any())]);
+        assert!(
+            logs.contains(line),
+            "job {id}: {line:?} not in kubectl logs:\n{logs}"
+        );
+    }
+
+    // Every Job Complete (a failed workflow is still a runner that did its work), and no
+    // runner registration left: Forgejo deleted each ephemeral runner after its task.
+    wait_until("4 Jobs Complete", LONG, || async {
+        let jobs = world.runner_jobs().await;
+        (jobs.len() == 4 && jobs.iter().all(|j| condition(j, "Complete").is_some())).then_some(())
+    })
+    .await;
+    wait_until("no runner registration left", LONG, || async {
+        world.forgejo.runners().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn job_cancelled_before_its_pod_fetched_it_ends_the_pod_and_is_cleaned_up() {
+    let world = World::on_node("cancel").await;
+    let job = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]));
+    let handle = job.handle.clone().expect("v15 handle");
+    // The pod starts, but an init container holds the runner back until the test has
+    // cancelled the job: the order is decided here, not by timing.
+    let mut pool = node_pool(&world, "pool", "linux:host", 10);
+    pool["spec"]["jobTemplate"]["spec"]["initContainers"] = json!([{
+        "name": "gate",
+        "image": support::label_image(),
+        "command": ["sh", "-c", "until [ -e /gate/open ]; do sleep 0.2; done"],
+        "volumeMounts": [{"name": "gate", "mountPath": "/gate"}],
+    }]);
+    pool["spec"]["jobTemplate"]["spec"]["volumes"] = json!([{"name": "gate", "emptyDir": {}}]);
+    world.create_pool_from(pool).await;
+    let _operator = Operator::start(&world.ns);
+    let runner_job = wait_until("a runner Job", LONG, || async {
+        world.runner_jobs().await.into_iter().next()
+    })
+    .await;
+    let name = runner_job.name_any();
+    let pod = wait_until("its pod on the node, held at the gate", LONG, || async {
+        let pods = kubelet::pods_of_job(&world.client, &world.ns, &name)
+            .await
+            .ok()?;
+        let pod = pods.into_iter().next()?;
+        let running_gate = pod
+            .status
+            .as_ref()?
+            .init_container_statuses
+            .as_ref()?
+            .iter()
+            .any(|c| c.name == "gate" && c.state.as_ref().is_some_and(|s| s.running.is_some()));
+        running_gate.then_some(pod)
+    })
+    .await;
+
+    assert!(world.forgejo.cancel_job(job.id), "cancelling the job");
+    // Open the gate: the runner starts and asks for a job that is no longer there.
+    kubectl(&[
+        "exec",
+        "-n",
+        &world.ns,
+        &pod.name_any(),
+        "-c",
+        "gate",
+        "--",
+        "touch",
+        "/gate/open",
+    ]);
+    wait_until(
+        "the Job, pod, Secret and registration to go",
+        LONG,
+        || async {
+            let job_gone = world
+                .runner_jobs()
+                .await
+                .iter()
+                .all(|j| j.name_any() != name || j.metadata.deletion_timestamp.is_some());
+            let pods_gone = kubelet::pods_of_job(&world.client, &world.ns, &name)
+                .await
+                .ok()?
+                .is_empty();
+            let secret_gone = world
+                .secret(&name)
+                .await
+                .is_none_or(|s| s.metadata.deletion_timestamp.is_some());
+            let registration_gone = !world.forgejo.runners().iter().any(|r| r.name == name);
+            (job_gone && pods_gone && secret_gone && registration_gone).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !world
+            .forgejo
+            .fetches()
+            .iter()
+            .any(|f| f.handle.as_deref() == Some(handle.as_str()) && f.task_id.is_some()),
+        "a cancelled job was handed to a runner"
+    );
+    world.wait_for_event("pool", "ForgejoJobNotWaiting").await;
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn pod_past_active_deadline_is_failed_by_kubernetes_and_its_slot_freed() {
+    let world = World::on_node("deadline").await;
+    let long = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "endless", &["linux"]).with_steps(&["sleep 600"]));
+    let mut pool = node_pool(&world, "pool", "linux:host", 1);
+    // The smallest deadline the CRD allows.
+    pool["spec"]["activeDeadlineSeconds"] = 60.into();
+    world.create_pool_from(pool).await;
+    let _operator = Operator::start(&world.ns);
+    let stuck = wait_until("the endless job's runner Job", LONG, || async {
+        job_for(&world.runner_jobs().await, long.id).cloned()
+    })
+    .await;
+    // A second job waits for the only slot.
+    let next = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "next", &["linux"]));
+    let (_, reason) = wait_until(
+        "Kubernetes to fail the Job",
+        Duration::from_secs(150),
+        || async {
+            let job = world
+                .runner_jobs()
+                .await
+                .into_iter()
+                .find(|j| j.uid() == stuck.uid())?;
+            condition(&job, "Failed")
+        },
+    )
+    .await;
+    assert_eq!(reason, "DeadlineExceeded");
+    // The slot is free: the next job gets its runner and runs.
+    let results = wait_for_results(&world, &[next.id]).await;
+    assert_eq!(results[&next.id], "success");
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn forgejo_14_registration_token_path_runs_a_job() {
+    let world = World::on_node_with("legacy", |config| StandInConfig {
+        version: "14.0.2+gitea-1.22.0".into(),
+        ..config
+    })
+    .await;
+    let job = world.forgejo.add_job(
+        StandInJob::new("faro/app", "build", &["linux"]).with_steps(&["echo legacy-path-ran"]),
+    );
+    world
+        .create_pool_from(node_pool(&world, "pool", "linux:host", 10))
+        .await;
+    let _operator = Operator::start(&world.ns);
+    let results = wait_for_results(&world, &[job.id]).await;
+    assert_eq!(results[&job.id], "success");
+    let rows = world.forgejo.log_lines(job.id);
+    assert!(
+        rows.iter().any(|r| r.contains("legacy-path-ran")),
+        "log rows: {rows:?}"
+    );
+}
