@@ -82,7 +82,10 @@ fn pool_value(
         "metadata": {"name": name, "uid": format!("00000000-0000-4000-8000-{:012}", name.len())},
         "spec": {"forgejoServer": server, "organization": "bench", "labels": labels,
                  "tokenSecretRef": {"name": "forgejo-token"}, "pollInterval": interval,
-                 "maxRunners": max_runners}
+                 "maxRunners": max_runners,
+                 // The controller's costs are measured, not a node's: no scheduler takes
+                 // pods of this name, so they stay Pending as on a cluster without capacity.
+                 "jobTemplate": {"spec": {"schedulerName": "bench-unscheduled"}}}
     })
 }
 

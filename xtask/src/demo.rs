@@ -1,13 +1,16 @@
 //! `cargo xtask demo`: the whole system on this machine, in one command.
 //!
-//! Starts the local control plane, installs `deploy/`, starts a Forgejo stand-in seeded
-//! with waiting jobs, runs the operator (as its ServiceAccount) and applies an example
-//! RunnerDeployment, then prints jobs seen → Jobs created → runs finished. This machine runs
-//! no kubelet, so the demo plays its part: it reports each runner pod Running, then
-//! Succeeded, and tells the stand-in the job ran, as a real runner would. Ctrl-C stops
+//! Builds the images, starts the local cluster (control plane and a real node), installs the
+//! operator in-cluster from its image (`kubectl apply --server-side -k` of a local overlay of
+//! `deploy/`), starts a Forgejo stand-in seeded with waiting jobs where pods reach it, and
+//! applies an example RunnerDeployment. Runner pods run the runner double (the runner test
+//! image; `FRC_E2E_RUNNER` puts a real forgejo-runner there instead) against the stand-in's
+//! runner service. It prints jobs seen → Jobs created → pods Running → each step's output as
+//! the stand-in receives it → results, then `kubectl logs` of one pod. Ctrl-C stops
 //! everything it started.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,41 +18,59 @@ use std::time::Duration;
 use anyhow::Context as _;
 use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
-use crate::cluster;
-
-#[path = "../../crates/operator/tests/support/kubelet.rs"]
-mod kubelet;
+use crate::{cluster, image, node};
 
 const NAMESPACE: &str = "demo";
 const TOKEN: &str = "demo-token-not-a-secret";
-const SEEDED: [(&str, &str); 3] = [("build", "docker"), ("test", "docker"), ("lint", "docker")];
+/// (job name, label, step): two host-mode jobs and one in the label image (kubernetes mode).
+const SEEDED: [(&str, &str, &str); 3] = [
+    (
+        "build",
+        "linux",
+        "echo building on $(uname -n) as uid $(id -u)",
+    ),
+    ("test", "linux", "echo 3 tests passed"),
+    (
+        "in-image",
+        "k8s",
+        "echo running in the label image: $(cat /etc/frc-label-image)",
+    ),
+];
 
 /// Runs the demo until Ctrl-C (or, with `exit_when_done`, until every seeded job ran).
 pub fn run(root: &Path, exit_when_done: bool) -> anyhow::Result<()> {
+    println!("==> demo: building the images (operator, runner double, label image, pause)");
+    let images = image::build_all(root, None)?;
     println!(
-        "==> demo: starting the local control plane (the first run builds it from Go modules: ~15 min once)"
+        "==> demo: starting the local cluster (the first run builds Kubernetes from Go modules: ~20 min once)"
     );
     let info = cluster::up(root)?;
     let result = (|| {
-        let operator_kubeconfig = cluster::install_operator_identity(root, &info.admin_kubeconfig)?;
-        println!("==> demo: building the operator");
-        let operator_bin = build_operator(root, false)?;
+        for built in images.all() {
+            cluster::import_image(root, &built.tar)?;
+        }
+        let overlay = cluster::write_local_overlay(root, &images.operator.reference, NAMESPACE)?;
+        cluster::install_identity_from(root, &info.admin_kubeconfig, &overlay)?;
+        println!(
+            "==> demo: operator installed in-cluster from {} (kubectl apply --server-side -k {})",
+            images.operator.reference,
+            overlay.display()
+        );
         let kubectl = cluster::ensure_binaries(root)?.kubectl();
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         runtime.block_on(demo(
             &info.admin_kubeconfig,
-            &operator_kubeconfig,
-            &operator_bin,
             &kubectl,
+            &images,
             exit_when_done,
         ))
     })();
-    println!("==> demo: stopping the local control plane");
+    println!("==> demo: stopping the local cluster");
     let stopped = cluster::down(root);
     result?;
     stopped
@@ -116,59 +137,63 @@ impl Drop for OperatorProcess {
 
 async fn demo(
     admin_kubeconfig: &Path,
-    operator_kubeconfig: &Path,
-    operator_bin: &Path,
     kubectl: &Path,
+    images: &image::TestImages,
     exit_when_done: bool,
 ) -> anyhow::Result<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(admin_kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = Client::try_from(config)?;
 
-    let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
+    // Pods reach this machine at the node's address, not at loopback.
+    let forgejo = StandIn::start(StandInConfig {
+        bind: SocketAddr::new(node::NODE_IP.into(), 0),
+        ..StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN)
+    });
     println!(
-        "==> demo: Forgejo stand-in (Forgejo 15 API) at {}",
+        "==> demo: Forgejo stand-in (Forgejo 15 API and runner service) at {}",
         forgejo.url()
     );
-    let mut seeded = BTreeSet::new();
-    for (name, label) in SEEDED {
-        let job = forgejo.add_job(StandInJob::new("demo/app", name, &[label]));
+    let mut seeded = BTreeMap::new();
+    for (name, label, step) in SEEDED {
+        let job = forgejo.add_job(StandInJob::new("demo/app", name, &[label]).with_steps(&[step]));
         println!(
             "    job seen: #{} {:?} waits for a runner with label {label:?}",
             job.id, job.name
         );
-        seeded.insert(job.id);
+        seeded.insert(job.id, name);
     }
 
-    apply(&client, admin_objects(&forgejo.url())).await?;
-    let log_path = std::env::temp_dir().join("forgejo-runner-controller-demo.log");
-    let _operator = spawn_operator(operator_bin, operator_kubeconfig, NAMESPACE, &log_path, &[])?;
+    apply(&client, admin_objects(&forgejo.url(), images)).await?;
     println!(
-        "==> demo: operator running as its ServiceAccount; log: {}",
-        log_path.display()
-    );
-    println!(
-        "==> demo: RunnerDeployment demo/docker applied (labels docker, maxRunners 2, pollInterval 2s)"
+        "==> demo: RunnerDeployment demo/runners applied (labels linux:host and k8s:kubernetes://{}, maxRunners 3, pollInterval 2s)",
+        images.label.reference
     );
 
+    let kubectl_path = kubectl;
+    let kubectl = format!(
+        "{} --kubeconfig {}",
+        kubectl.display(),
+        admin_kubeconfig.display()
+    );
+    let mut logs = Command::new(kubectl_path);
+    logs.arg(format!("--kubeconfig={}", admin_kubeconfig.display()));
     let finished = tokio::select! {
-        result = follow(&client, &forgejo, &seeded) => { result?; true }
+        result = follow(&client, &forgejo, &seeded, &kubectl, logs) => { result?; true }
         _ = tokio::signal::ctrl_c() => false,
     };
     if finished {
         println!("==> demo: every seeded job ran");
         if !exit_when_done {
-            let kubectl = format!(
-                "{} --kubeconfig {}",
-                kubectl.display(),
-                admin_kubeconfig.display()
-            );
             println!(
                 "==> demo: look around in another terminal, then press Ctrl-C to stop everything:"
             );
             println!("    {kubectl} -n demo get rd");
-            println!("    {kubectl} -n demo describe rd docker");
-            println!("    {kubectl} -n demo get jobs,pods,secrets");
+            println!("    {kubectl} -n demo describe rd runners");
+            println!("    {kubectl} -n demo get jobs,pods");
+            println!(
+                "    {kubectl} -n forgejo-runner-system logs deploy/forgejo-runner-controller"
+            );
             tokio::signal::ctrl_c().await?;
         }
     }
@@ -176,17 +201,19 @@ async fn demo(
 }
 
 /// The namespace, the token Secret and the example pool.
-fn admin_objects(server: &str) -> Vec<serde_json::Value> {
+fn admin_objects(server: &str, images: &image::TestImages) -> Vec<serde_json::Value> {
+    let labels = format!("linux:host,k8s:kubernetes://{}", images.label.reference);
     vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
         json!({"apiVersion": "v1", "kind": "Secret",
                "metadata": {"name": "forgejo-token", "namespace": NAMESPACE},
                "stringData": {"token": TOKEN}}),
         json!({"apiVersion": "forgejo.runners.dev/v1alpha1", "kind": "RunnerDeployment",
-               "metadata": {"name": "docker", "namespace": NAMESPACE},
-               "spec": {"forgejoServer": server, "organization": "demo", "labels": "docker",
+               "metadata": {"name": "runners", "namespace": NAMESPACE},
+               "spec": {"forgejoServer": server, "organization": "demo", "labels": labels,
                         "tokenSecretRef": {"name": "forgejo-token"},
-                        "pollInterval": "2s", "maxRunners": 2}}),
+                        "runnerImage": images.runner.reference,
+                        "pollInterval": "2s", "maxRunners": 3}}),
     ]
 }
 
@@ -218,15 +245,30 @@ async fn apply(client: &Client, objects: Vec<serde_json::Value>) -> anyhow::Resu
     Ok(())
 }
 
-/// Prints Jobs as they appear, plays the kubelet and the runner for each, until every
-/// seeded job ran.
-async fn follow(client: &Client, forgejo: &StandIn, seeded: &BTreeSet<i64>) -> anyhow::Result<()> {
+/// Prints what happens, as it happens, until every seeded job has a result: Jobs created,
+/// pod phases from the real kubelet, each log line the stand-in receives, results; then the
+/// `kubectl logs` of one runner pod.
+async fn follow(
+    client: &Client,
+    forgejo: &StandIn,
+    seeded: &BTreeMap<i64, &str>,
+    kubectl: &str,
+    mut logs: Command,
+) -> anyhow::Result<()> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let selector = scheduler::labels::owned_jobs_selector();
     let mut announced = BTreeSet::new();
+    let mut phases: BTreeMap<String, String> = BTreeMap::new();
+    let mut printed_rows: BTreeMap<i64, usize> = BTreeMap::new();
     let mut done = BTreeSet::new();
-    while !seeded.is_subset(&done) {
+    let mut job_names: BTreeMap<i64, String> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while done.len() < seeded.len() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the seeded jobs did not all finish within 5 minutes; see {kubectl} -n demo get pods"
+        );
         for job in jobs
             .list(&ListParams::default().labels(&selector))
             .await?
@@ -242,31 +284,64 @@ async fn follow(client: &Client, forgejo: &StandIn, seeded: &BTreeSet<i64>) -> a
             };
             if announced.insert(name.clone()) {
                 println!("    Job created: {name} for Forgejo job #{id}");
+                job_names.insert(id, name);
             }
-            if done.contains(&id) || secrets.get_opt(&name).await?.is_none() {
-                continue;
+        }
+        for pod in pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+        {
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            if phases.get(&pod.name_any()) != Some(&phase) {
+                println!(
+                    "    pod {} {phase} on {}",
+                    pod.name_any(),
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_else(|| "(not scheduled yet)".into())
+                );
+                phases.insert(pod.name_any(), phase);
             }
-            let pods = kubelet::pods_of_job(client, NAMESPACE, &name).await?;
-            let Some(pod) = pods.first() else { continue };
-            let Some(runner) = forgejo.runners().into_iter().find(|r| r.name == name) else {
+        }
+        for job in forgejo.jobs() {
+            let Some(name) = seeded.get(&job.id) else {
                 continue;
             };
-            kubelet::set_pod_running(client, NAMESPACE, &pod.name_any()).await?;
-            forgejo.take_job(id, runner.id);
-            println!(
-                "    runner pod {} took Forgejo job #{id} (runner {})",
-                pod.name_any(),
-                runner.uuid
-            );
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            kubelet::set_pod_succeeded(client, NAMESPACE, &pod.name_any()).await?;
-            forgejo.finish_job(id, "success");
-            println!(
-                "    job finished: Forgejo job #{id} success; Job {name} complete (pod phases reported by the demo's kubelet stand-in)"
-            );
-            done.insert(id);
+            let rows = forgejo.log_lines(job.id);
+            let printed = printed_rows.entry(job.id).or_default();
+            for row in rows.iter().skip(*printed) {
+                println!("    [{name}] {row}");
+            }
+            *printed = rows.len();
+            if ["success", "failure", "cancelled"].contains(&job.status.as_str())
+                && done.insert(job.id)
+            {
+                println!(
+                    "    job finished: Forgejo job #{} {name}: {}",
+                    job.id, job.status
+                );
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    if let Some(name) = job_names.values().next() {
+        println!("==> demo: {kubectl} -n demo logs job/{name}");
+        let out = logs
+            .args(["-n", NAMESPACE, "logs", &format!("job/{name}")])
+            .stdin(Stdio::null())
+            .output()
+            .context("running kubectl logs")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    println!(
+        "    runner registrations left in Forgejo: {}",
+        forgejo.runners().len()
+    );
     Ok(())
 }
