@@ -264,7 +264,11 @@ async fn follow(
     let mut done = BTreeSet::new();
     let mut job_names: BTreeMap<i64, String> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    while done.len() < seeded.len() {
+    let pods_finished = |phases: &BTreeMap<String, String>| {
+        phases.len() >= seeded.len()
+            && phases.values().all(|p| p == "Succeeded" || p == "Failed")
+    };
+    while done.len() < seeded.len() || !pods_finished(&phases) {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "the seeded jobs did not all finish within 5 minutes; see {kubectl} -n demo get pods"
