@@ -6,6 +6,7 @@ mod client {
     pub mod errors;
     pub mod fixtures;
     pub mod jobs;
+    pub mod runner_service;
     pub mod runners;
 }
 

@@ -356,6 +356,15 @@ impl StandIn {
             .map(|job| job.to_api())
     }
 
+    /// One job as it stands now (status `running` with a `task_id` once a runner took it,
+    /// then `success`, `failure` or `cancelled`); `None` if unknown.
+    pub fn job(&self, id: i64) -> Option<ActionRunJob> {
+        lock(&self.inner.state)
+            .jobs
+            .get(&id)
+            .map(|job| job.to_api())
+    }
+
     /// Every job it holds, whatever its status, by id.
     pub fn jobs(&self) -> Vec<ActionRunJob> {
         lock(&self.inner.state)
