@@ -169,8 +169,11 @@ async fn run_step(
     let status = loop {
         if cancelled {
             if let Some(pid) = child.id() {
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
+                // The shell's own `kill` signals the whole group: a job image need not
+                // have a kill binary, but it has the `sh` its steps run in.
+                let _ = Command::new("sh")
+                    .args(["-c", &format!("kill -KILL -{pid}")])
+                    .stdin(Stdio::null())
                     .status()
                     .await;
             }

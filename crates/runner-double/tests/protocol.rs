@@ -115,12 +115,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn status_of(forgejo: &StandIn, id: i64) -> String {
-    forgejo
-        .jobs()
-        .into_iter()
-        .find(|j| j.id == id)
-        .map(|j| j.status)
-        .unwrap_or_default()
+    forgejo.job(id).map(|j| j.status).unwrap_or_default()
 }
 
 /// Fact: `--handle` fetches exactly that job attempt; exit 0 when a task ran; the server
