@@ -265,8 +265,7 @@ async fn follow(
     let mut job_names: BTreeMap<i64, String> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let pods_finished = |phases: &BTreeMap<String, String>| {
-        phases.len() >= seeded.len()
-            && phases.values().all(|p| p == "Succeeded" || p == "Failed")
+        phases.len() >= seeded.len() && phases.values().all(|p| p == "Succeeded" || p == "Failed")
     };
     while done.len() < seeded.len() || !pods_finished(&phases) {
         anyhow::ensure!(
