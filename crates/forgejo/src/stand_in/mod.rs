@@ -38,8 +38,8 @@ use hyper_util::rt::TokioIo;
 use tokio::task::AbortHandle;
 
 use self::routes::lock;
-pub use self::state::Fetch;
 use self::state::State;
+pub use self::state::{Fetch, RunnerCall};
 use crate::{ActionRunJob, Runner, Scope};
 
 /// How the stand-in behaves.
@@ -332,6 +332,21 @@ impl StandIn {
     /// The runner-service fetches so far, oldest first.
     pub fn fetches(&self) -> Vec<Fetch> {
         lock(&self.inner.state).fetches.clone()
+    }
+
+    /// The `FetchSingleTask` calls for `handle` so far (who asked, what they got), oldest first.
+    pub fn fetches_for(&self, handle: &str) -> Vec<Fetch> {
+        lock(&self.inner.state)
+            .fetches
+            .iter()
+            .filter(|f| f.handle.as_deref() == Some(handle))
+            .cloned()
+            .collect()
+    }
+
+    /// The runner-service calls it served (procedure and headers, never a token), oldest first.
+    pub fn runner_calls(&self) -> Vec<RunnerCall> {
+        lock(&self.inner.state).runner_calls.clone()
     }
 
     /// Removes a job; false if unknown.

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use serde_json::json;
 
 use super::body::StandInBody;
-use super::state::{Fetch, JobRecord, State};
+use super::state::{Fetch, JobRecord, RunnerCall, State};
 use crate::it_runs_on;
 use crate::runner_proto::{
     ConnectError, DeclareRequest, DeclareResponse, FetchSingleTaskRequest, FetchSingleTaskResponse,
@@ -52,6 +52,7 @@ pub(super) fn handle(
     path: &str,
     body: &[u8],
 ) -> Response<StandInBody> {
+    state.runner_calls.push(record(path, headers));
     let result = if method != Method::POST {
         Err(RpcError(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -80,6 +81,25 @@ pub(super) fn handle(
             let bytes = serde_json::to_vec(&error).unwrap_or_default();
             respond(status, "application/json", bytes)
         }
+    }
+}
+
+/// What a test may see of a call: the procedure and the headers, never the token.
+fn record(path: &str, headers: &HeaderMap) -> RunnerCall {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    RunnerCall {
+        procedure: path.rsplit('/').next().unwrap_or(path).to_owned(),
+        runner_uuid: header("x-runner-uuid"),
+        had_token: headers.contains_key("x-runner-token"),
+        user_agent: header("user-agent"),
+        content_type: header("content-type"),
+        connect_protocol_version: header("connect-protocol-version"),
+        connect_timeout_ms: header("connect-timeout-ms"),
+        request_key: header("x-runner-request-key"),
     }
 }
 

@@ -119,6 +119,28 @@ pub struct Fetch {
     pub task_id: Option<i64>,
 }
 
+/// A runner-service call as received: the procedure and the headers forgejo-runner sends,
+/// never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerCall {
+    /// The procedure, e.g. `Declare`, `FetchSingleTask`, `Ping`.
+    pub procedure: String,
+    /// `x-runner-uuid`, if sent.
+    pub runner_uuid: Option<String>,
+    /// Whether `x-runner-token` was sent.
+    pub had_token: bool,
+    /// `user-agent`, if sent.
+    pub user_agent: Option<String>,
+    /// `content-type`, if sent.
+    pub content_type: Option<String>,
+    /// `connect-protocol-version`, if sent.
+    pub connect_protocol_version: Option<String>,
+    /// `connect-timeout-ms`, if sent.
+    pub connect_timeout_ms: Option<String>,
+    /// `x-runner-request-key`, if sent.
+    pub request_key: Option<String>,
+}
+
 /// An injected fault and how often it still fires.
 #[derive(Debug, Clone)]
 struct FaultRule {
@@ -150,6 +172,8 @@ pub(super) struct State {
     pub requests: Vec<RecordedRequest>,
     /// Runner-service fetches, oldest first.
     pub fetches: Vec<Fetch>,
+    /// Runner-service calls, oldest first.
+    pub runner_calls: Vec<RunnerCall>,
 }
 
 impl State {
@@ -174,6 +198,7 @@ impl State {
             faults: Vec::new(),
             requests: Vec::new(),
             fetches: Vec::new(),
+            runner_calls: Vec::new(),
         }
     }
 

@@ -8,13 +8,13 @@ use forgejo::runner_proto::{
     RUNNER_SERVICE, RegisterRequest, RegisterResponse, Task, TaskResult, TaskState,
     UpdateLogRequest, UpdateLogResponse, UpdateTaskRequest, UpdateTaskResponse,
 };
-use forgejo::stand_in::{StandIn, StandInJob};
+use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
 use forgejo::{Client, RegisterRunner, Scope};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 
-use crate::{V14, V15, start};
+use crate::{TOKEN, V14, V15, options, start, start_with};
 
 /// A runner's credentials.
 #[derive(Clone)]
@@ -433,4 +433,32 @@ async fn register_with_a_registration_token_makes_a_runner_that_fetches() {
     for secret in [registration.expose(), runner.token.as_str()] {
         assert!(!recorded.contains(secret), "a token was recorded");
     }
+}
+
+/// Runner pods reach the stand-in at the address it binds (e.g. the pod network's gateway),
+/// so its URL must name that address, not loopback's usual one.
+#[tokio::test]
+async fn the_url_names_the_bind_address_and_runners_reach_the_service_there() {
+    let config = StandInConfig {
+        bind: ([127, 0, 0, 2], 0).into(),
+        ..StandInConfig::with_token(V15, TOKEN)
+    };
+    let (forgejo, client) = start_with(config, options());
+    assert!(
+        forgejo.url().starts_with("http://127.0.0.2:"),
+        "{}",
+        forgejo.url()
+    );
+    assert_eq!(forgejo.addr().ip().to_string(), "127.0.0.2");
+    let creds = register(&client, "acme", "r", true).await;
+    declare(&forgejo, &creds, &["linux"]).await;
+    let calls = forgejo.runner_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].procedure, "Declare");
+    assert_eq!(calls[0].runner_uuid.as_deref(), Some(creds.uuid.as_str()));
+    assert!(calls[0].had_token);
+    assert!(
+        !format!("{calls:?}").contains(&creds.token),
+        "a token was recorded"
+    );
 }
