@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
+use forgejo::stand_in::{Fault, StandIn, StandInConfig, StandInJob, Times};
 use forgejo::{Client, ClientOptions, RegisterRunner, Scope, Token};
 
 const TOKEN: &str = "double-test-token";
@@ -17,6 +17,7 @@ struct Setup {
     forgejo: StandIn,
     uuid: String,
     name: String,
+    token: String,
     home: tempfile::TempDir,
 }
 
@@ -44,6 +45,7 @@ impl Setup {
                 forgejo,
                 uuid: runner.uuid,
                 name,
+                token: runner.token.expose().to_owned(),
                 home,
             };
         }
@@ -51,6 +53,7 @@ impl Setup {
             forgejo,
             uuid: String::new(),
             name: String::new(),
+            token: String::new(),
             home,
         }
     }
@@ -158,20 +161,149 @@ async fn handle_is_fetched_once_by_its_runner_and_its_output_reaches_the_log() {
         setup.forgejo.runners().is_empty(),
         "the ephemeral runner is left"
     );
-    // The double sends the headers the real runner sends.
-    let calls: Vec<_> = setup
+    assert_eq!(setup.forgejo.fetches_for(&handle).len(), 1);
+    assert!(
+        !text(&out).contains(&setup.token),
+        "the runner token was printed"
+    );
+}
+
+/// Facts: every call carries `x-runner-uuid`, `x-runner-token` and `user-agent:
+/// forgejo-runner/v12.8.2` over Connect (`content-type: application/proto`,
+/// `connect-protocol-version: 1`); the order is Declare → FetchSingleTask (with
+/// `x-runner-request-key` and `connect-timeout-ms: 29999`) → UpdateLog/UpdateTask, ending
+/// with `UpdateLog{no_more}` then the final UpdateTask; `one-job` never calls Register or Ping.
+#[tokio::test]
+async fn calls_come_in_the_real_runners_order_with_its_headers() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let job = setup
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]));
+    let out = output(setup.one_job(&["--handle", job.handle.as_deref().unwrap()])).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    let calls = setup.forgejo.runner_calls();
+    let procedures: Vec<&str> = calls.iter().map(|c| c.procedure.as_str()).collect();
+    assert_eq!(
+        procedures[..2],
+        ["Declare", "FetchSingleTask"],
+        "{procedures:?}"
+    );
+    assert_eq!(
+        procedures[procedures.len() - 2..],
+        ["UpdateLog", "UpdateTask"],
+        "{procedures:?}"
+    );
+    assert!(
+        procedures[2..]
+            .iter()
+            .all(|p| *p == "UpdateLog" || *p == "UpdateTask"),
+        "{procedures:?}"
+    );
+    for call in &calls {
+        assert_eq!(call.runner_uuid.as_deref(), Some(setup.uuid.as_str()));
+        assert!(call.had_token);
+        assert_eq!(call.user_agent.as_deref(), Some("forgejo-runner/v12.8.2"));
+        assert_eq!(call.content_type.as_deref(), Some("application/proto"));
+        assert_eq!(call.connect_protocol_version.as_deref(), Some("1"));
+        let fetch = call.procedure == "FetchSingleTask";
+        assert_eq!(
+            call.connect_timeout_ms.as_deref(),
+            fetch.then_some("29999"),
+            "{call:?}"
+        );
+        assert_eq!(call.request_key.is_some(), fetch, "{call:?}");
+    }
+}
+
+/// Fact: without `--handle`, `FetchTask` takes any waiting job the runner's declared label
+/// names satisfy (`ItRunsOn`: every `runs_on` entry among them), and no other.
+#[tokio::test]
+async fn fetch_task_takes_a_job_whose_runs_on_the_labels_cover() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let gpu = setup
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "gpu", &["linux", "gpu"]));
+    let plain = setup
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "plain", &["linux"]).with_steps(&["echo plain"]));
+    let out = output(setup.one_job(&[])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(status_of(&setup.forgejo, plain.id), "success");
+    assert_eq!(status_of(&setup.forgejo, gpu.id), "waiting");
+    let fetches = setup.forgejo.fetches();
+    assert_eq!(fetches.len(), 1);
+    assert_eq!(
+        (fetches[0].handle.as_deref(), fetches[0].job_id),
+        (None, Some(plain.id))
+    );
+    assert!(
+        setup
+            .forgejo
+            .runner_calls()
+            .iter()
+            .any(|c| c.procedure == "FetchTask")
+    );
+}
+
+/// Fact: Declare answered `unimplemented` is tolerated; any other Declare error → exit 1.
+#[tokio::test]
+async fn declare_unimplemented_is_tolerated_and_other_errors_exit_1() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let declare = "/api/actions/runner.v1.RunnerService/Declare";
+    let job = setup
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]));
+    let handle = job.handle.clone().unwrap();
+
+    setup
+        .forgejo
+        .inject_fault(declare, Fault::Status(500), Times::Once);
+    let out = output(setup.one_job(&["--handle", &handle])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        setup.forgejo.fetches().is_empty(),
+        "fetched after a failed Declare"
+    );
+
+    setup.forgejo.inject_fault(
+        declare,
+        Fault::Body(
+            404,
+            r#"{"code":"unimplemented","message":"no Declare here"}"#.into(),
+        ),
+        Times::Once,
+    );
+    let out = output(setup.one_job(&["--handle", &handle])).await;
+    // It goes on to fetch. The stand-in then knows no labels for this runner (they come
+    // from Declare), so the job is not its: "no task received", exit 2, not a Declare error.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(setup.forgejo.fetches_for(&handle).len(), 1);
+}
+
+/// Fact: the final UpdateTask is retried (up to 10 times) until the server takes it.
+#[tokio::test]
+async fn the_final_update_is_retried_until_the_server_takes_it() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let job = setup
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]));
+    // The running report takes the first failure, the final report the other two.
+    setup.forgejo.inject_fault(
+        "/api/actions/runner.v1.RunnerService/UpdateTask",
+        Fault::Status(503),
+        Times::N(3),
+    );
+    let out = output(setup.one_job(&["--handle", job.handle.as_deref().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(status_of(&setup.forgejo, job.id), "success");
+    let update_tasks = setup
         .forgejo
         .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/api/actions/"))
-        .collect();
-    assert!(
-        calls[0].path.ends_with("/Declare"),
-        "first call {:?}",
-        calls[0].path
-    );
-    assert!(calls[1].path.ends_with("/FetchSingleTask"));
-    assert!(calls.last().unwrap().path.ends_with("/UpdateTask"));
+        .iter()
+        .filter(|r| r.path.ends_with("/UpdateTask"))
+        .count();
+    assert!(update_tasks >= 4, "{update_tasks} UpdateTask calls");
 }
 
 /// Fact: exit 0 even when the job failed: it reports RESULT_FAILURE.
