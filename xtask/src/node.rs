@@ -142,14 +142,21 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 fn ip_output(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
+    tool_output("ip", "iproute2", &[], args)
+}
+
+/// Runs a node tool and returns its stdout; a failure names the tool's Debian package when
+/// it cannot start, and carries its stderr when it fails.
+fn tool_output(program: &str, package: &str, fixed: &[&str], args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(fixed)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .context("running ip (Debian package iproute2)")?;
+        .with_context(|| format!("running {program} (Debian package {package})"))?;
     if !out.status.success() {
         bail!(
-            "ip {} failed: {}",
+            "{program} {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -296,20 +303,7 @@ pub(crate) fn wait_for_containerd(dirs: &NodeDirs, alive: impl Fn() -> bool) -> 
 /// Runs `ctr` against our containerd in the kubelet's namespace.
 pub(crate) fn ctr(dirs: &NodeDirs, args: &[&str]) -> Result<String> {
     let socket = dirs.containerd_socket().display().to_string();
-    let out = Command::new("ctr")
-        .args(["-a", &socket, "-n", "k8s.io"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running ctr (Debian package containerd)")?;
-    if !out.status.success() {
-        bail!(
-            "ctr {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    tool_output("ctr", "containerd", &["-a", &socket, "-n", "k8s.io"], args)
 }
 
 /// Imports a docker-archive into the node's image store.
