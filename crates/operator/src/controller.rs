@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use api::RunnerDeployment;
 
 use crate::admin::Readiness;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RetryClass};
 use crate::metrics::Metrics;
 use crate::polls::SharedPolls;
 
@@ -157,6 +157,7 @@ pub async fn run(
         controller: FIELD_MANAGER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let (recovered_sender, recovered) = tokio::sync::mpsc::unbounded_channel();
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -164,6 +165,7 @@ pub async fn run(
             config.forgejo_timeout,
             config.forgejo_extra_ca.clone(),
             metrics.forgejo.clone(),
+            recovered_sender,
         ),
         metrics,
         stores,
@@ -243,6 +245,11 @@ pub async fn run(
             pools_using_secret(&token_pools, meta.namespace().as_deref(), &meta.name_any())
         })
         .reconcile_all_on(leadership_gained)
+        // A pool whose poll failed goes again as soon as another pool's poll of it works.
+        .reconcile_on(futures::stream::unfold(
+            recovered,
+            |mut receiver| async move { receiver.recv().await.map(|pool| (pool, receiver)) },
+        ))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -376,24 +383,37 @@ fn error_policy(rd: Arc<RunnerDeployment>, error: &Error, ctx: Arc<Context>) -> 
         *count
     };
     let interval = rd.spec.poll_interval().unwrap_or(Duration::from_secs(30));
-    let delay = backoff(failures, interval, error.needs_a_person());
+    let delay = backoff(failures, interval, error.retry_class());
     tracing::warn!(reason = error.reason(), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
-/// The delay before retry number `failures` (1-based).
-pub fn backoff(failures: u32, interval: Duration, needs_a_person: bool) -> Duration {
-    let base = if needs_a_person {
-        interval.max(Duration::from_secs(5))
-    } else {
-        Duration::from_secs(1)
-    };
-    let cap = (interval * 10).clamp(Duration::from_secs(10), Duration::from_secs(300));
+/// The delay before retry number `failures` (1-based) of a pool polling every `interval`.
+///
+/// An outage is retried from 1 s, doubling, but never later than one interval, so that a
+/// pool is back within one interval of Forgejo's return however long the outage was. What
+/// needs a person backs off to ten intervals (at most 5 minutes). A `Retry-After` is kept.
+pub fn backoff(failures: u32, interval: Duration, class: RetryClass) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
-    let delay = base.saturating_mul(1 << exponent).min(cap);
-    // ±20 % jitter, so that pools failing together do not retry together.
-    let jitter = rand::random_range(0.8..1.2);
-    delay.mul_f64(jitter)
+    match class {
+        RetryClass::Transient => {
+            let cap = interval.max(Duration::from_secs(1));
+            let delay = Duration::from_secs(1)
+                .saturating_mul(1 << exponent)
+                .min(cap);
+            // Jitter only downwards, so the cap holds, and pools failing together spread out.
+            delay.mul_f64(rand::random_range(0.8..=1.0))
+        }
+        RetryClass::After(asked) => asked
+            .max(Duration::from_millis(100))
+            .mul_f64(rand::random_range(1.0..1.1)),
+        RetryClass::NeedsAPerson => {
+            let base = interval.max(Duration::from_secs(5));
+            let cap = (interval * 10).clamp(Duration::from_secs(10), Duration::from_secs(300));
+            let delay = base.saturating_mul(1 << exponent).min(cap);
+            delay.mul_f64(rand::random_range(0.8..1.2))
+        }
+    }
 }
 
 /// Clears a pool's failure count after a success.
@@ -426,4 +446,62 @@ pub async fn apply_status(
     .await
     .map_err(|e| Error::kube(format!("apply the status of RunnerDeployment {name}"), e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn an_outage_is_retried_within_one_interval_however_long_it_lasts() {
+        // A 180 s outage at a 30 s interval used to reach 300 s between tries.
+        for failures in 1..=40 {
+            let delay = backoff(failures, INTERVAL, RetryClass::Transient);
+            assert!(delay <= INTERVAL, "try {failures}: {delay:?}");
+        }
+        assert!(backoff(1, INTERVAL, RetryClass::Transient) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_retry_after_is_never_cut_short() {
+        let asked = Duration::from_secs(5);
+        for failures in 1..=5 {
+            let delay = backoff(failures, INTERVAL, RetryClass::After(asked));
+            assert!(delay >= asked && delay < asked * 2, "{delay:?}");
+        }
+    }
+
+    #[test]
+    fn what_needs_a_person_backs_off_to_ten_intervals_at_most() {
+        assert!(backoff(1, INTERVAL, RetryClass::NeedsAPerson) >= INTERVAL.mul_f64(0.8));
+        for failures in 1..=20 {
+            let delay = backoff(failures, INTERVAL, RetryClass::NeedsAPerson);
+            assert!(delay <= Duration::from_secs(360), "{delay:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_maintenance_page_is_an_outage_not_a_misconfiguration() {
+        use forgejo::stand_in::{Fault, StandIn, StandInConfig, Times};
+        let forgejo = StandIn::start(StandInConfig::with_token("15.0.3", "good"));
+        forgejo.inject_fault(
+            "/api/v1/orgs/faro/actions/runners/jobs",
+            Fault::Body(200, "<html>down for maintenance</html>".into()),
+            Times::Always,
+        );
+        let client = forgejo::Client::new(
+            &forgejo.url(),
+            forgejo::Token::new("good"),
+            forgejo::ClientOptions::default(),
+        )
+        .unwrap();
+        let page = client
+            .list_jobs(&forgejo::Scope::Organization("faro".into()), None)
+            .await
+            .unwrap_err();
+        assert_eq!(page.reason(), "InvalidResponse");
+        assert_eq!(Error::from(page).retry_class(), RetryClass::Transient);
+    }
 }

@@ -103,6 +103,25 @@ impl Error {
         }
     }
 
+    /// How soon trying again can help: see [`RetryClass`].
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            Error::Forgejo(error) => match error.as_ref() {
+                forgejo::Error::RateLimited {
+                    retry_after: Some(delay),
+                    ..
+                } => RetryClass::After(*delay),
+                // A maintenance page or a proxy's error page is an outage, not a misconfiguration.
+                _ if error.is_retryable() || error.reason() == "InvalidResponse" => {
+                    RetryClass::Transient
+                }
+                _ => RetryClass::NeedsAPerson,
+            },
+            _ if self.needs_a_person() => RetryClass::NeedsAPerson,
+            _ => RetryClass::Transient,
+        }
+    }
+
     /// Wraps a kube error with what was being done.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube {
@@ -110,6 +129,17 @@ impl Error {
             source,
         }
     }
+}
+
+/// How a failed reconcile is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// An outage that ends by itself: retry soon, never later than one poll interval.
+    Transient,
+    /// The server asked for this delay (`Retry-After`): not sooner.
+    After(std::time::Duration),
+    /// A person must fix something: retry slowly.
+    NeedsAPerson,
 }
 
 /// The condition reason of a Forgejo error.

@@ -5,12 +5,15 @@
 //! labels run with Forgejo's own rule (`it_runs_on`). Before 14 the label filter is mandatory,
 //! so the listing is shared only between pools with the same label names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use api::RunnerDeployment;
 use forgejo::{ActionRunJob, Client, ClientOptions, Runner, Scope, ServerVersion, Token};
+use kube::runtime::reflector::ObjectRef;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use crate::metrics::ForgejoMetrics;
 
@@ -51,20 +54,46 @@ struct PollKey {
 
 type PollSlot = Arc<tokio::sync::Mutex<Option<(Instant, PollResult)>>>;
 
+/// What a pool asks [`SharedPolls::poll`] for.
+pub struct PollRequest<'a> {
+    /// The pool asking.
+    pub pool: &'a PoolRef,
+    /// Its Forgejo client.
+    pub client: &'a Client,
+    /// Its token (pools with the same token share a poll).
+    pub token: &'a Token,
+    /// The server's version.
+    pub version: &'a ServerVersion,
+    /// Its scope.
+    pub scope: &'a Scope,
+    /// Its label names.
+    pub label_names: &'a [String],
+    /// How old a poll may be and still answer (the pool's interval).
+    pub max_age: Duration,
+}
+
+/// A pool, as the controller names it.
+pub type PoolRef = ObjectRef<RunnerDeployment>;
+
 /// Shared Forgejo clients, server versions and polls.
 pub struct SharedPolls {
     options: ClientOptions,
     clients: Mutex<HashMap<ClientKey, Client>>,
     versions: Mutex<HashMap<String, (Instant, ServerVersion)>>,
     polls: Mutex<HashMap<PollKey, PollSlot>>,
+    /// Pools whose last poll of a key failed: woken together when one poll of it succeeds.
+    failed: Mutex<HashMap<PollKey, HashSet<PoolRef>>>,
+    recovered: mpsc::UnboundedSender<PoolRef>,
 }
 
 impl SharedPolls {
-    /// Creates the shared state; every client reports its requests to `metrics`.
+    /// Creates the shared state; every client reports its requests to `metrics`. Pools whose
+    /// poll failed are sent to `recovered` as soon as another pool's poll of the same key works.
     pub fn new(
         request_timeout: Duration,
         extra_ca: Option<Vec<u8>>,
         metrics: ForgejoMetrics,
+        recovered: mpsc::UnboundedSender<PoolRef>,
     ) -> Self {
         let observer: forgejo::Observer = Arc::new(move |outcome: forgejo::RequestOutcome| {
             metrics.observe(outcome.endpoint, outcome.outcome, outcome.duration);
@@ -83,6 +112,8 @@ impl SharedPolls {
             clients: Mutex::default(),
             versions: Mutex::default(),
             polls: Mutex::default(),
+            failed: Mutex::default(),
+            recovered,
         }
     }
 
@@ -135,15 +166,16 @@ impl SharedPolls {
 
     /// The jobs (and, on 15+, runners) of `scope`, from a poll younger than `max_age` if
     /// another pool made one, else from a new one. Concurrent callers wait for one request.
-    pub async fn poll(
-        &self,
-        client: &Client,
-        token: &Token,
-        version: &ServerVersion,
-        scope: &Scope,
-        label_names: &[String],
-        max_age: Duration,
-    ) -> PollResult {
+    pub async fn poll(&self, request: PollRequest<'_>) -> PollResult {
+        let PollRequest {
+            pool,
+            client,
+            token,
+            version,
+            scope,
+            label_names,
+            max_age,
+        } = request;
         let labels = if version.supports_unfiltered_jobs() {
             None
         } else {
@@ -159,7 +191,7 @@ impl SharedPolls {
         };
         let slot = {
             let mut polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
-            polls.entry(key).or_default().clone()
+            polls.entry(key.clone()).or_default().clone()
         };
         let mut slot = slot.lock().await;
         if let Some((at, result)) = slot.as_ref() {
@@ -175,7 +207,24 @@ impl SharedPolls {
         }
         let result = fetch(client, version, scope, labels.as_deref()).await;
         *slot = Some((Instant::now(), result.clone()));
+        self.note_outcome(key, pool, result.is_ok());
         result
+    }
+
+    /// Remembers a pool whose poll failed; after a success, wakes every other pool that
+    /// failed on the same key, so that they proceed at once rather than after their backoff.
+    fn note_outcome(&self, key: PollKey, pool: &PoolRef, ok: bool) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if !ok {
+            failed.entry(key).or_default().insert(pool.clone());
+            return;
+        }
+        for waiting in failed.remove(&key).into_iter().flatten() {
+            if &waiting != pool {
+                // The receiver lives as long as the controller; a send after it is harmless.
+                let _ = self.recovered.send(waiting);
+            }
+        }
     }
 }
 
@@ -209,7 +258,7 @@ fn client_key(server: &str, token: &Token) -> ClientKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
+    use forgejo::stand_in::{Fault, StandIn, StandInConfig, StandInJob, Times};
 
     fn listings(forgejo: &StandIn) -> usize {
         forgejo
@@ -219,27 +268,65 @@ mod tests {
             .count()
     }
 
-    async fn setup(token: &str) -> (StandIn, SharedPolls, Client, ServerVersion, Token) {
-        // `version` needs a token the stand-in knows; tests swap in others afterwards.
-        let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", "good"));
-        forgejo.add_job(StandInJob::new("faro/app", "build", &["docker"]));
-        let polls = SharedPolls::new(Duration::from_secs(5), None, ForgejoMetrics::default());
-        let token = Token::new(token);
-        let client = polls.client(&forgejo.url(), &token).unwrap();
-        let version = polls.version(&client).await.unwrap();
-        (forgejo, polls, client, version, token)
+    fn pool(name: &str) -> PoolRef {
+        ObjectRef::new(name).within("ci")
+    }
+
+    struct Setup {
+        forgejo: StandIn,
+        polls: SharedPolls,
+        recovered: mpsc::UnboundedReceiver<PoolRef>,
+        version: ServerVersion,
+        scope: Scope,
+    }
+
+    impl Setup {
+        async fn new() -> Self {
+            // `version` needs a token the stand-in knows; tests swap in others afterwards.
+            let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", "good"));
+            forgejo.add_job(StandInJob::new("faro/app", "build", &["docker"]));
+            let (sender, recovered) = mpsc::unbounded_channel();
+            let polls = SharedPolls::new(
+                Duration::from_secs(5),
+                None,
+                ForgejoMetrics::default(),
+                sender,
+            );
+            let client = polls.client(&forgejo.url(), &Token::new("good")).unwrap();
+            let version = polls.version(&client).await.unwrap();
+            Self {
+                forgejo,
+                polls,
+                recovered,
+                version,
+                scope: Scope::Organization("faro".into()),
+            }
+        }
+
+        async fn poll(&self, pool_name: &str, token: &str, labels: &[&str]) -> PollResult {
+            let token = Token::new(token);
+            let client = self.polls.client(&self.forgejo.url(), &token).unwrap();
+            let labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+            self.polls
+                .poll(PollRequest {
+                    pool: &pool(pool_name),
+                    client: &client,
+                    token: &token,
+                    version: &self.version,
+                    scope: &self.scope,
+                    label_names: &labels,
+                    max_age: Duration::from_secs(30),
+                })
+                .await
+        }
     }
 
     #[tokio::test]
     async fn pools_sharing_server_scope_and_token_share_one_listing_per_interval() {
-        let (forgejo, polls, client, version, token) = setup("good").await;
-        let scope = Scope::Organization("faro".into());
-        let interval = Duration::from_secs(30);
-        let labels = ["docker".to_owned()];
-        let other = ["other".to_owned()];
+        let setup = Setup::new().await;
         let (a, b) = tokio::join!(
-            polls.poll(&client, &token, &version, &scope, &labels, interval),
-            polls.poll(&client, &token, &version, &scope, &other, interval),
+            setup.poll("a", "good", &["docker"]),
+            setup.poll("b", "good", &["other"]),
         );
         assert_eq!(a.unwrap().jobs.len(), 1);
         assert_eq!(
@@ -247,45 +334,46 @@ mod tests {
             1,
             "unfiltered on 15: each pool filters itself"
         );
-        polls
-            .poll(&client, &token, &version, &scope, &labels, interval)
-            .await
-            .unwrap();
-        assert_eq!(listings(&forgejo), 1);
+        setup.poll("a", "good", &["docker"]).await.unwrap();
+        assert_eq!(listings(&setup.forgejo), 1);
         // Another token is another key: its own listing (here refused, as it is unknown).
-        let other_token = Token::new("other");
-        let other_client = polls.client(&forgejo.url(), &other_token).unwrap();
-        let refused = polls
-            .poll(
-                &other_client,
-                &other_token,
-                &version,
-                &scope,
-                &labels,
-                interval,
-            )
-            .await;
+        let refused = setup.poll("c", "other", &["docker"]).await;
         assert!(refused.is_err());
-        assert_eq!(listings(&forgejo), 2);
+        assert_eq!(listings(&setup.forgejo), 2);
     }
 
     #[tokio::test]
     async fn a_failed_poll_is_asked_again_after_a_short_while_not_a_whole_interval() {
-        let (forgejo, polls, _, version, _) = setup("good").await;
-        let token = Token::new("wrong");
-        let client = polls.client(&forgejo.url(), &token).unwrap();
-        let scope = Scope::Organization("faro".into());
-        let interval = Duration::from_secs(30);
-        let labels = ["docker".to_owned()];
-        let first = polls
-            .poll(&client, &token, &version, &scope, &labels, interval)
-            .await;
+        let setup = Setup::new().await;
+        let first = setup.poll("a", "wrong", &["docker"]).await;
         assert_eq!(first.unwrap_err().reason(), "Unauthorized");
-        assert_eq!(listings(&forgejo), 1);
+        assert_eq!(listings(&setup.forgejo), 1);
         tokio::time::sleep(FAILURE_TTL + Duration::from_millis(100)).await;
-        let _ = polls
-            .poll(&client, &token, &version, &scope, &labels, interval)
-            .await;
-        assert_eq!(listings(&forgejo), 2, "the retry reached Forgejo");
+        let _ = setup.poll("a", "wrong", &["docker"]).await;
+        assert_eq!(listings(&setup.forgejo), 2, "the retry reached Forgejo");
+    }
+
+    #[tokio::test]
+    async fn when_one_pools_poll_succeeds_again_every_pool_that_failed_on_it_is_woken() {
+        let mut setup = Setup::new().await;
+        setup.forgejo.inject_fault(
+            "/api/v1/orgs/faro/actions/runners/jobs",
+            Fault::Status(503),
+            Times::Always,
+        );
+        // Two pools of one key and one of another key fail during the outage.
+        assert!(setup.poll("a", "good", &["docker"]).await.is_err());
+        tokio::time::sleep(FAILURE_TTL + Duration::from_millis(50)).await;
+        assert!(setup.poll("b", "good", &["docker"]).await.is_err());
+        assert!(setup.poll("c", "wrong", &["docker"]).await.is_err());
+        setup.forgejo.clear_faults();
+        tokio::time::sleep(FAILURE_TTL + Duration::from_millis(50)).await;
+        assert!(setup.poll("a", "good", &["docker"]).await.is_ok());
+        let woken = setup.recovered.try_recv().expect("pool b is woken");
+        assert_eq!(woken, pool("b"));
+        assert!(
+            setup.recovered.try_recv().is_err(),
+            "only b: a polled itself, c polls with another token"
+        );
     }
 }

@@ -12,6 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource as _, ResourceExt as _};
 use tokio::sync::OnceCell;
 
@@ -26,6 +27,7 @@ use super::status::{record_failure, record_job_create_failure, record_success};
 use super::{Context, FIELD_MANAGER, apply_status, reset_backoff};
 use crate::error::{Error, Result};
 use crate::metrics::ReconcileMetrics;
+use crate::polls::PollRequest;
 
 /// How long a deleted pool waits for Forgejo before it lets go of its registrations.
 const CLEANUP_GIVE_UP_AFTER: Duration = Duration::from_secs(600);
@@ -109,7 +111,15 @@ async fn observe_and_act(
     let poll_started = Instant::now();
     let polled = ctx
         .polls
-        .poll(&client, &token, &version, &scope, &label_names, interval)
+        .poll(PollRequest {
+            pool: &ObjectRef::from_obj(rd),
+            client: &client,
+            token: &token,
+            version: &version,
+            scope: &scope,
+            label_names: &label_names,
+            max_age: interval,
+        })
         .await;
     let metrics = &ctx.metrics.reconcile;
     metrics
