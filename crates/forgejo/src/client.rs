@@ -277,10 +277,17 @@ impl Client {
     /// `GET …/actions/runners` (Forgejo 15+), following every page.
     ///
     /// Lists the runners registered in exactly this scope (for the instance: global runners).
+    ///
+    /// The list ends at an empty page, once `X-Total-Count` runners are in, at a page shorter
+    /// than the first (the server's page size), or at a page that adds no runner not seen
+    /// already: a server (or proxy) that ignores `page` answers the same page again, and what
+    /// was read so far is returned instead of asking for page after page.
     pub async fn list_runners(&self, scope: &Scope) -> Result<Vec<Runner>> {
         let segments = scope.runners_segments(true);
         let mut runners: Vec<Runner> = Vec::new();
         let mut seen = HashSet::new();
+        // The server caps `limit` at its own page size; the first page shows it.
+        let mut page_size = RUNNERS_PAGE_SIZE;
         for page in 1..=MAX_RUNNER_PAGES {
             let query = format!("page={page}&limit={RUNNERS_PAGE_SIZE}");
             let call = self.call(
@@ -300,15 +307,30 @@ impl Client {
                 .and_then(|v| v.trim().parse::<usize>().ok());
             let batch: Option<Vec<Runner>> = self.decode(&call, &answer)?;
             let batch = batch.unwrap_or_default();
-            if batch.is_empty() {
-                return Ok(runners);
+            let batch_len = batch.len();
+            if page == 1 {
+                page_size = batch_len.min(RUNNERS_PAGE_SIZE);
             }
+            let before = runners.len();
             for runner in batch {
                 if seen.insert(runner.id) {
                     runners.push(runner);
                 }
             }
-            if total.is_some_and(|total| runners.len() >= total) {
+            if batch_len == 0 || total.is_some_and(|total| runners.len() >= total) {
+                return Ok(runners);
+            }
+            if runners.len() == before {
+                tracing::warn!(
+                    endpoint = call.endpoint.name,
+                    path = %call.endpoint.path,
+                    page,
+                    runners = runners.len(),
+                    "Forgejo answered a runner page with runners already seen (it ignores `page`); using what was read"
+                );
+                return Ok(runners);
+            }
+            if page > 1 && batch_len < page_size {
                 return Ok(runners);
             }
         }

@@ -192,6 +192,9 @@ pub enum Fault {
     Reset,
     /// Answer with this status and this exact body (JSON content type), e.g. a recorded fixture.
     Body(u16, String),
+    /// Answer normally, but ignore the `page` parameter (always the first page) and send no
+    /// `X-Total-Count`: a server (or proxy) that does not page the runner list.
+    IgnorePage,
 }
 
 /// How many times an injected fault fires.

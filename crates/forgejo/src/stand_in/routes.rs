@@ -93,8 +93,10 @@ pub(super) async fn handle(
         (state.take_fault(&path), access)
     };
 
+    let mut ignore_page = false;
     match fault {
         None => {}
+        Some(Fault::IgnorePage) => ignore_page = true,
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::Reset) => return Err(DropConnection),
         Some(other) => return Ok(fault_response(other, &lock(&state).base_url)),
@@ -111,7 +113,12 @@ pub(super) async fn handle(
         ));
     }
 
-    let reply = {
+    let query = if ignore_page {
+        query.as_deref().map(without_page)
+    } else {
+        query
+    };
+    let mut reply = {
         let mut state = lock(&state);
         route(
             &mut state,
@@ -122,7 +129,19 @@ pub(super) async fn handle(
             &body,
         )
     };
+    if ignore_page {
+        reply.total_count = None;
+    }
     Ok(reply.into_response())
+}
+
+/// The query without its `page` parameter.
+fn without_page(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| pair.split('=').next() != Some("page"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// An answer before it becomes a hyper response.
@@ -493,7 +512,7 @@ fn fault_response(fault: Fault, base_url: &str) -> Response<StandInBody> {
                 })
         }
         Fault::Huge(bytes) => json_response(200, StandInBody::Huge { remaining: bytes }),
-        Fault::Delay(_) | Fault::Reset => {
+        Fault::Delay(_) | Fault::Reset | Fault::IgnorePage => {
             Response::builder().status(500).body(StandInBody::empty())
         }
     };

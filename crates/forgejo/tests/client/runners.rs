@@ -1,6 +1,6 @@
 //! Runners: registration (v15), paged listing, deletion, legacy registration tokens.
 
-use forgejo::stand_in::{StandInConfig, StandInJob};
+use forgejo::stand_in::{Fault, StandInConfig, StandInJob, Times};
 use forgejo::{Error, RegisterRunner, Scope};
 
 use crate::{TOKEN, V14, V15, options, paths, start, start_with};
@@ -110,6 +110,54 @@ async fn listing_runners_follows_every_page() {
             Some("page=3&limit=50".to_owned()),
         ],
         "the server caps the page at 2; the client follows x-total-count"
+    );
+}
+
+#[tokio::test]
+async fn a_server_ignoring_pages_with_fewer_runners_than_a_page_costs_two_requests() {
+    let (forgejo, client) = start(V15);
+    for i in 0..3 {
+        forgejo.add_runner(&acme(), &format!("r{i}"), true);
+    }
+    forgejo.inject_fault(
+        "/api/v1/orgs/acme/actions/runners",
+        Fault::IgnorePage,
+        Times::Always,
+    );
+
+    let runners = client.list_runners(&acme()).await.unwrap();
+
+    let names: Vec<&str> = runners.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["r0", "r1", "r2"]);
+    let requests = forgejo.requests().len();
+    assert!(requests <= 2, "{requests} requests for one short page");
+}
+
+#[tokio::test]
+async fn a_server_ignoring_pages_with_more_runners_than_a_page_stops_at_the_first_repeat() {
+    let (forgejo, client) = start(V15);
+    for i in 0..120 {
+        forgejo.add_runner(&acme(), &format!("r{i}"), true);
+    }
+    forgejo.inject_fault(
+        "/api/v1/orgs/acme/actions/runners",
+        Fault::IgnorePage,
+        Times::Always,
+    );
+
+    let runners = client.list_runners(&acme()).await.unwrap();
+
+    assert_eq!(runners.len(), 50, "the one page the server gives, once");
+    let mut ids: Vec<i64> = runners.iter().map(|r| r.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    let queries: Vec<Option<String>> = forgejo.requests().into_iter().map(|r| r.query).collect();
+    assert_eq!(
+        queries,
+        [
+            Some("page=1&limit=50".to_owned()),
+            Some("page=2&limit=50".to_owned()),
+        ]
     );
 }
 
