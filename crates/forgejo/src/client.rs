@@ -1,10 +1,20 @@
 //! [`Client`]: the Forgejo operations the controller needs, the URL of each per scope, and
 //! the retry loop (exponential backoff with jitter, bounded in attempts and total time,
 //! `Retry-After` honoured, never for 4xx, POST only when the request cannot have arrived).
+//!
+//! # `Retry-After` across calls
+//!
+//! A `Retry-After` (on 429 or 503, capped at 10 minutes) is remembered per server: every
+//! clone of the client and every [`Client::with_token`] client of it share one "not before"
+//! instant. Within the call that got it, the retry loop waits it out if it fits the call's
+//! retry budget. Any later call made before that instant fails fast, without touching the
+//! network, with [`Error::Deferred`] (reason `RateLimited`, retryable) carrying the time
+//! left; it never waits, so a reconcile never hangs on a server's pause. Callers schedule
+//! their next attempt with [`Client::retry_not_before`] (or [`Error::retry_after`]).
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -107,6 +117,8 @@ struct Inner {
     http: Http,
     options: ClientOptions,
     known_version: Arc<RwLock<Option<ServerVersion>>>,
+    /// No request to this server before this instant (its `Retry-After`); shared per server.
+    not_before: Arc<Mutex<Option<Instant>>>,
 }
 
 impl fmt::Debug for Client {
@@ -137,6 +149,7 @@ impl Client {
                 http,
                 options,
                 known_version: Arc::default(),
+                not_before: Arc::default(),
             }),
         })
     }
@@ -154,6 +167,7 @@ impl Client {
                 http: inner.http.clone(),
                 options: inner.options.clone(),
                 known_version: inner.known_version.clone(),
+                not_before: inner.not_before.clone(),
             }),
         })
     }
@@ -166,6 +180,32 @@ impl Client {
     /// The version the last successful [`Client::version`] call saw.
     pub fn known_version(&self) -> Option<ServerVersion> {
         self.inner.known_version.read().ok().and_then(|v| v.clone())
+    }
+
+    /// How long the server still asked (`Retry-After`) not to be called; `None` if it did not,
+    /// or the pause is over. Calls before then fail with [`Error::Deferred`].
+    pub fn retry_not_before(&self) -> Option<Duration> {
+        let not_before = (*self
+            .inner
+            .not_before
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))?;
+        not_before
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Remembers a server-requested pause (the later end wins, if one is already set).
+    fn hold_off(&self, delay: Duration) {
+        let until = Instant::now() + delay.min(transport::MAX_RETRY_AFTER);
+        let mut not_before = self
+            .inner
+            .not_before
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if not_before.is_none_or(|current| current < until) {
+            *not_before = Some(until);
+        }
     }
 
     /// `GET /api/v1/version`, parsed; also remembered (see [`Client::known_version`]).
@@ -439,6 +479,18 @@ impl Client {
             timeout: options.request_timeout,
             max_body_bytes: options.max_body_bytes,
         };
+        if let Some(retry_in) = self.retry_not_before() {
+            tracing::debug!(
+                endpoint = call.endpoint.name,
+                path = %call.endpoint.path,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "Forgejo asked for a pause (Retry-After); request not sent"
+            );
+            return Err(Error::Deferred {
+                endpoint: call.endpoint.clone(),
+                retry_in,
+            });
+        }
         let max_attempts = options.max_attempts.max(1);
         let started = Instant::now();
         let mut number = 1;
@@ -461,12 +513,17 @@ impl Client {
                 }
                 Err(failure) => failure,
             };
+            if let Some(delay) = failure.retry_after {
+                self.hold_off(delay);
+            }
             if !should_retry(call, &failure) || number >= max_attempts {
                 return Err(failure.error);
             }
+            // Another call may have been asked for a longer pause meanwhile.
             let delay = failure
                 .retry_after
-                .unwrap_or_else(|| backoff(options.retry_base_delay, number));
+                .unwrap_or_else(|| backoff(options.retry_base_delay, number))
+                .max(self.retry_not_before().unwrap_or_default());
             if started.elapsed() + delay > options.max_retry_time {
                 return Err(failure.error);
             }

@@ -80,6 +80,18 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
+    /// Not sent: the server asked (`Retry-After` on an earlier answer) for a pause that is not over.
+    #[error(
+        "{endpoint} was not sent: Forgejo asked for a pause (Retry-After) that ends in {}s; the next attempt should wait for it; if this repeats, poll less often (raise the poll interval)",
+        secs(.retry_in)
+    )]
+    Deferred {
+        /// The call that was not made.
+        endpoint: Endpoint,
+        /// How much of the pause is left.
+        retry_in: Duration,
+    },
+
     /// 5xx: Forgejo (or a proxy in front of it) failed.
     #[error(
         "Forgejo failed {endpoint} with status {status}{}: a server-side problem that was retried; if it persists, check Forgejo's logs and any proxy in front of it",
@@ -194,7 +206,7 @@ impl Error {
             Error::Unauthorized { .. } => "Unauthorized",
             Error::Forbidden { .. } => "Forbidden",
             Error::NotFound { .. } => "NotFound",
-            Error::RateLimited { .. } => "RateLimited",
+            Error::RateLimited { .. } | Error::Deferred { .. } => "RateLimited",
             Error::Server { .. } => "ServerError",
             Error::Timeout { .. } => "Timeout",
             Error::Connection { .. } => "ConnectionFailed",
@@ -212,6 +224,7 @@ impl Error {
         matches!(
             self,
             Error::RateLimited { .. }
+                | Error::Deferred { .. }
                 | Error::Server { .. }
                 | Error::Timeout { .. }
                 | Error::Connection { .. }
@@ -225,6 +238,7 @@ impl Error {
             | Error::Forbidden { endpoint, .. }
             | Error::NotFound { endpoint, .. }
             | Error::RateLimited { endpoint, .. }
+            | Error::Deferred { endpoint, .. }
             | Error::Server { endpoint, .. }
             | Error::Timeout { endpoint, .. }
             | Error::Connection { endpoint, .. }
@@ -250,10 +264,12 @@ impl Error {
         }
     }
 
-    /// How long the server asked to wait before retrying (429 with `Retry-After`).
+    /// How long to wait before trying again, as the server asked: a 429's `Retry-After`, or
+    /// what is left of an earlier pause ([`Error::Deferred`]).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::RateLimited { retry_after, .. } => *retry_after,
+            Error::Deferred { retry_in, .. } => Some(*retry_in),
             _ => None,
         }
     }
@@ -273,6 +289,11 @@ fn retry_note(retry_after: &Option<Duration>) -> String {
         Some(d) => format!("; it asked to retry after {}s", d.as_secs_f64()),
         None => String::new(),
     }
+}
+
+/// Seconds with one decimal, e.g. `4.2`.
+fn secs(d: &Duration) -> String {
+    format!("{:.1}", d.as_secs_f64())
 }
 
 /// How much server-provided text an error keeps.

@@ -382,14 +382,19 @@ pub(crate) fn body_prefix(body: &[u8], secret: &str) -> String {
     sanitize(&String::from_utf8_lossy(head), secret)
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date (relative to `now`).
+/// The longest `Retry-After` honoured; a longer one is read as this.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// `Retry-After` as delta-seconds or an HTTP date (relative to `now`), at most [`MAX_RETRY_AFTER`].
 pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let delay = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -408,6 +413,8 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
         h.insert(RETRY_AFTER, HeaderValue::from_str(&past).unwrap());
         assert_eq!(parse_retry_after(&h, now), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("86400"));
+        assert_eq!(parse_retry_after(&h, now), Some(MAX_RETRY_AFTER), "capped");
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(parse_retry_after(&h, now), None);
     }

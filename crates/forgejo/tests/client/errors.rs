@@ -215,6 +215,79 @@ async fn rate_limiting_beyond_the_budget_returns_the_retry_after() {
     );
 }
 
+/// One attempt per call, so a `Retry-After` is not waited out inside the call.
+fn single_attempt() -> ClientOptions {
+    ClientOptions {
+        max_attempts: 1,
+        ..options()
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_back_later_calls_of_every_client_of_the_server_without_a_request() {
+    let (forgejo, client) = start_with(StandInConfig::with_token(V15, TOKEN), single_attempt());
+    forgejo.inject_fault(JOBS, Fault::StatusWithRetryAfter(429, 5), Times::Once);
+    let first = list(&client).await.unwrap_err();
+    assert!(matches!(first, Error::RateLimited { .. }), "{first:?}");
+    assert_eq!(forgejo.requests().len(), 1);
+
+    let other_token = client.with_token(Token::new("another-token")).unwrap();
+    for caller in [client.clone(), other_token] {
+        let err = list(&caller).await.unwrap_err();
+        let Error::Deferred { retry_in, .. } = &err else {
+            panic!("expected Deferred, got {err:?}");
+        };
+        assert!(
+            *retry_in > Duration::from_secs(4) && *retry_in <= Duration::from_secs(5),
+            "{retry_in:?}"
+        );
+        assert_eq!(err.reason(), "RateLimited");
+        assert!(err.is_retryable());
+        assert_eq!(err.status(), None, "no answer was received");
+        assert_eq!(err.retry_after(), Some(*retry_in));
+        assert!(err.to_string().contains(JOBS), "{err}");
+        assert!(err.to_string().contains("not sent"), "{err}");
+        let left = caller.retry_not_before().unwrap();
+        assert!(left > Duration::from_secs(4) && left <= Duration::from_secs(5));
+    }
+    assert_eq!(forgejo.requests().len(), 1, "no request during the pause");
+}
+
+#[tokio::test]
+async fn after_the_retry_after_pause_requests_go_out_again() {
+    let (forgejo, client) = start_with(StandInConfig::with_token(V15, TOKEN), single_attempt());
+    forgejo.inject_fault(JOBS, Fault::StatusWithRetryAfter(429, 1), Times::Once);
+    assert!(list(&client).await.is_err());
+    assert!(matches!(list(&client).await, Err(Error::Deferred { .. })));
+    assert_eq!(forgejo.requests().len(), 1);
+
+    let left = client.retry_not_before().unwrap();
+    tokio::time::sleep(left + Duration::from_millis(50)).await;
+
+    assert_eq!(client.retry_not_before(), None);
+    assert!(list(&client).await.is_ok());
+    assert_eq!(forgejo.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_503_retry_after_also_pauses_and_a_huge_one_is_capped() {
+    let (forgejo, client) = start_with(StandInConfig::with_token(V15, TOKEN), single_attempt());
+    forgejo.inject_fault(JOBS, Fault::StatusWithRetryAfter(503, 86_400), Times::Once);
+
+    let err = list(&client).await.unwrap_err();
+
+    assert!(matches!(err, Error::Server { status: 503, .. }), "{err:?}");
+    let left = client.retry_not_before().unwrap();
+    assert!(
+        left > Duration::from_secs(590) && left <= Duration::from_secs(600),
+        "capped at 10 minutes: {left:?}"
+    );
+    assert!(matches!(
+        client.version().await,
+        Err(Error::Deferred { .. })
+    ));
+}
+
 #[tokio::test]
 async fn rate_limiting_is_retried_even_for_registrations() {
     let (forgejo, client) = start(V15);
