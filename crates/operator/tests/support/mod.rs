@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod partition;
 
 use std::future::Future;
 use std::io::{Read as _, Write as _};
@@ -58,6 +59,11 @@ pub fn overlay() -> String {
 /// A client with the admin identity of the local control plane.
 pub async fn admin_client() -> Client {
     client_from(&needs("FRC_TEST_KUBECONFIG")).await
+}
+
+/// The operator ServiceAccount's kubeconfig (its generated RBAC only).
+pub fn operator_kubeconfig() -> String {
+    needs("FRC_TEST_OPERATOR_KUBECONFIG")
 }
 
 /// A client with the operator ServiceAccount's identity (its generated RBAC only).
@@ -408,15 +414,17 @@ impl Operator {
 
     /// Starts the operator on `ns` with these extra arguments.
     pub fn start_with(ns: &str, extra: &[&str]) -> Self {
+        Self::start_with_kubeconfig(&needs("FRC_TEST_OPERATOR_KUBECONFIG"), ns, extra)
+    }
+
+    /// Starts the operator on `ns` with this kubeconfig and these extra arguments.
+    pub fn start_with_kubeconfig(kubeconfig: &str, ns: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log_path = dir.path().join("operator.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let admin_addr = free_addr();
         let child = Command::new(env!("CARGO_BIN_EXE_operator"))
-            .arg(format!(
-                "--kubeconfig={}",
-                needs("FRC_TEST_OPERATOR_KUBECONFIG")
-            ))
+            .arg(format!("--kubeconfig={kubeconfig}"))
             .arg(format!("--namespace={ns}"))
             .arg(format!("--admin-addr={admin_addr}"))
             .arg("--log-format=json")
