@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,9 @@ pub struct ClientOptions {
     pub retry_base_delay: Duration,
     /// Called after every HTTP attempt.
     pub observer: Option<Observer>,
+    /// Connect to link-local (169.254.0.0/16, fe80::/10) and cloud metadata addresses too;
+    /// off by default, so a server URL cannot aim the token at a metadata service.
+    pub allow_link_local: bool,
 }
 
 impl Default for ClientOptions {
@@ -75,6 +79,7 @@ impl Default for ClientOptions {
             extra_root_certs_pem: None,
             retry_base_delay: Duration::from_millis(200),
             observer: None,
+            allow_link_local: false,
         }
     }
 }
@@ -92,6 +97,7 @@ impl fmt::Debug for ClientOptions {
             )
             .field("retry_base_delay", &self.retry_base_delay)
             .field("observer", &self.observer.as_ref().map(|_| "Fn"))
+            .field("allow_link_local", &self.allow_link_local)
             .finish()
     }
 }
@@ -131,13 +137,18 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for `server` (`http(s)://host[:port][/path]`); fails on a bad URL, token or CA bundle.
+    /// A client for `server` (`http(s)://host[:port][/path]`); fails on a bad URL, token or CA
+    /// bundle, or a link-local/metadata IP address (see [`ClientOptions::allow_link_local`]).
     pub fn new(server: &str, token: Token, options: ClientOptions) -> Result<Client> {
         let base = parse_server(server)?;
+        if !options.allow_link_local {
+            refuse_link_local(&base)?;
+        }
         let auth = transport::auth_header(token.expose())?;
         let http = transport::build_http(
             options.request_timeout,
             options.extra_root_certs_pem.as_deref(),
+            options.allow_link_local,
         )?;
         let server = base.as_str().trim_end_matches('/').to_owned();
         Ok(Client {
@@ -601,6 +612,23 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     let half = step / 2;
     let jitter_ms = rand::rng().random_range(0..=half.as_millis() as u64);
     half + Duration::from_millis(jitter_ms)
+}
+
+/// Refuses a URL whose host is a link-local or metadata IP address (names are checked when
+/// resolved, by the transport's resolver).
+fn refuse_link_local(url: &Url) -> Result<()> {
+    let address = match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+        _ => return Ok(()),
+    };
+    if transport::is_link_local_or_metadata(address) {
+        return Err(Error::ForbiddenAddress {
+            host: url.host_str().unwrap_or_default().to_owned(),
+            address,
+        });
+    }
+    Ok(())
 }
 
 /// Validates and normalizes the server URL (http/https, a host, no credentials, query or fragment).

@@ -5,6 +5,7 @@
 //! stripped of control characters and scrubbed of the token before it is stored here.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// A boxed error cause.
@@ -178,6 +179,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The server's address is link-local or a cloud metadata service, which are refused
+    /// unless [`crate::ClientOptions::allow_link_local`] is set.
+    #[error(
+        "forgejoServer {host} resolves to {address}, a link-local/cloud metadata address; the operator refuses these unless started with --allow-link-local-forgejo: point forgejoServer at Forgejo itself"
+    )]
+    ForbiddenAddress {
+        /// The server URL's host.
+        host: String,
+        /// The refused address.
+        address: IpAddr,
+    },
+
     /// The token cannot be sent in an HTTP header (control characters, empty).
     #[error(
         "the Forgejo token is empty or contains characters that cannot be sent in an HTTP header: check the Secret's value"
@@ -215,6 +228,7 @@ impl Error {
             Error::BodyTooLarge { .. } => "BodyTooLarge",
             Error::InvalidUrl { .. } => "InvalidUrl",
             Error::InvalidToken => "InvalidToken",
+            Error::ForbiddenAddress { .. } => "ForbiddenAddress",
             Error::UnexpectedStatus { .. } => "UnexpectedStatus",
         }
     }
@@ -246,7 +260,7 @@ impl Error {
             | Error::InvalidResponse { endpoint, .. }
             | Error::BodyTooLarge { endpoint, .. }
             | Error::UnexpectedStatus { endpoint, .. } => Some(endpoint),
-            Error::InvalidUrl { .. } | Error::InvalidToken => None,
+            Error::InvalidUrl { .. } | Error::InvalidToken | Error::ForbiddenAddress { .. } => None,
         }
     }
 

@@ -1,8 +1,16 @@
 //! One HTTP exchange with Forgejo: the pooled hyper + rustls client, sending a request with
 //! the token header, reading the answer under a size cap and a timeout, and mapping the
 //! status or failure to an [`Error`]. Retries live in `client.rs`, not here.
+//!
+//! Host names are resolved by [`GuardedResolver`], which drops link-local and cloud metadata
+//! addresses (unless allowed), so the token is never sent to one, whatever DNS says.
 
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -14,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -21,7 +30,7 @@ use rustls::pki_types::pem::PemObject;
 use crate::error::{BoxError, Endpoint, Error, sanitize};
 
 /// The pooled HTTP client (shared by every clone of a `Client`).
-pub(crate) type Http = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type Http = HyperClient<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 /// The `User-Agent` this crate sends.
 const USER_AGENT_VALUE: &str = concat!("forgejo-runner-controller/", env!("CARGO_PKG_VERSION"));
@@ -29,10 +38,12 @@ const USER_AGENT_VALUE: &str = concat!("forgejo-runner-controller/", env!("CARGO
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Builds the pooled client: HTTP/1.1 and HTTP/2 (ALPN), webpki roots plus `extra_roots_pem`.
+/// Builds the pooled client: HTTP/1.1 and HTTP/2 (ALPN), webpki roots plus `extra_roots_pem`;
+/// it connects to link-local and metadata addresses only if `allow_link_local`.
 pub(crate) fn build_http(
     connect_timeout: Duration,
     extra_roots_pem: Option<&[u8]>,
+    allow_link_local: bool,
 ) -> Result<Http, Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -46,7 +57,10 @@ pub(crate) fn build_http(
         .with_root_certificates(roots)
         .with_no_client_auth();
 
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+        inner: GaiResolver::new(),
+        allow_link_local,
+    });
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
@@ -61,6 +75,100 @@ pub(crate) fn build_http(
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build(https))
+}
+
+/// Whether `ip` is link-local (169.254.0.0/16, fe80::/10) or a cloud metadata service
+/// (AWS's fd00:ec2::254, Alibaba's 100.100.100.200), also as an IPv4-mapped or NAT64 address.
+pub(crate) fn is_link_local_or_metadata(ip: IpAddr) -> bool {
+    let v4 = |v4: Ipv4Addr| v4.is_link_local() || v4 == Ipv4Addr::new(100, 100, 100, 200);
+    match ip {
+        IpAddr::V4(ip) => v4(ip),
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            let embedded = if nat64 {
+                let [.., a, b, c, d] = ip.octets();
+                Some(Ipv4Addr::new(a, b, c, d))
+            } else {
+                ip.to_ipv4_mapped()
+            };
+            embedded.is_some_and(v4)
+                || (s[0] & 0xffc0) == 0xfe80
+                || ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
+}
+
+/// A resolver that drops link-local and metadata addresses (unless allowed), and fails
+/// with [`ForbiddenAddress`] when nothing else is left.
+#[derive(Clone)]
+pub(crate) struct GuardedResolver<R = GaiResolver> {
+    inner: R,
+    allow_link_local: bool,
+}
+
+/// The resolver's refusal, found again in the connect error's chain by [`send_failure`].
+#[derive(Debug)]
+struct ForbiddenAddress {
+    host: String,
+    address: IpAddr,
+}
+
+impl fmt::Display for ForbiddenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} resolves only to link-local/metadata addresses such as {}",
+            self.host, self.address
+        )
+    }
+}
+
+impl std::error::Error for ForbiddenAddress {}
+
+impl<R> tower_service::Service<Name> for GuardedResolver<R>
+where
+    R: tower_service::Service<Name> + Send,
+    R::Response: Iterator<Item = SocketAddr>,
+    R::Error: Into<BoxError>,
+    R::Future: Send + 'static,
+{
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let host = name.as_str().to_owned();
+        let allow_link_local = self.allow_link_local;
+        let resolving = self.inner.call(name);
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = resolving.await.map_err(Into::into)?.collect();
+            if allow_link_local {
+                return Ok(addrs.into_iter());
+            }
+            let (refused, allowed): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs
+                .into_iter()
+                .partition(|addr| is_link_local_or_metadata(addr.ip()));
+            if let Some(first) = refused.first() {
+                if allowed.is_empty() {
+                    return Err(Box::new(ForbiddenAddress {
+                        host,
+                        address: first.ip(),
+                    }) as BoxError);
+                }
+                tracing::warn!(
+                    host = %host,
+                    address = %first.ip(),
+                    "the Forgejo server's name also resolves to a link-local/metadata address; not connecting to it"
+                );
+            }
+            Ok(allowed.into_iter())
+        })
+    }
 }
 
 /// Adds every certificate of a PEM bundle; an empty or unreadable bundle is an error.
@@ -311,7 +419,12 @@ fn send_failure(endpoint: &Endpoint, error: hyper_util::client::legacy::Error) -
     let endpoint = endpoint.clone();
     let may_have_arrived = !error.is_connect();
     let text = chain(&error);
-    let error = if is_tls(&error) {
+    let error = if let Some(refused) = find::<ForbiddenAddress>(&error) {
+        Error::ForbiddenAddress {
+            host: refused.host.clone(),
+            address: refused.address,
+        }
+    } else if is_tls(&error) {
         Error::Tls {
             endpoint,
             source: text.into(),
@@ -329,22 +442,29 @@ fn send_failure(endpoint: &Endpoint, error: hyper_util::client::legacy::Error) -
     })
 }
 
-/// Whether a rustls error is anywhere in the chain (io::Error hides its inner error from `source`).
+/// Whether a rustls error is anywhere in the chain.
 fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    find::<rustls::Error>(error).is_some()
+}
+
+/// The first `E` in the chain (io::Error hides its inner error from `source`).
+fn find<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
     let mut current = Some(error);
     while let Some(e) = current {
-        if e.downcast_ref::<rustls::Error>().is_some() {
-            return true;
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && let Some(inner) = io.get_ref()
-            && is_tls(inner)
+            && let Some(found) = find::<E>(inner)
         {
-            return true;
+            return Some(found);
         }
         current = e.source();
     }
-    false
+    None
 }
 
 /// `outer: inner: innermost`, with io::Error's wrapped error included.
@@ -447,8 +567,118 @@ mod tests {
     }
 
     #[test]
+    fn link_local_and_metadata_addresses_are_recognized() {
+        for refused in [
+            "169.254.169.254",
+            "169.254.170.2",
+            "169.254.0.1",
+            "100.100.100.200",
+            "fe80::1",
+            "febf::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            let ip: IpAddr = refused.parse().unwrap();
+            assert!(is_link_local_or_metadata(ip), "{refused}");
+        }
+        for allowed in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.100.100.201",
+            "8.8.8.8",
+            "::1",
+            "fd00::1",
+            "fec0::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = allowed.parse().unwrap();
+            assert!(!is_link_local_or_metadata(ip), "{allowed}");
+        }
+    }
+
+    /// A resolver that answers every name with fixed addresses.
+    #[derive(Clone)]
+    struct Fixed(Vec<SocketAddr>);
+
+    impl tower_service::Service<Name> for Fixed {
+        type Response = std::vec::IntoIter<SocketAddr>;
+        type Error = std::io::Error;
+        type Future = std::future::Ready<Result<Self::Response, std::io::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Name) -> Self::Future {
+            std::future::ready(Ok(self.0.clone().into_iter()))
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_resolver_drops_metadata_addresses_unless_allowed() {
+        use tower_service::Service;
+        let name: Name = "forgejo.example".parse().unwrap();
+        let mixed = vec![addr("169.254.169.254:80"), addr("10.0.0.5:80")];
+
+        let mut guarded = GuardedResolver {
+            inner: Fixed(mixed.clone()),
+            allow_link_local: false,
+        };
+        let kept: Vec<SocketAddr> = guarded.call(name.clone()).await.unwrap().collect();
+        assert_eq!(kept, [addr("10.0.0.5:80")]);
+
+        let mut allowing = GuardedResolver {
+            inner: Fixed(mixed.clone()),
+            allow_link_local: true,
+        };
+        let kept: Vec<SocketAddr> = allowing.call(name.clone()).await.unwrap().collect();
+        assert_eq!(kept, mixed);
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_metadata_address_is_refused_before_connecting() {
+        let mut connector = HttpConnector::new_with_resolver(GuardedResolver {
+            inner: Fixed(vec![addr("169.254.169.254:80")]),
+            allow_link_local: false,
+        });
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        let http: HyperClient<_, Full<Bytes>> =
+            HyperClient::builder(TokioExecutor::new()).build(connector);
+        let request = Request::get("http://metadata.example/latest/meta-data/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let endpoint = Endpoint {
+            name: "version",
+            method: "GET",
+            path: "/api/v1/version".into(),
+        };
+
+        let failure = send_failure(&endpoint, http.request(request).await.unwrap_err());
+
+        assert!(!failure.may_have_arrived);
+        let e = failure.error;
+        assert!(
+            matches!(&e, Error::ForbiddenAddress { host, address }
+                if host == "metadata.example" && address.to_string() == "169.254.169.254"),
+            "{e:?}"
+        );
+        assert_eq!(e.reason(), "ForbiddenAddress");
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains("169.254.169.254"), "{text}");
+        assert!(text.contains("--allow-link-local-forgejo"), "{text}");
+    }
+
+    #[test]
     fn an_empty_ca_bundle_is_a_tls_setup_error() {
-        let e = build_http(Duration::from_secs(1), Some(b"not pem"))
+        let e = build_http(Duration::from_secs(1), Some(b"not pem"), false)
             .err()
             .unwrap();
         assert_eq!(e.reason(), "TlsFailed");

@@ -497,6 +497,61 @@ async fn bad_server_urls_and_tokens_are_refused_up_front() {
 }
 
 #[tokio::test]
+async fn link_local_and_metadata_server_addresses_are_refused_unless_allowed() {
+    for server in [
+        "http://169.254.169.254",
+        "http://169.254.169.254/latest/meta-data",
+        "https://[fe80::1]:3000",
+        "http://[fd00:ec2::254]",
+        "http://100.100.100.200",
+        "http://[::ffff:169.254.169.254]",
+        // WHATWG URL parsing reads this as 169.254.169.254.
+        "http://2852039166",
+    ] {
+        let err = Client::new(server, Token::new(TOKEN), options()).unwrap_err();
+        assert!(
+            matches!(err, Error::ForbiddenAddress { .. }),
+            "{server}: {err:?}"
+        );
+        assert_eq!(err.reason(), "ForbiddenAddress");
+        assert!(!err.is_retryable(), "{server}");
+        assert!(
+            err.to_string().contains("--allow-link-local-forgejo"),
+            "{err}"
+        );
+        let allowed = ClientOptions {
+            allow_link_local: true,
+            ..options()
+        };
+        assert!(
+            Client::new(server, Token::new(TOKEN), allowed).is_ok(),
+            "{server}"
+        );
+    }
+    for server in [
+        "http://127.0.0.1:3000",
+        "http://10.0.0.1",
+        "http://192.168.1.10",
+        "http://[::1]:3000",
+        "https://code.example.com",
+    ] {
+        assert!(
+            Client::new(server, Token::new(TOKEN), options()).is_ok(),
+            "{server}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_loopback_name_still_resolves_and_connects() {
+    let forgejo = forgejo::stand_in::StandIn::start(StandInConfig::with_token(V15, TOKEN));
+    let url = format!("http://localhost:{}", forgejo.addr().port());
+    let client = Client::new(&url, Token::new(TOKEN), options()).unwrap();
+
+    client.version().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_redirect_is_an_unexpected_status_naming_the_target() {
     let (forgejo, client) = start(V15);
     forgejo.inject_fault(JOBS, Fault::Status(301), Times::Once);
