@@ -24,7 +24,7 @@ use rand::Rng;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::error::{Endpoint, Error, Result, sanitize};
+use crate::error::{Endpoint, Error, Result};
 use crate::transport::{self, Answer, Attempt, Call, Failure, Http};
 use crate::types::{RegisteredRunnerWire, TokenWire, VersionWire};
 use crate::{ActionRunJob, RegisterRunner, RegisteredRunner, Runner, Scope, ServerVersion, Token};
@@ -232,16 +232,16 @@ impl Client {
         )?;
         let answer = self.send(&call).await?;
         let wire: VersionWire = self.decode(&call, &answer)?;
-        let version =
-            ServerVersion::parse(&wire.version).ok_or_else(|| Error::InvalidResponse {
-                endpoint: call.endpoint.clone(),
-                status: answer.status.as_u16(),
-                detail: format!(
-                    "the version {:?} is not MAJOR.MINOR.PATCH",
-                    sanitize(&wire.version, self.inner.token.expose())
+        let version = ServerVersion::parse(&wire.version).ok_or_else(|| {
+            self.invalid(
+                &call,
+                &answer,
+                format!(
+                    "the version ({} characters) is not MAJOR.MINOR.PATCH",
+                    wire.version.chars().count()
                 ),
-                body_prefix: transport::body_prefix(&answer.body, self.inner.token.expose()),
-            })?;
+            )
+        })?;
         if let Ok(mut known) = self.inner.known_version.write() {
             *known = Some(version.clone());
         }
@@ -390,7 +390,7 @@ impl Client {
             endpoint: call.endpoint,
             status: 200,
             detail: format!("the runner list did not end after {MAX_RUNNER_PAGES} pages"),
-            body_prefix: String::new(),
+            answer: format!("{MAX_RUNNER_PAGES} pages of runners"),
         })
     }
 
@@ -574,13 +574,8 @@ impl Client {
     }
 
     fn decode<T: DeserializeOwned>(&self, call: &Call, answer: &Answer) -> Result<T> {
-        serde_json::from_slice(&answer.body).map_err(|e| {
-            let detail = sanitize(
-                &format!("not the expected JSON: {e}"),
-                self.inner.token.expose(),
-            );
-            self.invalid(call, answer, detail)
-        })
+        serde_json::from_slice(&answer.body)
+            .map_err(|e| self.invalid(call, answer, transport::describe_json_error(&e)))
     }
 
     fn invalid(&self, call: &Call, answer: &Answer, detail: String) -> Error {
@@ -588,7 +583,7 @@ impl Client {
             endpoint: call.endpoint.clone(),
             status: answer.status.as_u16(),
             detail,
-            body_prefix: transport::body_prefix(&answer.body, self.inner.token.expose()),
+            answer: transport::describe_body(&answer.headers, &answer.body),
         }
     }
 }

@@ -1,8 +1,12 @@
 //! The client's errors: one variant per thing a caller can act on, with messages that say
 //! what failed and what to do, and that never contain the token.
 //!
-//! Server-provided text (Forgejo's `message`, the first bytes of a bad body) is cut short,
-//! stripped of control characters and scrubbed of the token before it is stored here.
+//! No error holds a byte of an answer's body (Forgejo's `message`, a proxy's page): callers
+//! put errors into status conditions and events, where server text does not belong. Errors
+//! describe the answer instead (status, kind, size: "an HTML page of 5123 bytes"), and a
+//! JSON error keeps only its position. The one server-provided text kept is a redirect's
+//! target (scheme, host and path), cut short, stripped of control characters and scrubbed of
+//! the token.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -36,37 +40,35 @@ impl fmt::Display for Endpoint {
 pub enum Error {
     /// 401: the token is missing, wrong, expired or revoked.
     #[error(
-        "Forgejo rejected the token for {endpoint} (401 Unauthorized){}: the token is wrong, expired or revoked; create a new access token and update the Secret",
-        note(.message)
+        "Forgejo rejected the token for {endpoint} (401 Unauthorized, {answer}): the token is wrong, expired or revoked; create a new access token and update the Secret"
     )]
     Unauthorized {
         /// The failed call.
         endpoint: Endpoint,
-        /// Forgejo's message, if any.
-        message: Option<String>,
+        /// What the answer's body was (kind and size, never its text).
+        answer: String,
     },
 
     /// 403: the token lacks the scope, or its user the rights, this call needs.
-    #[error("Forgejo denied {endpoint} (403 Forbidden){}: {hint}", note(.message))]
+    #[error("Forgejo denied {endpoint} (403 Forbidden, {answer}): {hint}")]
     Forbidden {
         /// The failed call.
         endpoint: Endpoint,
         /// Which scope and rights the call needs.
         hint: &'static str,
-        /// Forgejo's message, if any.
-        message: Option<String>,
+        /// What the answer's body was (kind and size, never its text).
+        answer: String,
     },
 
     /// 404: the owner, repository or runner does not exist, or Forgejo is too old for the endpoint.
     #[error(
-        "Forgejo has no {endpoint} (404 Not Found){}: check the owner/organization/repository name and that the token's user can see it, and that the server is new enough (job listing needs Forgejo 11+, runner registration, listing and deletion need 15+)",
-        note(.message)
+        "Forgejo has no {endpoint} (404 Not Found, {answer}): check the owner/organization/repository name and that the token's user can see it, and that the server is new enough (job listing needs Forgejo 11+, runner registration, listing and deletion need 15+)"
     )]
     NotFound {
         /// The failed call.
         endpoint: Endpoint,
-        /// Forgejo's message, if any.
-        message: Option<String>,
+        /// What the answer's body was (kind and size, never its text).
+        answer: String,
     },
 
     /// 429: too many requests; `retry_after` is the server's `Retry-After`, if it sent one.
@@ -95,16 +97,15 @@ pub enum Error {
 
     /// 5xx: Forgejo (or a proxy in front of it) failed.
     #[error(
-        "Forgejo failed {endpoint} with status {status}{}: a server-side problem that was retried; if it persists, check Forgejo's logs and any proxy in front of it",
-        note(.message)
+        "Forgejo failed {endpoint} with status {status} ({answer}): a server-side problem that was retried; if it persists, check Forgejo's logs and any proxy in front of it"
     )]
     Server {
         /// The failed call.
         endpoint: Endpoint,
         /// The HTTP status (500–599).
         status: u16,
-        /// Forgejo's message, if any.
-        message: Option<String>,
+        /// What the answer's body was (kind and size, never its text).
+        answer: String,
     },
 
     /// No complete answer within the per-request timeout.
@@ -144,17 +145,17 @@ pub enum Error {
 
     /// The answer was not what this endpoint returns (not JSON, wrong shape).
     #[error(
-        "Forgejo's answer to {endpoint} (status {status}) is unusable: {detail}; first bytes: {body_prefix:?}; check that the URL points at Forgejo itself (not a proxy or login page) and that its version is supported"
+        "Forgejo's answer to {endpoint} (status {status}, {answer}) is unusable: {detail}; check that the URL points at Forgejo itself (not a proxy or login page) and that its version is supported"
     )]
     InvalidResponse {
         /// The failed call.
         endpoint: Endpoint,
         /// The HTTP status of the answer.
         status: u16,
-        /// What was wrong with it.
+        /// What was wrong with it (never quoting the body; a JSON error's position).
         detail: String,
-        /// The start of the body (scrubbed, at most a few hundred characters).
-        body_prefix: String,
+        /// What the answer's body was (kind and size, never its text).
+        answer: String,
     },
 
     /// The answer exceeded the body-size cap.
@@ -199,16 +200,18 @@ pub enum Error {
 
     /// Any other status (e.g. 400, 405, 422, or a redirect): the request itself was refused.
     #[error(
-        "Forgejo answered {endpoint} with unexpected status {status}{}: check the server URL (redirects are not followed) and the request",
-        note(.message)
+        "Forgejo answered {endpoint} with unexpected status {status} ({answer}){}: check the server URL (redirects are not followed) and the request",
+        redirect_note(.location)
     )]
     UnexpectedStatus {
         /// The failed call.
         endpoint: Endpoint,
         /// The HTTP status.
         status: u16,
-        /// Forgejo's message (or a redirect's `Location`), if any.
-        message: Option<String>,
+        /// What the answer's body was (kind and size, never its text).
+        answer: String,
+        /// A redirect's target (scheme, host and path only; scrubbed), if it sent one.
+        location: Option<String>,
     },
 }
 
@@ -289,10 +292,10 @@ impl Error {
     }
 }
 
-/// `: "server text"` or nothing.
-fn note(message: &Option<String>) -> String {
-    match message {
-        Some(m) if !m.is_empty() => format!(": Forgejo says {m:?}"),
+/// `; it redirects to "…"` or nothing.
+fn redirect_note(location: &Option<String>) -> String {
+    match location {
+        Some(l) if !l.is_empty() => format!("; it redirects to {l:?}"),
         _ => String::new(),
     }
 }
@@ -373,12 +376,12 @@ mod tests {
         let errors = [
             Error::Unauthorized {
                 endpoint: ep(),
-                message: None,
+                answer: "an empty body".into(),
             },
             Error::Server {
                 endpoint: ep(),
                 status: 503,
-                message: Some("down".into()),
+                answer: "an HTML page of 120 bytes".into(),
             },
             Error::InvalidToken,
         ];
@@ -390,7 +393,11 @@ mod tests {
         assert!(!errors[0].is_retryable());
         assert!(errors[1].is_retryable());
         assert_eq!(errors[1].status(), Some(503));
-        assert!(errors[1].to_string().contains("Forgejo says \"down\""));
+        assert!(
+            errors[1]
+                .to_string()
+                .contains("status 503 (an HTML page of 120 bytes)")
+        );
         assert!(errors[0].to_string().contains("GET /api/v1/orgs/acme"));
     }
 }

@@ -339,16 +339,16 @@ impl Attempt<'_> {
             });
         }
         let endpoint = call.endpoint.clone();
-        let message = server_message(&headers, &body, self.secret);
+        let answer = describe_body(&headers, &body);
         let retry_after = parse_retry_after(&headers, SystemTime::now());
         let error = match status.as_u16() {
-            401 => Error::Unauthorized { endpoint, message },
+            401 => Error::Unauthorized { endpoint, answer },
             403 => Error::Forbidden {
                 endpoint,
                 hint: call.forbidden_hint,
-                message,
+                answer,
             },
-            404 => Error::NotFound { endpoint, message },
+            404 => Error::NotFound { endpoint, answer },
             429 => Error::RateLimited {
                 endpoint,
                 retry_after,
@@ -356,12 +356,13 @@ impl Attempt<'_> {
             code @ 500..=599 => Error::Server {
                 endpoint,
                 status: code,
-                message,
+                answer,
             },
             code => Error::UnexpectedStatus {
                 endpoint,
                 status: code,
-                message,
+                answer,
+                location: redirect_location(&headers, self.secret),
             },
         };
         let retry_after = match status.as_u16() {
@@ -481,25 +482,106 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Forgejo's `{"message": …}`, a redirect's target, or the start of a text body.
-fn server_message(headers: &HeaderMap, body: &[u8], secret: &str) -> Option<String> {
-    if let Some(location) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
-        return Some(sanitize(&format!("redirected to {location}"), secret));
-    }
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
-        && let Some(serde_json::Value::String(m)) = map.get("message")
-    {
-        return Some(sanitize(m, secret)).filter(|m| !m.is_empty());
-    }
-    let text = String::from_utf8_lossy(body);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    Some(sanitize(&collapsed, secret)).filter(|m| !m.is_empty())
+/// A redirect's target without its query or fragment, scrubbed and cut short.
+fn redirect_location(headers: &HeaderMap, secret: &str) -> Option<String> {
+    let location = headers.get(LOCATION)?.to_str().ok()?;
+    let shown = match url::Url::parse(location) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        // A relative target: its path only.
+        Err(_) => location
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    Some(sanitize(&shown, secret)).filter(|l| !l.is_empty())
 }
 
-/// The start of a body for an `InvalidResponse` error.
-pub(crate) fn body_prefix(body: &[u8], secret: &str) -> String {
-    let head = &body[..body.len().min(crate::error::SERVER_TEXT_LIMIT * 2)];
-    sanitize(&String::from_utf8_lossy(head), secret)
+/// What an answer's body is, without quoting a byte of it: its kind (from its content and
+/// `Content-Type`) and size, e.g. "an HTML page of 5123 bytes".
+pub(crate) fn describe_body(headers: &HeaderMap, body: &[u8]) -> String {
+    if body.is_empty() {
+        return "an empty body".into();
+    }
+    let media = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let start = body.trim_ascii_start();
+    let start = &start[..start.len().min(16)];
+    let looks_html = start.to_ascii_lowercase().starts_with(b"<!doctype html")
+        || start.to_ascii_lowercase().starts_with(b"<html");
+    let kind = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) if map.contains_key("message") => {
+            "a JSON error message (not shown)".to_owned()
+        }
+        Ok(serde_json::Value::Object(_)) => "a JSON object".to_owned(),
+        Ok(serde_json::Value::Array(_)) => "a JSON array".to_owned(),
+        Ok(_) => "a JSON value".to_owned(),
+        Err(_) if looks_html || media.contains("html") => "an HTML page".to_owned(),
+        Err(_) if media.contains("json") => "a body labelled JSON that does not parse".to_owned(),
+        Err(_) if media.contains("xml") => "an XML document".to_owned(),
+        Err(_) if media.starts_with("text/") => "text".to_owned(),
+        Err(_) if is_media_type(&media) => format!("a body of type {media}"),
+        Err(_) => "a body of unknown type".to_owned(),
+    };
+    format!("{kind} of {} bytes", body.len())
+}
+
+/// Whether `media` is a plain `type/subtype` (so it can be shown without carrying server text).
+fn is_media_type(media: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 40
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    media
+        .split_once('/')
+        .is_some_and(|(kind, sub)| token(kind) && token(sub))
+}
+
+/// Why a body is not the JSON expected, with the position but without the body's values
+/// (serde's own text quotes them, e.g. ``invalid type: string "…"``).
+pub(crate) fn describe_json_error(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("at line {} column {}", error.line(), error.column());
+    match error.classify() {
+        Category::Syntax => format!("not valid JSON (syntax error {at})"),
+        Category::Eof => format!("JSON that ends early ({at})"),
+        Category::Io => "JSON that could not be read".to_owned(),
+        Category::Data => {
+            let text = error.to_string();
+            let text = text.split(" at line ").next().unwrap_or_default();
+            // Field names and expectations come from this crate's types, values from the body.
+            let hint = if let Some(field) = text.strip_prefix("missing field ") {
+                format!(" (missing field {field})")
+            } else if let Some(rest) = text
+                .strip_prefix("invalid type: ")
+                .or_else(|| text.strip_prefix("invalid value: "))
+            {
+                let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+                let found = found.split(['"', '`']).next().unwrap_or_default().trim();
+                let expected = expected.split(['"', '`']).next().unwrap_or_default().trim();
+                if expected.is_empty() {
+                    format!(" (found {found})")
+                } else {
+                    format!(" (found {found}, expected {expected})")
+                }
+            } else {
+                String::new()
+            };
+            format!("JSON that does not match the expected shape{hint} {at}")
+        }
+    }
 }
 
 /// The longest `Retry-After` honoured; a longer one is read as this.
@@ -540,21 +622,84 @@ mod tests {
     }
 
     #[test]
-    fn server_message_prefers_forgejo_json() {
-        let h = HeaderMap::new();
-        let m = server_message(
-            &h,
-            br#"{"message":"token is required","url":"x"}"#,
-            "s3cr3t-value",
+    fn bodies_are_described_never_quoted() {
+        let mut h = HeaderMap::new();
+        let forgejo = br#"{"message":"token is required","url":"x"}"#;
+        let d = describe_body(&h, forgejo);
+        assert_eq!(d, "a JSON error message (not shown) of 41 bytes");
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        assert_eq!(m.as_deref(), Some("token is required"));
-        let m = server_message(
-            &h,
-            b"<html>\n<b>502 Bad   Gateway</b></html>",
-            "s3cr3t-value",
+        let d = describe_body(&h, b"<b>502 Bad   Gateway</b>");
+        assert_eq!(d, "an HTML page of 24 bytes");
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let d = describe_body(&h, b"\n <!DOCTYPE html><p>secret-ish</p>");
+        assert_eq!(d, "an HTML page of 34 bytes");
+        let d = describe_body(&h, b"secret-ish");
+        assert_eq!(d, "a body labelled JSON that does not parse of 10 bytes");
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-secret-ish"),
         );
-        assert_eq!(m.as_deref(), Some("<html> <b>502 Bad Gateway</b></html>"));
-        assert_eq!(server_message(&h, b"", "tok"), None);
+        assert_eq!(
+            describe_body(&h, b"x"),
+            "a body of type application/x-secret-ish of 1 bytes"
+        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("secret ish stuff"));
+        assert_eq!(describe_body(&h, b"x"), "a body of unknown type of 1 bytes");
+        assert_eq!(describe_body(&h, b""), "an empty body");
+        assert_eq!(describe_body(&h, b"[1]"), "a JSON array of 3 bytes");
+    }
+
+    #[test]
+    fn json_errors_keep_their_position_but_not_the_bodys_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Wire {
+            id: i64,
+            uuid: String,
+        }
+        let cases: [(&str, &str); 4] = [
+            (
+                r#"{"id": "secret-ish", "uuid": "u"}"#,
+                "JSON that does not match the expected shape (found string, expected i64) at line 1 column 19",
+            ),
+            (
+                r#"{"id": 1}"#,
+                "JSON that does not match the expected shape (missing field `uuid`) at line 1 column 9",
+            ),
+            (
+                r#"{"id": secret-ish}"#,
+                "not valid JSON (syntax error at line 1 column 8)",
+            ),
+            (
+                r#"{"id": 1, "uuid": "secr"#,
+                "JSON that ends early (at line 1 column 23)",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = serde_json::from_str::<Wire>(body).unwrap_err();
+            assert_eq!(describe_json_error(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_target_loses_its_query_and_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            LOCATION,
+            HeaderValue::from_static("https://me:pw@sso.example.com/login?session=secret-ish#x"),
+        );
+        assert_eq!(
+            redirect_location(&h, "tok").as_deref(),
+            Some("https://sso.example.com/login")
+        );
+        h.insert(
+            LOCATION,
+            HeaderValue::from_static("/user/login?redirect_to=secret-ish"),
+        );
+        assert_eq!(redirect_location(&h, "tok").as_deref(), Some("/user/login"));
     }
 
     #[test]

@@ -116,9 +116,11 @@ async fn persistent_server_errors_give_up_after_max_attempts() {
     assert_eq!(err.reason(), "ServerError");
     assert!(err.is_retryable());
     assert!(
-        err.to_string().contains("injected fault: status 503"),
+        err.to_string()
+            .contains("status 503 (a JSON error message (not shown) of"),
         "{err}"
     );
+    assert!(!err.to_string().contains("injected fault"), "{err}");
     assert_eq!(forgejo.requests().len(), 3);
 }
 
@@ -391,7 +393,7 @@ async fn a_truncated_body_is_a_connection_error_and_retried() {
 }
 
 #[tokio::test]
-async fn a_malformed_body_is_an_invalid_response_with_its_first_bytes() {
+async fn a_malformed_body_is_an_invalid_response_described_by_position() {
     let (forgejo, client) = start(V15);
     forgejo.inject_fault(JOBS, Fault::Malformed, Times::Always);
 
@@ -399,17 +401,20 @@ async fn a_malformed_body_is_an_invalid_response_with_its_first_bytes() {
 
     let Error::InvalidResponse {
         status,
-        body_prefix,
+        detail,
+        answer,
         ..
     } = &err
     else {
         panic!("{err:?}");
     };
     assert_eq!(*status, 200);
-    assert!(
-        body_prefix.starts_with(r#"[{"id": 1, "status": "wait"#),
-        "{body_prefix}"
+    assert_eq!(detail, "JSON that ends early (at line 1 column 26)");
+    assert_eq!(
+        answer,
+        "a body labelled JSON that does not parse of 26 bytes"
     );
+    assert!(!all_text(&err).contains("wait"), "{err:?}");
     assert_eq!(err.reason(), "InvalidResponse");
     assert!(!err.is_retryable());
     assert_eq!(forgejo.requests().len(), 1);
@@ -563,6 +568,62 @@ async fn a_redirect_is_an_unexpected_status_naming_the_target() {
         "{err:?}"
     );
     assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn no_byte_of_an_answer_body_reaches_an_error() {
+    let cases = [
+        (
+            JOBS,
+            Fault::Body(500, "<html>secret-ish page text</html>".into()),
+            "an HTML page of 33 bytes",
+        ),
+        (
+            JOBS,
+            Fault::Body(
+                403,
+                r#"{"message":"secret-ish message text","url":"http://x/secret-ish"}"#.into(),
+            ),
+            "a JSON error message (not shown) of 65 bytes",
+        ),
+        (
+            JOBS,
+            Fault::Body(422, r#"{"message":"secret-ish message text"}"#.into()),
+            "a JSON error message (not shown) of 37 bytes",
+        ),
+        (
+            JOBS,
+            Fault::Body(401, "secret-ish plain text".into()),
+            "a body labelled JSON that does not parse of 21 bytes",
+        ),
+        (
+            JOBS,
+            Fault::Body(200, r#"[{"id": "secret-ish"}]"#.into()),
+            "a JSON array of 22 bytes",
+        ),
+        (
+            "/api/v1/version",
+            Fault::Body(200, r#"{"version": "secret-ish"}"#.into()),
+            "a JSON object of 25 bytes",
+        ),
+    ];
+    for (path, fault, described) in cases {
+        let (forgejo, client) = start(V15);
+        forgejo.inject_fault(path, fault.clone(), Times::Always);
+        let err = if path == JOBS {
+            list(&client).await.unwrap_err()
+        } else {
+            client.version().await.unwrap_err()
+        };
+        let text = all_text(&err);
+        for secret in ["secret-ish", "page text", "message text", "<html>"] {
+            assert!(
+                !text.contains(secret),
+                "{fault:?} leaked {secret:?}: {text}"
+            );
+        }
+        assert!(err.to_string().contains(described), "{fault:?}: {err}");
+    }
 }
 
 #[tokio::test]
