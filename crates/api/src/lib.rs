@@ -7,6 +7,7 @@
 
 mod duration;
 mod labels;
+pub mod names;
 mod resource;
 
 pub use duration::{DurationError, parse_duration};

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::{DurationError, parse_duration};
 use crate::labels::{LABELS_PATTERN, LabelError, RunnerLabel, parse_labels};
+use crate::names::{
+    OWNER_NAME_PATTERN, OWNER_NAME_RULE, REPOSITORY_PATTERN, REPOSITORY_RULE,
+    RESERVED_REPO_SUFFIX_PATTERN, SECRET_KEY_PATTERN, SECRET_KEY_RULE, SECRET_NAME_PATTERN,
+    SECRET_NAME_RULE, is_owner_name, is_secret_key, is_secret_name, split_repository,
+};
 
 /// The API group of our resources.
 pub const GROUP: &str = "forgejo.runners.dev";
@@ -59,17 +64,20 @@ pub struct RunnerDeploymentSpec {
 
     /// Scope: serve the jobs of this organization (the token's user must own it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(matches_rule(OWNER_NAME_PATTERN)).message(owner_message().as_str()))]
     #[schemars(length(min = 1, max = 256))]
     pub organization: Option<String>,
 
-    /// Scope: serve the jobs of this repository, written `owner/repo`.
+    /// Scope: serve the jobs of this repository, written `owner/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(REPOSITORY_RULE).message("must be owner/repo"))]
+    #[x_kube(validation = Rule::new(matches_rule(REPOSITORY_PATTERN)).message(REPOSITORY_MESSAGE))]
+    #[x_kube(validation = Rule::new(format!("!{}", matches_rule(RESERVED_REPO_SUFFIX_PATTERN))).message(RESERVED_REPO_MESSAGE))]
     #[schemars(length(min = 3, max = 512))]
     pub repository: Option<String>,
 
     /// Scope: serve the jobs of this user's repositories (the token's own user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(matches_rule(OWNER_NAME_PATTERN)).message(owner_message().as_str()))]
     #[schemars(length(min = 1, max = 256))]
     pub user: Option<String>,
 
@@ -123,13 +131,27 @@ const SCOPE_RULE: &str = "[has(self.organization), has(self.repository), has(sel
 const SCOPE_MESSAGE: &str =
     "set exactly one scope: organization, repository, user or instance: true";
 const URL_RULE: &str = r"self.matches('^https?://[^/?#\\s]+([/?#][^\\s]*)?$')";
-const REPOSITORY_RULE: &str = r"self.matches('^[^/\\s]+/[^/\\s]+$')";
+const REPOSITORY_MESSAGE: &str = "must be owner/name: the owner a Forgejo user or \
+     organization name (ASCII letters, digits, '-', '_' and '.', starting and ending with a \
+     letter or digit, without two of '-_.' in a row), the name ASCII letters, digits, '-', \
+     '_', '.' and '+', not '.', '..' or '-'";
+const RESERVED_REPO_MESSAGE: &str =
+    "the repository name must not end in .git, .wiki, .rss or .atom (Forgejo reserves them)";
 const POLL_INTERVAL_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('1h')";
 const LABELS_MESSAGE: &str = "must be comma-separated runner labels name[:scheme[:arg]] \
      with scheme docker, host or kubernetes, e.g. docker or ubuntu-22.04:docker://node:20-bullseye";
 
 fn labels_rule() -> String {
-    format!("self.matches('{}')", LABELS_PATTERN.replace('\\', "\\\\"))
+    matches_rule(LABELS_PATTERN)
+}
+
+fn owner_message() -> String {
+    format!("must be a Forgejo user or organization name: {OWNER_NAME_RULE}")
+}
+
+/// A CEL rule matching `self` against an RE2 pattern (which must hold no `'`).
+fn matches_rule(pattern: &str) -> String {
+    format!("self.matches('{}')", pattern.replace('\\', "\\\\"))
 }
 
 fn default_poll_interval() -> String {
@@ -152,14 +174,16 @@ fn default_token_key() -> String {
 }
 
 /// Where the Forgejo API token is: a key of a Secret in the RunnerDeployment's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenSecretRef {
     /// Name of the Secret.
+    #[x_kube(validation = Rule::new(matches_rule(SECRET_NAME_PATTERN)).message(format!("must be a Secret name, {SECRET_NAME_RULE}").as_str()))]
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key in the Secret whose value is the token.
     #[serde(default = "default_token_key")]
+    #[x_kube(validation = Rule::new(matches_rule(SECRET_KEY_PATTERN)).message(format!("must be a Secret key: {SECRET_KEY_RULE}").as_str()))]
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
@@ -278,9 +302,21 @@ pub enum SpecError {
     /// Zero or several scopes are set.
     #[error("{SCOPE_MESSAGE}")]
     Scope,
-    /// `spec.repository` is not `owner/repo`.
-    #[error("spec.repository {0:?} must be owner/repo")]
+    /// `spec.organization` is not a Forgejo organization name.
+    #[error("spec.organization: {0:?} is not a Forgejo organization name: {OWNER_NAME_RULE}")]
+    Organization(String),
+    /// `spec.user` is not a Forgejo user name.
+    #[error("spec.user: {0:?} is not a Forgejo user name: {OWNER_NAME_RULE}")]
+    User(String),
+    /// `spec.repository` is not `owner/name` of two Forgejo names.
+    #[error("spec.repository: {0:?} is not owner/name: {REPOSITORY_RULE}")]
     Repository(String),
+    /// `spec.tokenSecretRef.name` is not a Secret name.
+    #[error("spec.tokenSecretRef.name: {0:?} is not a Secret name: {SECRET_NAME_RULE}")]
+    TokenSecretName(String),
+    /// `spec.tokenSecretRef.key` is not a Secret key.
+    #[error("spec.tokenSecretRef.key: {0:?} is not a Secret key: {SECRET_KEY_RULE}")]
+    TokenSecretKey(String),
     /// `spec.forgejoServer` is not an http(s) URL.
     #[error("spec.forgejoServer {0:?} must be an http:// or https:// URL")]
     Server(String),
@@ -303,7 +339,8 @@ pub const POLL_INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(3600));
 
 impl RunnerDeploymentSpec {
-    /// The one scope this pool serves.
+    /// The one scope this pool serves; its names follow Forgejo's rules (see
+    /// [`crate::names`]), so they are safe in a request path.
     pub fn scope(&self) -> Result<Scope, SpecError> {
         let instance = self.instance == Some(true);
         let set = [
@@ -316,22 +353,24 @@ impl RunnerDeploymentSpec {
             return Err(SpecError::Scope);
         }
         if let Some(org) = &self.organization {
+            if !is_owner_name(org) {
+                return Err(SpecError::Organization(org.clone()));
+            }
             return Ok(Scope::Organization(org.clone()));
         }
         if let Some(full) = &self.repository {
-            return match full.split_once('/') {
-                Some((owner, repo))
-                    if !owner.is_empty() && !repo.is_empty() && !repo.contains('/') =>
-                {
-                    Ok(Scope::Repository {
-                        owner: owner.to_owned(),
-                        repo: repo.to_owned(),
-                    })
-                }
-                _ => Err(SpecError::Repository(full.clone())),
+            return match split_repository(full) {
+                Some((owner, repo)) => Ok(Scope::Repository {
+                    owner: owner.to_owned(),
+                    repo: repo.to_owned(),
+                }),
+                None => Err(SpecError::Repository(full.clone())),
             };
         }
         if let Some(user) = &self.user {
+            if !is_owner_name(user) {
+                return Err(SpecError::User(user.clone()));
+            }
             return Ok(Scope::User(user.clone()));
         }
         Ok(Scope::Instance)
@@ -368,6 +407,13 @@ impl RunnerDeploymentSpec {
             return Err(SpecError::Server(server.to_owned()));
         }
         self.scope()?;
+        let secret = &self.token_secret_ref;
+        if !is_secret_name(&secret.name) {
+            return Err(SpecError::TokenSecretName(secret.name.clone()));
+        }
+        if !is_secret_key(&secret.key) {
+            return Err(SpecError::TokenSecretKey(secret.key.clone()));
+        }
         self.runner_labels()?;
         self.poll_interval()?;
         if self.max_runners < 1 {

@@ -122,7 +122,7 @@ async fn apiserver_refuses_each_bad_field_and_names_it() {
         &kube::api::ApiResource::erase::<RunnerDeployment>(&()),
     );
     type Change = fn(&mut Value);
-    let cases: [(&str, Change, &[&str]); 10] = [
+    let cases: [(&str, Change, &[&str]); 15] = [
         (
             "bad-url",
             |v| v["spec"]["forgejoServer"] = "ftp://code.example.com".into(),
@@ -176,7 +176,38 @@ async fn apiserver_refuses_each_bad_field_and_names_it() {
                 v["spec"].as_object_mut().unwrap().remove("organization");
                 v["spec"]["repository"] = "faro".into();
             },
-            &["spec.repository", "owner/repo"],
+            &["spec.repository", "owner/name"],
+        ),
+        (
+            "traversal-repo",
+            |v| {
+                v["spec"].as_object_mut().unwrap().remove("organization");
+                v["spec"]["repository"] = "../admin".into();
+            },
+            &["spec.repository", "owner/name"],
+        ),
+        (
+            "reserved-repo",
+            |v| {
+                v["spec"].as_object_mut().unwrap().remove("organization");
+                v["spec"]["repository"] = "faro/app.git".into();
+            },
+            &["spec.repository", ".git"],
+        ),
+        (
+            "traversal-org",
+            |v| v["spec"]["organization"] = "../admin".into(),
+            &["spec.organization", "Forgejo user or organization name"],
+        ),
+        (
+            "bad-secret-name",
+            |v| v["spec"]["tokenSecretRef"]["name"] = "../token".into(),
+            &["spec.tokenSecretRef.name", "Secret name"],
+        ),
+        (
+            "bad-secret-key",
+            |v| v["spec"]["tokenSecretRef"]["key"] = "../token".into(),
+            &["spec.tokenSecretRef.key", "Secret key"],
         ),
     ];
     for (name, change, expected) in cases {

@@ -114,6 +114,93 @@ fn validate_refuses_what_the_schema_refuses() {
     );
 }
 
+/// A spec serving `scope` (a one-entry object such as `{"repository": "faro/app"}`).
+fn spec_with_scope(scope: Value) -> Result<(), api::SpecError> {
+    spec_with(|v| {
+        v.as_object_mut().unwrap().remove("organization");
+        v.as_object_mut()
+            .unwrap()
+            .extend(scope.as_object().unwrap().clone());
+    })
+}
+
+#[test]
+fn validate_refuses_names_that_would_change_the_request_path() {
+    use api::SpecError;
+    use serde_json::json;
+    let error = spec_with_scope(json!({"repository": "../admin"})).unwrap_err();
+    assert_eq!(error, SpecError::Repository("../admin".into()));
+    assert!(
+        error
+            .to_string()
+            .starts_with(r#"spec.repository: "../admin" is not owner/name: "#),
+        "{error}"
+    );
+    for repository in [
+        "faro/..",
+        "faro/.",
+        "faro/app/issues",
+        "faro/app?x=1",
+        "faro/app#x",
+        "faro/app%2f..",
+        "fa ro/app",
+        "faro/app.git",
+        "-faro/app",
+    ] {
+        assert_eq!(
+            spec_with_scope(json!({"repository": repository})),
+            Err(SpecError::Repository(repository.into())),
+            "{repository}"
+        );
+    }
+    for name in [
+        "..", "../admin", "faro/x", "faro?", "-faro", "fa--ro", "faro.",
+    ] {
+        assert_eq!(
+            spec_with_scope(json!({"organization": name})),
+            Err(SpecError::Organization(name.into())),
+            "{name}"
+        );
+        assert_eq!(
+            spec_with_scope(json!({"user": name})),
+            Err(SpecError::User(name.into())),
+            "{name}"
+        );
+    }
+    let error = spec_with_scope(json!({"organization": "../admin"})).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with(r#"spec.organization: "../admin" is not a Forgejo organization name"#),
+        "{error}"
+    );
+    for name in ["../t", "T", "t_1", "t.", ""] {
+        let error = spec_with(|v| v["tokenSecretRef"]["name"] = name.into()).unwrap_err();
+        assert_eq!(error, SpecError::TokenSecretName(name.into()));
+        assert!(
+            error.to_string().starts_with("spec.tokenSecretRef.name: "),
+            "{error}"
+        );
+    }
+    for key in ["..", "../token", "a/b", ""] {
+        let error = spec_with(|v| v["tokenSecretRef"]["key"] = key.into()).unwrap_err();
+        assert_eq!(error, SpecError::TokenSecretKey(key.into()));
+        assert!(
+            error.to_string().starts_with("spec.tokenSecretRef.key: "),
+            "{error}"
+        );
+    }
+    // What Forgejo and Kubernetes accept still passes.
+    for repository in ["faro/app", "Fa.ro_1/my-app.v2", "a/c++", "a-b/.profile"] {
+        assert_eq!(spec_with_scope(json!({"repository": repository})), Ok(()));
+    }
+    assert_eq!(spec_with_scope(json!({"user": "ana.b_c-d"})), Ok(()));
+    assert_eq!(
+        spec_with(|v| v["tokenSecretRef"] = json!({"name": "forgejo.token-1", "key": ".tok_en-1"})),
+        Ok(())
+    );
+}
+
 fn crd() -> Value {
     serde_json::to_value(RunnerDeployment::crd()).unwrap()
 }
@@ -211,5 +298,209 @@ fn schema_label_pattern_and_parser_accept_the_same_entries() {
             api::parse_labels(case).is_ok(),
             "pattern and parser disagree on {case:?}"
         );
+    }
+}
+
+/// The CEL rules of a field, as `(negated, regex)`: each rule must be `self.matches('…')` or
+/// `!self.matches('…')`, which is all these fields use; the regex crate reads RE2 syntax.
+fn match_rules(node: &Value) -> Vec<(bool, regex::Regex)> {
+    rules(node)
+        .iter()
+        .map(|rule| {
+            let (negated, rest) = match rule.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, rule.as_str()),
+            };
+            let pattern = rest
+                .strip_prefix("self.matches('")
+                .and_then(|r| r.strip_suffix("')"))
+                .unwrap_or_else(|| panic!("not a plain matches rule: {rule}"));
+            assert!(!pattern.contains('\''), "{rule}");
+            (
+                negated,
+                regex::Regex::new(&pattern.replace("\\\\", "\\")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Whether the CRD's rules on `node` (and its length bounds) admit `value`.
+fn schema_admits(node: &Value, value: &str) -> bool {
+    let len = value.chars().count() as u64;
+    let min = node["minLength"].as_u64().unwrap_or(0);
+    let max = node["maxLength"].as_u64().unwrap_or(u64::MAX);
+    let rules = match_rules(node);
+    assert!(!rules.is_empty());
+    len >= min
+        && len <= max
+        && rules
+            .iter()
+            .all(|(negated, re)| re.is_match(value) != *negated)
+}
+
+#[test]
+fn crd_name_rules_carry_the_patterns() {
+    use api::names::*;
+    let spec = spec_schema();
+    let props = &spec["properties"];
+    let cel = |p: &str| p.replace('\\', "\\\\");
+    for field in ["organization", "user"] {
+        assert_eq!(
+            rules(&props[field]),
+            [format!("self.matches('{}')", cel(OWNER_NAME_PATTERN))],
+            "{field}"
+        );
+    }
+    assert_eq!(
+        rules(&props["repository"]),
+        [
+            format!("self.matches('{}')", cel(REPOSITORY_PATTERN)),
+            format!("!self.matches('{}')", cel(RESERVED_REPO_SUFFIX_PATTERN)),
+        ]
+    );
+    let secret = &props["tokenSecretRef"]["properties"];
+    assert_eq!(
+        rules(&secret["name"]),
+        [format!("self.matches('{}')", cel(SECRET_NAME_PATTERN))]
+    );
+    assert_eq!(
+        rules(&secret["key"]),
+        [format!("self.matches('{}')", cel(SECRET_KEY_PATTERN))]
+    );
+    assert_eq!(secret["name"]["maxLength"], 253);
+    assert_eq!(secret["key"]["maxLength"], 253);
+    // The repository pattern is the owner pattern, a slash and the repository name pattern.
+    assert_eq!(
+        REPOSITORY_PATTERN,
+        format!(
+            "{}/{}",
+            OWNER_NAME_PATTERN.strip_suffix('$').unwrap(),
+            REPO_NAME_PATTERN.strip_prefix('^').unwrap()
+        )
+    );
+    // Every message says what is wanted.
+    let message = |node: &Value, i: usize| {
+        node["x-kubernetes-validations"][i]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(message(&props["organization"], 0).contains("Forgejo user or organization name"));
+    assert!(message(&props["repository"], 0).starts_with("must be owner/name"));
+    assert!(message(&props["repository"], 1).contains(".git"));
+    assert!(message(&secret["name"], 0).contains("DNS subdomain"));
+    assert!(message(&secret["key"], 0).starts_with("must be a Secret key"));
+}
+
+#[test]
+fn crd_name_rules_and_validate_agree() {
+    // The generated rules, run as the apiserver runs them, and validate() give the same
+    // verdict on each value: bad names are refused by `kubectl apply` and by the controller.
+    let spec = spec_schema();
+    let props = &spec["properties"];
+    let owners = [
+        "faro", "a", "A1", "ana-b", "a.b", "a_b", "x.y-z_0", "..", ".", "../admin", "-a", "a-",
+        "_a", "a.", "a--b", "a._b", "a/b", "a b", "ä", "a%2e", "a?b", "a#b", "a\n", "",
+    ];
+    for owner in owners {
+        let valid = spec_with_scope(serde_json::json!({"organization": owner})).is_ok();
+        assert_eq!(
+            schema_admits(&props["organization"], owner),
+            valid,
+            "organization {owner:?}"
+        );
+        assert_eq!(
+            schema_admits(&props["user"], owner),
+            valid,
+            "user {owner:?}"
+        );
+        assert_eq!(valid, api::names::is_owner_name(owner), "{owner:?}");
+    }
+    let repositories = [
+        "faro/app",
+        "a/b",
+        "a/_",
+        "a/c++",
+        "a/...",
+        "a/--",
+        "a/.x",
+        "a/x.",
+        "a/a..b",
+        "A.b/C_d",
+        "../admin",
+        "faro/..",
+        "faro/.",
+        "faro/-",
+        "faro",
+        "faro/",
+        "/app",
+        "a/b/c",
+        "a//b",
+        "faro/app.git",
+        "faro/app.GIT",
+        "faro/x.wiki",
+        "faro/x.rss",
+        "faro/x.atom",
+        "faro/gitx",
+        "faro/app?x",
+        "faro/app#x",
+        "faro/a%2f",
+        "fa ro/app",
+        "-faro/app",
+        "faro/é",
+        "faro/app\n",
+    ];
+    for repository in repositories {
+        let valid = spec_with_scope(serde_json::json!({"repository": repository})).is_ok();
+        assert_eq!(
+            schema_admits(&props["repository"], repository),
+            valid,
+            "repository {repository:?}"
+        );
+    }
+    let secret = &props["tokenSecretRef"]["properties"];
+    let long_name = "a".repeat(254);
+    let names = [
+        "t",
+        "forgejo-token",
+        "a.b",
+        "a-b.c-d",
+        "0",
+        "T",
+        "-t",
+        "t-",
+        ".t",
+        "t.",
+        "a..b",
+        "a_b",
+        "../t",
+        "a/b",
+        "a b",
+        "",
+        long_name.as_str(),
+    ];
+    for name in names {
+        let valid = spec_with(|v| v["tokenSecretRef"]["name"] = name.into()).is_ok();
+        assert_eq!(schema_admits(&secret["name"], name), valid, "name {name:?}");
+    }
+    let long_key = "k".repeat(254);
+    let keys = [
+        "token",
+        ".token",
+        "a..b",
+        "A_b-c.d",
+        "-",
+        "_",
+        ".",
+        "..",
+        "..a",
+        "a/b",
+        "a b",
+        "",
+        long_key.as_str(),
+    ];
+    for key in keys {
+        let valid = spec_with(|v| v["tokenSecretRef"]["key"] = key.into()).is_ok();
+        assert_eq!(schema_admits(&secret["key"], key), valid, "key {key:?}");
     }
 }
