@@ -8,10 +8,14 @@
 mod duration;
 mod labels;
 pub mod names;
+mod privileges;
 mod resource;
 
 pub use duration::{DurationError, parse_duration};
 pub use labels::{
     DEFAULT_DOCKER_IMAGE, LABELS_PATTERN, LabelError, LabelScheme, RunnerLabel, parse_labels,
+};
+pub use privileges::{
+    ALLOW_PRIVILEGED_FLAG, BASELINE_CAPABILITIES, PodPrivileges, check_pod_template,
 };
 pub use resource::*;

@@ -15,6 +15,7 @@ use crate::names::{
     RESERVED_REPO_SUFFIX_PATTERN, SECRET_KEY_PATTERN, SECRET_KEY_RULE, SECRET_NAME_PATTERN,
     SECRET_NAME_RULE, is_owner_name, is_secret_key, is_secret_name, split_repository,
 };
+use crate::privileges::{ALLOW_PRIVILEGED_FLAG, PodPrivileges, check_pod_template};
 
 /// The API group of our resources.
 pub const GROUP: &str = "forgejo.runners.dev";
@@ -121,7 +122,12 @@ pub struct RunnerDeploymentSpec {
     pub active_deadline_seconds: i64,
 
     /// A pod template merged into the runner pod: resources, node selector, tolerations,
-    /// extra containers and volumes. The runner container is injected into it.
+    /// extra containers and volumes. The runner container is injected into it. Unless the
+    /// operator runs with `--allow-privileged-runners`, the template may not ask for host
+    /// privileges: privileged containers, `allowPrivilegeEscalation: true`, capabilities
+    /// beyond Kubernetes' baseline set, `hostPID`, `hostNetwork`, `hostIPC`, `hostPath`
+    /// volumes, host ports, Windows host processes, or a ServiceAccount other than `default`
+    /// without `automountServiceAccountToken: false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<JobTemplate>,
 }
@@ -295,8 +301,9 @@ impl std::fmt::Display for Scope {
     }
 }
 
-/// Why a spec cannot be served (the schema refuses these too; this guards objects written
-/// before a schema change or with validation off).
+/// Why a spec cannot be served. The schema refuses all but
+/// [`SpecError::PrivilegedTemplate`] too; [`RunnerDeploymentSpec::validate`] guards objects
+/// written before a schema change or with validation off.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     /// Zero or several scopes are set.
@@ -332,6 +339,30 @@ pub enum SpecError {
     /// `spec.jobTemplate` is not a PodTemplateSpec.
     #[error("spec.jobTemplate is not a valid pod template: {0}")]
     JobTemplate(String),
+    /// `spec.jobTemplate` asks for a host privilege the operator does not allow (see
+    /// [`PodPrivileges`]); reason `PrivilegedTemplate`.
+    #[error(
+        "{field}: {problem}; runner pod templates may not ask for host privileges unless the \
+         operator is started with {ALLOW_PRIVILEGED_FLAG}"
+    )]
+    PrivilegedTemplate {
+        /// The refused field, e.g.
+        /// `spec.jobTemplate.spec.containers[0].securityContext.privileged`.
+        field: String,
+        /// What it would give the pod.
+        problem: String,
+    },
+}
+
+impl SpecError {
+    /// A PascalCase word for conditions, events and metrics: `PrivilegedTemplate` for
+    /// [`SpecError::PrivilegedTemplate`], `InvalidSpec` for every other error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpecError::PrivilegedTemplate { .. } => "PrivilegedTemplate",
+            _ => "InvalidSpec",
+        }
+    }
 }
 
 /// Bounds of `spec.pollInterval`.
@@ -425,5 +456,24 @@ impl RunnerDeploymentSpec {
                 .map_err(|e| SpecError::JobTemplate(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Checks `spec.jobTemplate` against what the operator allows runner pods (see
+    /// [`PodPrivileges`]): with [`PodPrivileges::Baseline`] a template asking for a host
+    /// privilege is refused with [`SpecError::PrivilegedTemplate`], naming the field. Call it
+    /// with [`validate`](Self::validate) before planning Jobs; the schema cannot check this,
+    /// as the answer depends on the operator's flags. The controller's own containers (the
+    /// privileged `dind` sidecar of `docker` labels) are not in the template and not checked.
+    pub fn check_pod_privileges(&self, policy: PodPrivileges) -> Result<(), SpecError> {
+        if policy == PodPrivileges::Privileged {
+            return Ok(());
+        }
+        let Some(template) = &self.job_template else {
+            return Ok(());
+        };
+        let template = template
+            .pod_template()
+            .map_err(|e| SpecError::JobTemplate(e.to_string()))?;
+        check_pod_template(&template, policy)
     }
 }

@@ -130,6 +130,7 @@ fn validate_refuses_names_that_would_change_the_request_path() {
     use serde_json::json;
     let error = spec_with_scope(json!({"repository": "../admin"})).unwrap_err();
     assert_eq!(error, SpecError::Repository("../admin".into()));
+    assert_eq!(error.reason(), "InvalidSpec");
     assert!(
         error
             .to_string()
@@ -503,4 +504,53 @@ fn crd_name_rules_and_validate_agree() {
         let valid = spec_with(|v| v["tokenSecretRef"]["key"] = key.into()).is_ok();
         assert_eq!(schema_admits(&secret["key"], key), valid, "key {key:?}");
     }
+}
+
+#[test]
+fn privileged_templates_are_refused_unless_allowed() {
+    use api::{PodPrivileges, SpecError};
+    let spec = |template: Value| -> RunnerDeploymentSpec {
+        serde_json::from_value(serde_json::json!({
+            "forgejoServer": "https://code.example.com",
+            "organization": "faro",
+            "labels": "docker",
+            "tokenSecretRef": {"name": "t"},
+            "jobTemplate": template,
+        }))
+        .unwrap()
+    };
+    let privileged = spec(serde_json::json!({"spec": {"containers": [
+        {"name": "build", "securityContext": {"privileged": true}}
+    ]}}));
+    // validate() knows no policy: the schema-level checks pass.
+    privileged.validate().unwrap();
+    let error = privileged
+        .check_pod_privileges(PodPrivileges::Baseline)
+        .unwrap_err();
+    assert_eq!(error.reason(), "PrivilegedTemplate");
+    assert!(matches!(
+        &error,
+        SpecError::PrivilegedTemplate { field, .. }
+            if field == "spec.jobTemplate.spec.containers[0].securityContext.privileged"
+    ));
+    assert!(error.to_string().contains("--allow-privileged-runners"));
+    assert_eq!(PodPrivileges::default(), PodPrivileges::Baseline);
+    privileged
+        .check_pod_privileges(PodPrivileges::Privileged)
+        .unwrap();
+
+    // The README's template, no template, and a wrong template (reported as JobTemplate).
+    let readme: api::RunnerDeployment = serde_yaml::from_str(&readme_example()).unwrap();
+    readme
+        .spec
+        .check_pod_privileges(PodPrivileges::Baseline)
+        .unwrap();
+    let mut none = spec(Value::Null);
+    none.job_template = None;
+    none.check_pod_privileges(PodPrivileges::Baseline).unwrap();
+    assert!(matches!(
+        spec(serde_json::json!({"spec": {"containers": 3}}))
+            .check_pod_privileges(PodPrivileges::Baseline),
+        Err(SpecError::JobTemplate(_))
+    ));
 }

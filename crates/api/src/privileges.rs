@@ -1,0 +1,451 @@
+//! What `spec.jobTemplate` may ask of the node.
+//!
+//! A RunnerDeployment makes pods: whoever may create one may otherwise get a privileged
+//! container, the node's namespaces or files, or a powerful ServiceAccount token, by writing
+//! them into `spec.jobTemplate`. Unless the operator is started with
+//! `--allow-privileged-runners` ([`PodPrivileges::Privileged`]), [`check_pod_template`]
+//! refuses such a template, naming the field.
+//!
+//! Only the user's template is checked. The controller's own containers are not: in
+//! `docker` mode the scheduler adds a privileged `docker:dind` sidecar itself, which is what
+//! that label scheme means, and it is not affected by this check. (A container of the
+//! template named like one of ours is checked as the user wrote it.)
+
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec, SecurityContext};
+
+use crate::resource::SpecError;
+
+/// The operator flag that allows privileged runner pod templates.
+pub const ALLOW_PRIVILEGED_FLAG: &str = "--allow-privileged-runners";
+
+/// The capabilities Kubernetes' "baseline" Pod Security Standard lets a container add
+/// (<https://kubernetes.io/docs/concepts/security/pod-security-standards/>, "Capabilities").
+pub const BASELINE_CAPABILITIES: [&str; 13] = [
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// What runner pod templates may ask for, set by the operator's command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PodPrivileges {
+    /// No privileged or escalating containers, no capabilities beyond
+    /// [`BASELINE_CAPABILITIES`], none of the node's PID, network or IPC namespaces, no
+    /// hostPath volumes or host ports, no Windows host processes, and no ServiceAccount other
+    /// than `default` unless its token is not mounted. The default.
+    #[default]
+    Baseline,
+    /// Anything the apiserver admits (the operator was started with
+    /// `--allow-privileged-runners`).
+    Privileged,
+}
+
+/// Checks a user pod template (`spec.jobTemplate`) against `policy`; the error names the
+/// first field that asks for too much, as `spec.jobTemplate.…`.
+pub fn check_pod_template(
+    template: &PodTemplateSpec,
+    policy: PodPrivileges,
+) -> Result<(), SpecError> {
+    if policy == PodPrivileges::Privileged {
+        return Ok(());
+    }
+    let Some(spec) = &template.spec else {
+        return Ok(());
+    };
+    check_pod_spec(spec, "spec.jobTemplate.spec")
+}
+
+fn refuse(field: String, problem: impl Into<String>) -> Result<(), SpecError> {
+    Err(SpecError::PrivilegedTemplate {
+        field,
+        problem: problem.into(),
+    })
+}
+
+fn check_pod_spec(spec: &PodSpec, path: &str) -> Result<(), SpecError> {
+    for (set, field, what) in [
+        (
+            spec.host_pid,
+            "hostPID",
+            "shares the node's process namespace",
+        ),
+        (
+            spec.host_network,
+            "hostNetwork",
+            "shares the node's network namespace",
+        ),
+        (spec.host_ipc, "hostIPC", "shares the node's IPC namespace"),
+    ] {
+        if set == Some(true) {
+            return refuse(format!("{path}.{field}"), format!("{field}: true {what}"));
+        }
+    }
+    if let Some(host_process) = spec
+        .security_context
+        .as_ref()
+        .and_then(|sc| sc.windows_options.as_ref())
+        .and_then(|w| w.host_process)
+        .filter(|p| *p)
+    {
+        return refuse(
+            format!("{path}.securityContext.windowsOptions.hostProcess"),
+            format!("hostProcess: {host_process} runs the pod as a process of the Windows node"),
+        );
+    }
+
+    // A ServiceAccount other than the namespace's default, with its token in the pod.
+    let service_account = [
+        ("serviceAccountName", &spec.service_account_name),
+        ("serviceAccount", &spec.service_account),
+    ]
+    .into_iter()
+    .find_map(|(field, name)| {
+        name.as_deref()
+            .filter(|n| !n.is_empty() && *n != "default")
+            .map(|n| (field, n))
+    });
+    if let Some((field, name)) = service_account
+        && spec.automount_service_account_token != Some(false)
+    {
+        return refuse(
+            format!("{path}.{field}"),
+            format!(
+                "ServiceAccount {name:?} would have its API token mounted in the runner pod; \
+                 set automountServiceAccountToken: false in spec.jobTemplate.spec, or leave \
+                 the ServiceAccount unset"
+            ),
+        );
+    }
+
+    for (i, volume) in spec.volumes.iter().flatten().enumerate() {
+        if volume.host_path.is_some() {
+            return refuse(
+                format!("{path}.volumes[{i}].hostPath"),
+                format!("volume {:?} mounts a path of the node", volume.name),
+            );
+        }
+        if let Some((account_field, account)) = service_account {
+            let sources = volume
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten());
+            for (j, source) in sources.enumerate() {
+                if source.service_account_token.is_some() {
+                    return refuse(
+                        format!("{path}.volumes[{i}].projected.sources[{j}].serviceAccountToken"),
+                        format!(
+                            "volume {:?} projects a token of ServiceAccount {account:?} \
+                             ({path}.{account_field})",
+                            volume.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ("containers", i, &c.name, &c.security_context, &c.ports));
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| ("initContainers", i, &c.name, &c.security_context, &c.ports));
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                "ephemeralContainers",
+                i,
+                &c.name,
+                &c.security_context,
+                &c.ports,
+            )
+        });
+    for (list, i, name, security_context, ports) in containers.chain(init).chain(ephemeral) {
+        let at = format!("{path}.{list}[{i}]");
+        if let Some(sc) = security_context {
+            check_security_context(sc, &format!("{at}.securityContext"), name)?;
+        }
+        for (j, port) in ports.iter().flatten().enumerate() {
+            if let Some(host_port) = port.host_port.filter(|p| *p != 0) {
+                return refuse(
+                    format!("{at}.ports[{j}].hostPort"),
+                    format!("container {name:?} binds port {host_port} of the node"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_security_context(sc: &SecurityContext, at: &str, name: &str) -> Result<(), SpecError> {
+    if sc.privileged == Some(true) {
+        return refuse(
+            format!("{at}.privileged"),
+            format!("container {name:?} is privileged"),
+        );
+    }
+    if sc.allow_privilege_escalation == Some(true) {
+        return refuse(
+            format!("{at}.allowPrivilegeEscalation"),
+            format!("container {name:?} may gain more privileges than its parent process"),
+        );
+    }
+    let added = sc.capabilities.iter().flat_map(|c| c.add.iter().flatten());
+    for (j, capability) in added.enumerate() {
+        // Container runtimes take `sys_admin` and `CAP_SYS_ADMIN` for `SYS_ADMIN`.
+        let upper = capability.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        if !BASELINE_CAPABILITIES.contains(&bare) {
+            return refuse(
+                format!("{at}.capabilities.add[{j}]"),
+                format!(
+                    "container {name:?} adds capability {capability:?}, beyond Kubernetes' \
+                     baseline set ({})",
+                    BASELINE_CAPABILITIES.join(", ")
+                ),
+            );
+        }
+    }
+    if sc
+        .windows_options
+        .as_ref()
+        .and_then(|w| w.host_process)
+        .unwrap_or(false)
+    {
+        return refuse(
+            format!("{at}.windowsOptions.hostProcess"),
+            format!("container {name:?} runs as a process of the Windows node"),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn check(template: Value) -> Result<(), SpecError> {
+        let template: PodTemplateSpec = serde_json::from_value(template).unwrap();
+        check_pod_template(&template, PodPrivileges::Baseline)
+    }
+
+    /// The refused field, after checking the message says how to allow it.
+    fn refused(template: Value) -> String {
+        let parsed: PodTemplateSpec = serde_json::from_value(template.clone()).unwrap();
+        assert_eq!(
+            check_pod_template(&parsed, PodPrivileges::Privileged),
+            Ok(()),
+            "the privileged policy allows everything"
+        );
+        let error = check(template).expect_err("refused");
+        assert_eq!(error.reason(), "PrivilegedTemplate");
+        let message = error.to_string();
+        assert!(message.contains(ALLOW_PRIVILEGED_FLAG), "{message}");
+        match error {
+            SpecError::PrivilegedTemplate { field, .. } => {
+                assert!(message.starts_with(&format!("{field}: ")), "{message}");
+                field
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn container(security_context: Value) -> Value {
+        json!({"name": "build", "image": "alpine", "securityContext": security_context})
+    }
+
+    #[test]
+    fn allows_ordinary_templates() {
+        let allowed = [
+            json!({}),
+            json!({"metadata": {"labels": {"team": "ci"}}}),
+            json!({"spec": {"containers": []}}),
+            json!({"spec": {
+                "nodeSelector": {"kubernetes.io/arch": "amd64"},
+                "tolerations": [{"key": "ci", "operator": "Exists"}],
+                "containers": [{
+                    "name": "runner",
+                    "resources": {"limits": {"cpu": "2", "memory": "4Gi"}},
+                    "env": [{"name": "A", "value": "b"}],
+                    "ports": [{"containerPort": 8080}, {"containerPort": 9090, "hostPort": 0}],
+                    "securityContext": {
+                        "privileged": false,
+                        "allowPrivilegeEscalation": false,
+                        "runAsNonRoot": true,
+                        "capabilities": {"add": ["NET_BIND_SERVICE", "cap_chown", "SYS_CHROOT"],
+                                         "drop": ["ALL"]}
+                    }
+                }],
+                "volumes": [{"name": "cache", "emptyDir": {}}],
+                "hostPID": false, "hostNetwork": false, "hostIPC": false
+            }}),
+            json!({"spec": {"serviceAccountName": "default"}}),
+            json!({"spec": {"serviceAccountName": "default", "automountServiceAccountToken": true}}),
+            json!({"spec": {"serviceAccountName": "", "automountServiceAccountToken": true}}),
+            json!({"spec": {"automountServiceAccountToken": true}}),
+            json!({"spec": {"serviceAccountName": "ci", "automountServiceAccountToken": false}}),
+            json!({"spec": {"serviceAccount": "ci", "automountServiceAccountToken": false}}),
+            json!({"spec": {"volumes": [{"name": "t", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "audience": "vault"}}
+            ]}}]}}),
+        ];
+        for template in allowed {
+            assert_eq!(check(template.clone()), Ok(()), "{template}");
+        }
+    }
+
+    #[test]
+    fn refuses_privileged_containers_of_every_kind() {
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            let template = json!({"spec": {list: [
+                container(json!({})),
+                container(json!({"privileged": true})),
+            ]}});
+            assert_eq!(
+                refused(template),
+                format!("spec.jobTemplate.spec.{list}[1].securityContext.privileged")
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_privilege_escalation() {
+        let template = json!({"spec": {"containers": [
+            container(json!({"allowPrivilegeEscalation": true}))
+        ]}});
+        assert_eq!(
+            refused(template),
+            "spec.jobTemplate.spec.containers[0].securityContext.allowPrivilegeEscalation"
+        );
+    }
+
+    #[test]
+    fn refuses_capabilities_beyond_baseline() {
+        for capability in [
+            "SYS_ADMIN",
+            "CAP_SYS_ADMIN",
+            "sys_admin",
+            "NET_ADMIN",
+            "ALL",
+        ] {
+            let template = json!({"spec": {"initContainers": [
+                container(json!({"capabilities": {"add": ["CHOWN", capability]}}))
+            ]}});
+            assert_eq!(
+                refused(template),
+                "spec.jobTemplate.spec.initContainers[0].securityContext.capabilities.add[1]",
+                "{capability}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_host_namespaces() {
+        for field in ["hostPID", "hostNetwork", "hostIPC"] {
+            let template = json!({"spec": {field: true}});
+            assert_eq!(refused(template), format!("spec.jobTemplate.spec.{field}"));
+        }
+    }
+
+    #[test]
+    fn refuses_host_path_volumes() {
+        let template = json!({"spec": {"volumes": [
+            {"name": "cache", "emptyDir": {}},
+            {"name": "root", "hostPath": {"path": "/"}}
+        ]}});
+        assert_eq!(
+            refused(template),
+            "spec.jobTemplate.spec.volumes[1].hostPath"
+        );
+    }
+
+    #[test]
+    fn refuses_host_ports() {
+        let template = json!({"spec": {"containers": [
+            {"name": "a", "ports": [{"containerPort": 80}, {"containerPort": 80, "hostPort": 80}]}
+        ]}});
+        assert_eq!(
+            refused(template),
+            "spec.jobTemplate.spec.containers[0].ports[1].hostPort"
+        );
+    }
+
+    #[test]
+    fn refuses_windows_host_processes() {
+        let template =
+            json!({"spec": {"securityContext": {"windowsOptions": {"hostProcess": true}}}});
+        assert_eq!(
+            refused(template),
+            "spec.jobTemplate.spec.securityContext.windowsOptions.hostProcess"
+        );
+        let template = json!({"spec": {"containers": [
+            container(json!({"windowsOptions": {"hostProcess": true}}))
+        ]}});
+        assert_eq!(
+            refused(template),
+            "spec.jobTemplate.spec.containers[0].securityContext.windowsOptions.hostProcess"
+        );
+    }
+
+    #[test]
+    fn refuses_other_service_accounts_with_a_token() {
+        for automount in [json!(null), json!(true)] {
+            let mut template = json!({"spec": {"serviceAccountName": "cluster-admin"}});
+            if !automount.is_null() {
+                template["spec"]["automountServiceAccountToken"] = automount;
+            }
+            assert_eq!(
+                refused(template),
+                "spec.jobTemplate.spec.serviceAccountName"
+            );
+        }
+        let template = json!({"spec": {"serviceAccount": "ci"}});
+        assert_eq!(refused(template), "spec.jobTemplate.spec.serviceAccount");
+        // Not mounted, but projected by hand.
+        let template = json!({"spec": {
+            "serviceAccountName": "ci",
+            "automountServiceAccountToken": false,
+            "volumes": [{"name": "t", "projected": {"sources": [
+                {"configMap": {"name": "ca"}},
+                {"serviceAccountToken": {"path": "token"}}
+            ]}}]
+        }});
+        assert_eq!(
+            refused(template),
+            "spec.jobTemplate.spec.volumes[0].projected.sources[1].serviceAccountToken"
+        );
+    }
+
+    #[test]
+    fn the_message_names_field_problem_and_flag() {
+        let template = json!({"spec": {"containers": [container(json!({"privileged": true}))]}});
+        let message = check(template).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "spec.jobTemplate.spec.containers[0].securityContext.privileged: container \"build\" \
+             is privileged; runner pod templates may not ask for host privileges unless the \
+             operator is started with --allow-privileged-runners"
+        );
+    }
+}
