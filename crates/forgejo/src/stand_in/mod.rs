@@ -425,6 +425,7 @@ impl StandIn {
     }
 
     /// Injects `fault` for requests whose path starts with `path_prefix` (e.g. `/api/v1/orgs/acme/`).
+    /// A prefix may start with a method and a space (`POST /api/v1/…`) to match that method only.
     ///
     /// Faults fire in the order injected; the first matching one is used.
     pub fn inject_fault(&self, path_prefix: &str, fault: Fault, times: Times) {

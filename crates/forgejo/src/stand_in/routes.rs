@@ -90,7 +90,7 @@ pub(super) async fn handle(
             body: (!body.is_empty() && !path.starts_with(RUNNER_API))
                 .then(|| String::from_utf8_lossy(&body).into_owned()),
         });
-        (state.take_fault(&path), access)
+        (state.take_fault(parts.method.as_str(), &path), access)
     };
 
     let mut ignore_page = false;

@@ -405,11 +405,12 @@ impl State {
     }
 
     /// The first fault whose prefix matches `path`, used up by one.
-    pub fn take_fault(&mut self, path: &str) -> Option<Fault> {
-        let index = self
-            .faults
-            .iter()
-            .position(|rule| path.starts_with(&rule.prefix))?;
+    pub fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
+        let matches = |prefix: &str| match prefix.split_once(' ') {
+            Some((rule_method, rule_path)) => method == rule_method && path.starts_with(rule_path),
+            None => path.starts_with(prefix),
+        };
+        let index = self.faults.iter().position(|rule| matches(&rule.prefix))?;
         let rule = &mut self.faults[index];
         let fault = rule.fault.clone();
         if let Some(remaining) = &mut rule.remaining {
