@@ -23,7 +23,9 @@ use scheduler::{
 };
 
 use super::observe::{self, forgejo_scope, owned_jobs, pool_jobs, read_token};
-use super::status::{record_failure, record_job_create_failure, record_success};
+use super::status::{
+    record_credentials_failure, record_failure, record_job_create_failure, record_success,
+};
 use super::{Context, FIELD_MANAGER, apply_status, reset_backoff};
 use crate::error::{Error, Result};
 use crate::metrics::ReconcileMetrics;
@@ -77,6 +79,12 @@ async fn observe_and_act(
     now: &Time,
 ) -> Result<Action> {
     rd.spec.validate()?;
+    rd.spec
+        .check_pod_privileges(if ctx.allow_privileged_runners {
+            api::PodPrivileges::Privileged
+        } else {
+            api::PodPrivileges::Baseline
+        })?;
     let scope = forgejo_scope(&rd.spec.scope()?);
     let interval = rd.spec.poll_interval()?;
     let label_names: Vec<String> = rd
@@ -170,7 +178,7 @@ async fn observe_and_act(
         return Ok(Action::await_change());
     }
 
-    let job_create_error = carry_out(ctx, rd, &client, &scope, &plan).await;
+    let problems = carry_out(ctx, rd, &client, &scope, &plan).await;
     metrics
         .active_jobs
         .get_or_create(&pool_labels)
@@ -202,7 +210,13 @@ async fn observe_and_act(
         rd.metadata.generation,
         now,
     );
-    if let Some(message) = job_create_error {
+    if let Some((count, first)) = &problems.without_credentials {
+        let message = format!(
+            "{count} runner pod(s) have no credentials and cannot take their job; the Job stays and credentials are retried next poll: {first}"
+        );
+        record_credentials_failure(status, &message, rd.metadata.generation, now);
+    }
+    if let Some(message) = problems.job_refused {
         record_job_create_failure(status, &message, rd.metadata.generation, now);
     }
     let next = plan
@@ -212,16 +226,24 @@ async fn observe_and_act(
     Ok(Action::requeue(next))
 }
 
+/// What went wrong carrying out a plan, for the pool's conditions.
+#[derive(Debug, Default)]
+struct CarryOutProblems {
+    /// The first Job creation the apiserver refused.
+    job_refused: Option<String>,
+    /// How many new runners got no credentials, and the first reason.
+    without_credentials: Option<(usize, String)>,
+}
+
 /// Carries out a plan in the order that never strands a runner: registrations, Jobs and
-/// Secrets go first, then Jobs are created, then their credentials. Returns the message of
-/// the first Job creation the apiserver refused, if any.
+/// Secrets go first, then Jobs are created, then their credentials.
 async fn carry_out(
     ctx: &Context,
     rd: &RunnerDeployment,
     client: &forgejo::Client,
     scope: &forgejo::Scope,
     plan: &Plan,
-) -> Option<String> {
+) -> CarryOutProblems {
     let namespace = rd.namespace().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -276,7 +298,7 @@ async fn carry_out(
     let created_jobs: Vec<Job> = created.into_iter().filter_map(|(job, _)| job).collect();
 
     let registration_token = OnceCell::new();
-    join_all(plan.create_secrets.iter().map(|request| {
+    let failed: Vec<String> = join_all(plan.create_secrets.iter().map(|request| {
         give_credentials(
             ctx,
             rd,
@@ -289,8 +311,14 @@ async fn carry_out(
             request,
         )
     }))
-    .await;
-    refused
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    CarryOutProblems {
+        job_refused: refused,
+        without_credentials: failed.first().map(|first| (failed.len(), first.clone())),
+    }
 }
 
 /// Creates one runner Job; an `AlreadyExists` means another reconcile (or replica) made it.
@@ -352,7 +380,7 @@ async fn create_job(
 }
 
 /// Registers a runner (v15) or fetches the registration token (legacy) and creates the
-/// runner Secret, owned by its Job.
+/// runner Secret, owned by its Job. Returns why a runner was left without credentials.
 #[allow(clippy::too_many_arguments)]
 async fn give_credentials(
     ctx: &Context,
@@ -364,15 +392,15 @@ async fn give_credentials(
     created: &[Job],
     registration_token: &OnceCell<Option<forgejo::Token>>,
     request: &SecretRequest,
-) {
+) -> Option<String> {
     let metrics = &ctx.metrics.reconcile;
     // The cache may lag our own write: the apiserver has the last word.
     match secrets.get_opt(&request.job_name).await {
-        Ok(Some(_)) => return,
+        Ok(Some(_)) => return None,
         Ok(None) => {}
         Err(error) => {
             tracing::warn!(secret = %request.job_name, %error, "reading a runner Secret failed");
-            return;
+            return None;
         }
     }
     let job = match created
@@ -382,10 +410,10 @@ async fn give_credentials(
         Some(job) => job.clone(),
         None => match jobs.get_opt(&request.job_name).await {
             Ok(Some(job)) => job,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(error) => {
                 tracing::warn!(job = %request.job_name, %error, "reading a runner Job failed");
-                return;
+                return None;
             }
         },
     };
@@ -422,7 +450,7 @@ async fn give_credentials(
                         &message,
                     )
                     .await;
-                    return;
+                    return Some(message);
                 }
             }
         }
@@ -449,7 +477,12 @@ async fn give_credentials(
                     }
                 })
                 .await;
-            let Some(token) = token else { return };
+            let Some(token) = token else {
+                return Some(
+                    "fetching the runner registration token failed (see the RegistrationTokenFailed event)"
+                        .to_owned(),
+                );
+            };
             (
                 RunnerCredentials::Legacy {
                     registration_token: token.expose().to_owned(),
@@ -462,7 +495,10 @@ async fn give_credentials(
         Ok(secret) => secret,
         Err(error) => {
             tracing::warn!(job = %request.job_name, %error, "building a runner Secret failed");
-            return;
+            return Some(format!(
+                "building runner Secret {} failed: {error}",
+                request.job_name
+            ));
         }
     };
     let params = PostParams {
@@ -472,6 +508,7 @@ async fn give_credentials(
     match secrets.create(&params, &secret).await {
         Ok(_) => {
             tracing::info!(job = %request.job_name, reason = request.reason.as_str(), "runner Secret created");
+            None
         }
         Err(error) => {
             let lost = matches!(&error, kube::Error::Api(status) if status.code == 409);
@@ -485,6 +522,12 @@ async fn give_credentials(
             {
                 tracing::warn!(job = %request.job_name, %error, "removing an unused runner registration failed");
             }
+            (!lost).then(|| {
+                format!(
+                    "creating runner Secret {} failed: {error}",
+                    request.job_name
+                )
+            })
         }
     }
 }

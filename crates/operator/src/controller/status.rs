@@ -18,6 +18,8 @@ pub mod reasons {
     pub const REACHABLE: &str = "Reachable";
     /// Ready: the apiserver refused a runner Job (often an invalid `spec.jobTemplate`).
     pub const JOB_CREATE_FAILED: &str = "JobCreateFailed";
+    /// Ready: runner pods were created but Forgejo gave them no credentials.
+    pub const CREDENTIALS_FAILED: &str = "RunnerCredentialsFailed";
 }
 
 /// Which step a failure happened in decides which conditions it touches.
@@ -100,6 +102,27 @@ pub fn record_job_create_failure(
             READY,
             false,
             reasons::JOB_CREATE_FAILED,
+            message,
+            generation,
+            now.clone(),
+        ),
+        now.clone(),
+    );
+}
+
+/// Marks the pool not ready because some of its runner pods got no credentials.
+pub fn record_credentials_failure(
+    status: &mut RunnerDeploymentStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    set_condition(
+        &mut status.conditions,
+        condition(
+            READY,
+            false,
+            reasons::CREDENTIALS_FAILED,
             message,
             generation,
             now.clone(),
