@@ -32,9 +32,27 @@ pub struct Args {
     #[arg(long, env = "FRC_KUBE_CONTEXT", value_name = "NAME")]
     pub context: Option<String>,
 
-    /// Watch RunnerDeployments of this namespace only (default: all namespaces).
-    #[arg(long, env = "FRC_WATCH_NAMESPACE", value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch RunnerDeployments of this namespace only; repeat it (or separate with commas)
+    /// for several. Default: all namespaces. The namespaced install (deploy/namespaced)
+    /// grants rights in the listed namespaces only.
+    #[arg(
+        long,
+        env = "FRC_WATCH_NAMESPACE",
+        value_name = "NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub namespace: Vec<String>,
+
+    /// Let `forgejoServer` resolve to link-local and cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200); refused by default so that
+    /// a pool cannot send its token to a metadata service.
+    #[arg(long, env = "FRC_ALLOW_LINK_LOCAL_FORGEJO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_link_local_forgejo: bool,
+
+    /// Let `jobTemplate` ask for privileged containers, host namespaces, hostPath volumes,
+    /// host ports and ServiceAccount tokens; refused by default (see docs/install.md).
+    #[arg(long, env = "FRC_ALLOW_PRIVILEGED_RUNNERS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_privileged_runners: bool,
 
     /// Address of the admin server: /healthz, /readyz and /metrics.
     #[arg(long, env = "FRC_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
@@ -178,7 +196,9 @@ impl Args {
         readiness.set_lease_known();
 
         let config = ControllerConfig {
-            namespace: self.namespace.clone(),
+            namespaces: self.namespace.clone(),
+            allow_link_local_forgejo: self.allow_link_local_forgejo,
+            allow_privileged_runners: self.allow_privileged_runners,
             forgejo_timeout: self.forgejo_timeout,
             forgejo_extra_ca: extra_ca,
             timeouts: scheduler::Timeouts {

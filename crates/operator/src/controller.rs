@@ -5,32 +5,33 @@
 //! caches warm and does nothing else.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate as _, WatchStreamExt as _, predicates, watcher};
 use kube::{Resource as _, ResourceExt as _};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use api::RunnerDeployment;
 
 use crate::admin::Readiness;
 use crate::error::{Error, Result, RetryClass};
 use crate::metrics::Metrics;
-use crate::polls::SharedPolls;
+use crate::polls::{ForgejoSettings, PoolRef, SharedPolls};
 
 mod act;
 mod observe;
 mod status;
+mod token_watch;
 
 /// The finalizer that removes a pool's runner registrations from Forgejo before it goes.
 pub const FINALIZER: &str = "forgejo.runners.dev/runner-registrations";
@@ -40,12 +41,17 @@ pub const FIELD_MANAGER: &str = "forgejo-runner-controller";
 /// How the controller runs, from the command line.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// Watch this namespace only.
-    pub namespace: Option<String>,
+    /// Watch these namespaces only (empty: every namespace).
+    pub namespaces: Vec<String>,
     /// Timeout of one Forgejo request.
     pub forgejo_timeout: Duration,
     /// Extra CA certificates (PEM) for Forgejo servers.
     pub forgejo_extra_ca: Option<Vec<u8>>,
+    /// Let `forgejoServer` resolve to link-local and cloud metadata addresses.
+    pub allow_link_local_forgejo: bool,
+    /// Let `jobTemplate` ask for privileged pods, host namespaces, hostPath volumes and
+    /// ServiceAccount tokens.
+    pub allow_privileged_runners: bool,
     /// Grace periods and deadlines of the scheduler.
     pub timeouts: scheduler::Timeouts,
 }
@@ -69,8 +75,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics of the process.
     pub metrics: Metrics,
-    /// Forgejo clients and shared polls.
-    pub polls: SharedPolls,
+    /// Forgejo clients and shared polls (shared by every namespace watched).
+    pub polls: Arc<SharedPolls>,
+    /// Whether `jobTemplate` may ask for privileges (see [`ControllerConfig`]).
+    pub allow_privileged_runners: bool,
     /// Watch caches of what the pools own.
     pub stores: Stores,
     /// Whether this replica leads.
@@ -90,7 +98,8 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` resolves, then drains in-flight reconciles.
+/// Runs the controller until `shutdown` resolves, then drains in-flight reconciles: one
+/// controller per namespace watched (or one for all), sharing Forgejo clients and polls.
 pub async fn run(
     client: kube::Client,
     config: ControllerConfig,
@@ -99,27 +108,109 @@ pub async fn run(
     leader: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
-    let (pools, jobs, pods, secrets, token_secrets) = match &config.namespace {
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let (recovered_sender, mut recovered) = mpsc::unbounded_channel();
+    let polls = Arc::new(SharedPolls::new(
+        ForgejoSettings {
+            request_timeout: config.forgejo_timeout,
+            extra_ca: config.forgejo_extra_ca.clone(),
+            allow_link_local: config.allow_link_local_forgejo,
+        },
+        metrics.forgejo.clone(),
+        recovered_sender,
+    ));
+    let shutdown = shutdown.shared();
+    let unsynced = Arc::new(AtomicUsize::new(scopes.len()));
+    let mut routes = HashMap::new();
+    let mut runs = Vec::new();
+    for scope in scopes {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        routes.insert(scope.clone(), sender);
+        runs.push(run_scope(ScopeRun {
+            client: client.clone(),
+            scope,
+            config: config.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            unsynced: unsynced.clone(),
+            leader: leader.clone(),
+            shutdown: shutdown.clone(),
+            polls: polls.clone(),
+            recovered: receiver,
+        }));
+    }
+    // A pool woken by another pool's poll goes to the controller of its namespace.
+    let router = tokio::spawn(async move {
+        while let Some(pool) = recovered.recv().await {
+            let route = routes.get(&None).or_else(|| routes.get(&pool.namespace));
+            if let Some(route) = route {
+                let _ = route.send(pool);
+            }
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    router.abort();
+    results.into_iter().collect()
+}
+
+/// One controller: the pools of one namespace (or all) and what they own.
+struct ScopeRun<S> {
+    client: kube::Client,
+    scope: Option<String>,
+    config: ControllerConfig,
+    metrics: Metrics,
+    readiness: Readiness,
+    /// Controllers whose caches have not synced yet; the last one marks the process ready.
+    unsynced: Arc<AtomicUsize>,
+    leader: watch::Receiver<bool>,
+    shutdown: S,
+    polls: Arc<SharedPolls>,
+    recovered: mpsc::UnboundedReceiver<PoolRef>,
+}
+
+async fn run_scope<S>(run: ScopeRun<S>) -> Result<()>
+where
+    S: Future<Output = ()> + Send + Sync + 'static,
+{
+    let ScopeRun {
+        client,
+        scope,
+        config,
+        metrics,
+        readiness,
+        unsynced,
+        leader,
+        shutdown,
+        polls,
+        recovered,
+    } = run;
+    let (pools, jobs, pods, secrets) = match &scope {
         Some(ns) => (
             Api::<RunnerDeployment>::namespaced(client.clone(), ns),
             Api::<Job>::namespaced(client.clone(), ns),
             Api::<Pod>::namespaced(client.clone(), ns),
             Api::<Secret>::namespaced(client.clone(), ns),
-            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
         ),
         None => (
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
-            Api::all(client.clone()),
         ),
     };
+    let where_ = scope.as_deref().map_or_else(
+        || "in any namespace".to_owned(),
+        |ns| format!("in namespace {ns}"),
+    );
     // Fail fast, with the cause, when the CRD is missing or RBAC forbids the basics.
     pools
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(|e| Error::kube("list RunnerDeployments (is the CRD installed? kubectl apply --server-side -k deploy/)", e))?;
+        .map_err(|e| Error::kube(format!("list RunnerDeployments {where_} (is the CRD installed, and does the operator's RBAC cover this namespace? kubectl apply --server-side -k deploy/)"), e))?;
 
     let owned = watcher::Config::default().labels(&scheduler::labels::owned_jobs_selector());
     let (job_store, job_writer) = reflector::store();
@@ -143,10 +234,6 @@ pub async fn run(
         .modify(|secret| secret.managed_fields_mut().clear())
         .reflect(secret_writer)
         .touched_objects();
-    // Token Secrets are not ours and carry no label: watch only their metadata.
-    let token_stream = watcher(token_secrets, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
 
     let stores = Stores {
         jobs: job_store.clone(),
@@ -157,16 +244,11 @@ pub async fn run(
         controller: FIELD_MANAGER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let (recovered_sender, recovered) = tokio::sync::mpsc::unbounded_channel();
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
-        polls: SharedPolls::new(
-            config.forgejo_timeout,
-            config.forgejo_extra_ca.clone(),
-            metrics.forgejo.clone(),
-            recovered_sender,
-        ),
+        polls,
+        allow_privileged_runners: config.allow_privileged_runners,
         metrics,
         stores,
         leader: leader.clone(),
@@ -189,14 +271,16 @@ pub async fn run(
         );
     let controller = Controller::for_stream(pool_stream, pool_store.clone());
     let pool_ready = pool_store.clone();
-    let token_pools = pool_store.clone();
     let pod_pools = pool_store.clone();
     let secret_pools = pool_store.clone();
+    // Token Secrets are not ours and carry no label: each is watched alone, by name.
+    let token_changes = token_watch::token_secret_changes(client.clone(), pool_store.clone());
 
     // Becoming the leader reconciles every pool at once.
     let leadership_gained =
         leadership_changes(leader).filter_map(|leading| async move { leading.then_some(()) });
 
+    let scope_name = scope.clone();
     let readiness_task = tokio::spawn(async move {
         let waits: [(&str, futures::future::BoxFuture<'static, bool>); 4] = [
             (
@@ -229,8 +313,10 @@ pub async fn run(
         if results.contains(&false) {
             return;
         }
-        tracing::info!("watch caches synced");
-        readiness.set_caches_synced();
+        tracing::info!(scope = ?scope_name, "watch caches synced");
+        if unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
+            readiness.set_caches_synced();
+        }
     });
 
     controller
@@ -241,9 +327,7 @@ pub async fn run(
         .watches_stream(secret_stream, move |secret: Secret| {
             pool_of(&secret, &secret_pools).into_iter()
         })
-        .watches_stream(token_stream, move |meta| {
-            pools_using_secret(&token_pools, meta.namespace().as_deref(), &meta.name_any())
-        })
+        .reconcile_on(token_changes)
         .reconcile_all_on(leadership_gained)
         // A pool whose poll failed goes again as soon as another pool's poll of it works.
         .reconcile_on(futures::stream::unfold(
@@ -304,22 +388,6 @@ fn pool_of<K: kube::Resource>(
         .iter()
         .find(|rd| rd.namespace().as_deref() == Some(namespace) && rd.uid().as_deref() == Some(uid))
         .map(|rd| ObjectRef::from_obj(rd.as_ref()))
-}
-
-/// The pools whose `tokenSecretRef` names this Secret.
-fn pools_using_secret(
-    pools: &Store<RunnerDeployment>,
-    namespace: Option<&str>,
-    name: &str,
-) -> Vec<ObjectRef<RunnerDeployment>> {
-    pools
-        .state()
-        .iter()
-        .filter(|rd| {
-            rd.namespace().as_deref() == namespace && rd.spec.token_secret_ref.name == name
-        })
-        .map(|rd| ObjectRef::from_obj(rd.as_ref()))
-        .collect()
 }
 
 /// Reconciles one pool: the finalizer around [`observe`], plan and [`act`].

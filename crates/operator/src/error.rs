@@ -79,7 +79,7 @@ impl Error {
     /// A PascalCase word for conditions, events and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidSpec(error) => error.reason(),
             Error::SecretNotFound { .. } => "SecretNotFound",
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
             Error::Forgejo(error) => forgejo_reason(error),
@@ -106,11 +106,8 @@ impl Error {
     /// How soon trying again can help: see [`RetryClass`].
     pub fn retry_class(&self) -> RetryClass {
         match self {
-            Error::Forgejo(error) => match error.as_ref() {
-                forgejo::Error::RateLimited {
-                    retry_after: Some(delay),
-                    ..
-                } => RetryClass::After(*delay),
+            Error::Forgejo(error) => match error.retry_after() {
+                Some(delay) => RetryClass::After(delay),
                 // A maintenance page or a proxy's error page is an outage, not a misconfiguration.
                 _ if error.is_retryable() || error.reason() == "InvalidResponse" => {
                     RetryClass::Transient

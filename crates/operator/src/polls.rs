@@ -54,6 +54,17 @@ struct PollKey {
 
 type PollSlot = Arc<tokio::sync::Mutex<Option<(Instant, PollResult)>>>;
 
+/// How the operator talks to every Forgejo server.
+#[derive(Debug, Clone, Default)]
+pub struct ForgejoSettings {
+    /// Timeout of one request.
+    pub request_timeout: Duration,
+    /// Extra CA certificates (PEM).
+    pub extra_ca: Option<Vec<u8>>,
+    /// Connect to link-local and cloud metadata addresses too.
+    pub allow_link_local: bool,
+}
+
 /// What a pool asks [`SharedPolls::poll`] for.
 pub struct PollRequest<'a> {
     /// The pool asking.
@@ -90,11 +101,15 @@ impl SharedPolls {
     /// Creates the shared state; every client reports its requests to `metrics`. Pools whose
     /// poll failed are sent to `recovered` as soon as another pool's poll of the same key works.
     pub fn new(
-        request_timeout: Duration,
-        extra_ca: Option<Vec<u8>>,
+        settings: ForgejoSettings,
         metrics: ForgejoMetrics,
         recovered: mpsc::UnboundedSender<PoolRef>,
     ) -> Self {
+        let ForgejoSettings {
+            request_timeout,
+            extra_ca,
+            allow_link_local,
+        } = settings;
         let observer: forgejo::Observer = Arc::new(move |outcome: forgejo::RequestOutcome| {
             metrics.observe(outcome.endpoint, outcome.outcome, outcome.duration);
         });
@@ -105,6 +120,7 @@ impl SharedPolls {
             max_retry_time: request_timeout.min(Duration::from_secs(10)),
             extra_root_certs_pem: extra_ca,
             observer: Some(observer),
+            allow_link_local,
             ..ClientOptions::default()
         };
         Self {
@@ -286,12 +302,11 @@ mod tests {
             let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", "good"));
             forgejo.add_job(StandInJob::new("faro/app", "build", &["docker"]));
             let (sender, recovered) = mpsc::unbounded_channel();
-            let polls = SharedPolls::new(
-                Duration::from_secs(5),
-                None,
-                ForgejoMetrics::default(),
-                sender,
-            );
+            let settings = ForgejoSettings {
+                request_timeout: Duration::from_secs(5),
+                ..ForgejoSettings::default()
+            };
+            let polls = SharedPolls::new(settings, ForgejoMetrics::default(), sender);
             let client = polls.client(&forgejo.url(), &Token::new("good")).unwrap();
             let version = polls.version(&client).await.unwrap();
             Self {

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use forgejo::stand_in::{Fault, StandInJob, Times};
 use support::partition::Partition;
 use support::{Operator, World, wait_until};
 
@@ -74,4 +75,222 @@ async fn a_leader_cut_off_from_the_apiserver_stops_before_another_replica_takes_
         a_stopped <= Duration::from_secs(DURATION),
         "the cut-off leader kept leading {a_stopped:?}, past its {DURATION} s Lease"
     );
+}
+
+/// How long a Forgejo outage lasts: a CI-sized one, or the full set's (`FRC_CHAOS=full`).
+fn outage_lengths() -> Vec<Duration> {
+    if std::env::var("FRC_CHAOS").as_deref() == Ok("full") {
+        vec![
+            Duration::from_secs(30),
+            Duration::from_secs(90),
+            Duration::from_secs(180),
+        ]
+    } else {
+        vec![Duration::from_secs(40)]
+    }
+}
+
+/// The end of every scenario: one Job per waiting job, no registration left, no token leak.
+async fn check_invariants(world: &World, operator: &Operator, waiting: usize) {
+    let jobs = world.runner_jobs().await;
+    let mut ids: Vec<String> = jobs
+        .iter()
+        .filter_map(|job| {
+            job.metadata
+                .labels
+                .as_ref()?
+                .get(scheduler::labels::FORGEJO_JOB_ID)
+                .cloned()
+        })
+        .collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "duplicate runner Jobs: {ids:?}");
+    assert_eq!(ids.len(), waiting, "a waiting job has no runner Job (lost)");
+    let registered = world.forgejo.runners().len();
+    assert!(
+        registered <= waiting,
+        "{registered} runner registrations for {waiting} jobs: some are orphans"
+    );
+    let logs = operator.logs();
+    assert!(
+        !logs.contains(&world.token),
+        "the API token is in the operator's log"
+    );
+    for event in world.events_of("pool").await {
+        let note = event.note.unwrap_or_default();
+        assert!(
+            !note.contains(&world.token),
+            "the API token is in an event: {note}"
+        );
+    }
+    let status = serde_json::to_string(&world.pools().get("pool").await.expect("pool").status)
+        .expect("status JSON");
+    assert!(
+        !status.contains(&world.token),
+        "the API token is in the status"
+    );
+}
+
+#[tokio::test]
+#[ignore = "fault tier: run by cargo xtask test"]
+async fn after_a_forgejo_outage_of_any_length_a_new_job_is_scheduled_within_one_interval() {
+    const INTERVAL: Duration = Duration::from_secs(10);
+    for outage in outage_lengths() {
+        let world = World::new("outage").await;
+        world
+            .forgejo
+            .add_job(StandInJob::new("faro/app", "before", &["docker"]));
+        world
+            .create_pool_from(serde_json::json!({
+                "metadata": {"name": "pool"},
+                "spec": {
+                    "forgejoServer": world.forgejo.url(),
+                    "organization": "faro",
+                    "labels": "docker",
+                    "tokenSecretRef": {"name": "forgejo-token", "key": "token"},
+                    "pollInterval": "10s",
+                    "maxRunners": 10,
+                }
+            }))
+            .await;
+        let operator = Operator::start(&world.ns);
+        wait_until("the first runner Job", LONG, || async {
+            (world.runner_jobs().await.len() == 1).then_some(())
+        })
+        .await;
+
+        world
+            .forgejo
+            .inject_fault("/api/v1/", Fault::Status(503), Times::Always);
+        world
+            .forgejo
+            .add_job(StandInJob::new("faro/app", "during", &["docker"]));
+        tokio::time::sleep(outage).await;
+        world.forgejo.clear_faults();
+        let ended = Instant::now();
+        wait_until(
+            "the job added during the outage to get its runner Job",
+            LONG + outage,
+            || async { (world.runner_jobs().await.len() == 2).then_some(()) },
+        )
+        .await;
+        let recovery = ended.elapsed();
+        println!("outage {outage:?} at a {INTERVAL:?} interval: recovered in {recovery:?}");
+        assert!(
+            recovery <= INTERVAL + Duration::from_secs(5),
+            "after a {outage:?} outage the pool took {recovery:?} to schedule again"
+        );
+        world
+            .wait_for_condition("pool", "Ready", "True", "Polling")
+            .await;
+        check_invariants(&world, &operator, 2).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "fault tier: run by cargo xtask test"]
+async fn a_retry_after_is_honoured_between_reconciles() {
+    let world = World::new("retry-after").await;
+    world.create_pool("pool", "faro", "docker", 10).await;
+    let operator = Operator::start(&world.ns);
+    world.wait_for_polls(2).await;
+    // Every listing is refused with "come back in 5 s" until cleared.
+    world.forgejo.inject_fault(
+        "/api/v1/orgs/faro/actions/runners/jobs",
+        Fault::StatusWithRetryAfter(429, 5),
+        Times::Always,
+    );
+    world.forgejo.clear_requests();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let listings: Vec<_> = world
+        .forgejo
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/actions/runners/jobs"))
+        .collect();
+    world.forgejo.clear_faults();
+    // 12 s at "5 s apart" is at most 3 listings (the client's own retry inside one call
+    // waits the 5 s too); the old code asked about every second.
+    assert!(
+        listings.len() <= 3,
+        "{} listings in 12 s despite Retry-After: 5",
+        listings.len()
+    );
+    world
+        .wait_for_condition("pool", "Ready", "True", "Polling")
+        .await;
+    check_invariants(&world, &operator, 0).await;
+}
+
+#[tokio::test]
+#[ignore = "fault tier: run by cargo xtask test"]
+async fn failed_runner_registrations_make_the_pool_not_ready_and_are_retried() {
+    let world = World::new("no-credentials").await;
+    world.forgejo.inject_fault(
+        "POST /api/v1/orgs/faro/actions/runners",
+        Fault::Status(500),
+        Times::Always,
+    );
+    world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["docker"]));
+    world.create_pool("pool", "faro", "docker", 10).await;
+    let operator = Operator::start(&world.ns);
+    world
+        .wait_for_condition("pool", "Ready", "False", "RunnerCredentialsFailed")
+        .await;
+    let jobs = world.runner_jobs().await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "the runner Job stays while its credentials are retried"
+    );
+    let name = jobs[0].metadata.name.clone().expect("job name");
+    assert!(world.secret(&name).await.is_none());
+
+    world.forgejo.clear_faults();
+    world
+        .wait_for_condition("pool", "Ready", "True", "Polling")
+        .await;
+    wait_until("the runner Secret", LONG, || async {
+        world.secret(&name).await
+    })
+    .await;
+    check_invariants(&world, &operator, 1).await;
+}
+
+#[tokio::test]
+#[ignore = "fault tier: run by cargo xtask test"]
+async fn kill_9_in_a_loop_loses_and_duplicates_nothing() {
+    let rounds = if std::env::var("FRC_CHAOS").as_deref() == Ok("full") {
+        20
+    } else {
+        5
+    };
+    let world = World::new("kill-loop").await;
+    world.create_pool("pool", "faro", "docker", 100).await;
+    let mut added = 0;
+    let mut operator = Operator::start(&world.ns);
+    for round in 0..rounds {
+        for n in 0..3 {
+            world.forgejo.add_job(StandInJob::new(
+                "faro/app",
+                &format!("r{round}-{n}"),
+                &["docker"],
+            ));
+            added += 1;
+        }
+        // Killed at a different point of its work each round.
+        tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
+        operator.kill();
+        operator = Operator::start(&world.ns);
+    }
+    wait_until(&format!("{added} runner Jobs"), LONG, || async {
+        (world.runner_jobs().await.len() >= added).then_some(())
+    })
+    .await;
+    world.wait_for_polls(3).await;
+    check_invariants(&world, &operator, added).await;
 }
