@@ -126,6 +126,8 @@ impl LeaseGuard {
         record(&metrics, last, &self.identity, true);
         let _ = tx.send(last);
         loop {
+            // While leading, wake exactly when the Lease may run out, not at the next tick.
+            let runs_out = validity.until.filter(|_| last);
             tokio::select! {
                 changed = manager_rx.changed() => {
                     if changed.is_err() {
@@ -137,22 +139,10 @@ impl LeaseGuard {
                     }
                     manager_leads = leads;
                 }
+                () = sleep_until_or_never(runs_out) => {}
                 () = tokio::time::sleep(period) => {
                     if manager_leads {
-                        let started = Instant::now();
-                        let seen = tokio::time::timeout(period, self.leases.get_opt(&self.name)).await;
-                        match seen {
-                            Ok(Ok(Some(lease))) => {
-                                let spec = lease.spec.unwrap_or_default();
-                                let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-                                let renewed = spec.renew_time.map(|t| t.0.to_string());
-                                validity.observed(started, ours, renewed);
-                            }
-                            Ok(Ok(None)) => validity.observed(started, false, None),
-                            // Unanswered: the validity runs out by itself.
-                            Ok(Err(error)) => tracing::debug!(%error, "reading the leader Lease failed"),
-                            Err(_) => tracing::debug!("reading the leader Lease timed out"),
-                        }
+                        self.read_lease(&mut validity, period).await;
                     }
                 }
             }
@@ -168,6 +158,36 @@ impl LeaseGuard {
         // The manager stopped: never act as leader after that.
         let _ = tx.send(false);
         metrics.is_leader.set(0);
+    }
+}
+
+impl LeaseGuard {
+    /// Reads the Lease, waiting no longer than `period` nor past the moment it may run out.
+    async fn read_lease(&self, validity: &mut LeaseValidity, period: Duration) {
+        let started = Instant::now();
+        let left = validity
+            .until
+            .map_or(period, |until| until.saturating_duration_since(started))
+            .clamp(Duration::from_millis(50), period);
+        match tokio::time::timeout(left, self.leases.get_opt(&self.name)).await {
+            Ok(Ok(Some(lease))) => {
+                let spec = lease.spec.unwrap_or_default();
+                let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+                let renewed = spec.renew_time.map(|t| t.0.to_string());
+                validity.observed(started, ours, renewed);
+            }
+            Ok(Ok(None)) => validity.observed(started, false, None),
+            // Unanswered: the validity runs out by itself.
+            Ok(Err(error)) => tracing::debug!(%error, "reading the leader Lease failed"),
+            Err(_) => tracing::debug!("reading the leader Lease timed out"),
+        }
+    }
+}
+
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
