@@ -38,6 +38,9 @@ enum Task {
         /// Test name filters and libtest flags.
         args: Vec<String>,
     },
+    /// Run the fault tier's full set on the local cluster (longer outages, more kill rounds);
+    /// `cargo xtask test` runs its CI-sized subset. Figures: docs/reliability.md.
+    Chaos,
     /// Manage the local cluster (control plane, kube-scheduler, containerd and a kubelet).
     Cluster {
         #[command(subcommand)]
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             },
         ),
         Task::TestCluster { args } => test::cluster_tier(&root, &args),
+        Task::Chaos => test::chaos(&root),
         Task::Cluster { action } => match action {
             ClusterAction::Up => {
                 let info = cluster::up(&root)?;

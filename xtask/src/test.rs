@@ -59,13 +59,48 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 /// Starts the control plane, installs deploy/, runs the ignored (cluster) tests with `extra`
 /// libtest arguments, and stops the control plane whatever happened.
 pub fn cluster_tier(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    // Every test binary runs even when one fails: one report shows every failure.
+    let mut args: Vec<String> = [
+        "test",
+        "--workspace",
+        "--all-features",
+        "--no-fail-fast",
+        "--",
+        "--ignored",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(extra.iter().cloned());
+    run_tier(root, &args, &[])
+}
+
+/// `cargo xtask chaos`: the fault tier's full set (longer outages, more kill rounds), one
+/// scenario at a time so that each one's figures are its own.
+pub fn chaos(root: &Path) -> anyhow::Result<()> {
+    let args = [
+        "test",
+        "-p",
+        "operator",
+        "--test",
+        "faults",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+    .map(str::to_owned);
+    run_tier(root, &args, &[("FRC_CHAOS", "full")])
+}
+
+/// Starts the control plane, runs `cargo <args>` against it, stops it whatever happened.
+fn run_tier(root: &Path, args: &[String], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let sysctls_before = crate::node::current_sysctls();
     println!("==> cluster tier: building the test images");
     let images = crate::image::build_all(root, None).context("building the test images")?;
     println!("==> cluster tier: starting the local cluster");
     let info = cluster::up(root).context("starting the cluster for the cluster tier")?;
     let pids = cluster::recorded_pids(root)?;
-    let result = run_cluster_tests(root, &info, &images, extra);
+    let result = run_cluster_tests(root, &info, &images, args, env);
     println!("==> stopping the local cluster");
     let stopped = cluster::down(root);
     let clean = check_down_left_nothing(root, &pids, &sysctls_before);
@@ -78,7 +113,8 @@ fn run_cluster_tests(
     root: &Path,
     info: &cluster::ClusterInfo,
     images: &crate::image::TestImages,
-    extra: &[String],
+    cargo_args: &[String],
+    extra_env: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     for image in images.all() {
         cluster::import_image(root, &image.tar)?;
@@ -97,16 +133,7 @@ fn run_cluster_tests(
         .to_string();
     let node_ip = crate::node::NODE_IP.to_string();
     let overlay = overlay.display().to_string();
-    // Every test binary runs even when one fails: one report shows every failure.
-    let mut args = vec![
-        "test",
-        "--workspace",
-        "--all-features",
-        "--no-fail-fast",
-        "--",
-        "--ignored",
-    ];
-    args.extend(extra.iter().map(String::as_str));
+    let args: Vec<&str> = cargo_args.iter().map(String::as_str).collect();
     step(
         root,
         "cargo",
@@ -119,7 +146,10 @@ fn run_cluster_tests(
             (RUNNER_IMAGE_ENV, images.runner.reference.as_str()),
             (LABEL_IMAGE_ENV, images.label.reference.as_str()),
             (OVERLAY_ENV, overlay.as_str()),
-        ],
+        ]
+        .into_iter()
+        .chain(extra_env.iter().copied())
+        .collect::<Vec<_>>(),
     )
 }
 
