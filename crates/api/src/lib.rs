@@ -16,6 +16,6 @@ pub use labels::{
     DEFAULT_DOCKER_IMAGE, LABELS_PATTERN, LabelError, LabelScheme, RunnerLabel, parse_labels,
 };
 pub use privileges::{
-    ALLOW_PRIVILEGED_FLAG, BASELINE_CAPABILITIES, PodPrivileges, check_pod_template,
+    ALLOW_PRIVILEGED_FLAG, BASELINE_CAPABILITIES, DIND_SIDECAR, PodPrivileges, check_pod_template,
 };
 pub use resource::*;

@@ -62,8 +62,21 @@ pub fn check_pod_template(
     let Some(spec) = &template.spec else {
         return Ok(());
     };
+    // The scheduler keeps the sidecar privileged but lets a template replace its image (a
+    // mirror): without the flag that would run any image privileged.
+    for (index, container) in spec.containers.iter().enumerate() {
+        if container.name == DIND_SIDECAR && container.image.is_some() {
+            return refuse(
+                format!("spec.jobTemplate.spec.containers[{index}].image"),
+                "replaces the image of the privileged docker-in-docker sidecar",
+            );
+        }
+    }
     check_pod_spec(spec, "spec.jobTemplate.spec")
 }
+
+/// The name of the docker-mode sidecar the scheduler adds (privileged by design).
+pub const DIND_SIDECAR: &str = "dind";
 
 fn refuse(field: String, problem: impl Into<String>) -> Result<(), SpecError> {
     Err(SpecError::PrivilegedTemplate {
@@ -248,6 +261,21 @@ mod tests {
     fn check(template: Value) -> Result<(), SpecError> {
         let template: PodTemplateSpec = serde_json::from_value(template).unwrap();
         check_pod_template(&template, PodPrivileges::Baseline)
+    }
+
+    #[test]
+    fn replacing_the_dind_sidecars_image_is_refused_but_tuning_it_is_not() {
+        let field = refused(json!({"spec": {"containers": [
+            {"name": "runner"},
+            {"name": "dind", "image": "anything:latest"},
+        ]}}));
+        assert_eq!(field, "spec.jobTemplate.spec.containers[1].image");
+        assert_eq!(
+            check(json!({"spec": {"containers": [
+                {"name": "dind", "resources": {"limits": {"memory": "2Gi"}}},
+            ]}})),
+            Ok(())
+        );
     }
 
     /// The refused field, after checking the message says how to allow it.

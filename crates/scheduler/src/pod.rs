@@ -37,7 +37,7 @@ use crate::template::merge_user_template;
 /// The container that runs `forgejo-runner one-job` (in every mode).
 pub const RUNNER_CONTAINER: &str = "runner";
 /// The Docker daemon sidecar of docker-mode pods.
-pub const DIND_CONTAINER: &str = "dind";
+pub const DIND_CONTAINER: &str = api::DIND_SIDECAR;
 /// The init container that copies the runner binary into kubernetes-mode pods.
 pub const INSTALL_RUNNER_CONTAINER: &str = "install-runner";
 /// The Docker-in-Docker image of docker-mode pods.
