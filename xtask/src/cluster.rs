@@ -78,6 +78,11 @@ struct Proc {
     /// Binary name, e.g. `kube-apiserver`; checked against `/proc/<pid>/cmdline` before any signal.
     name: String,
     pid: u32,
+    /// The program and arguments it was started with, to start it again if it dies.
+    #[serde(default)]
+    program: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
 }
 
 /// The Go-built binaries of one pinned version set.
@@ -126,7 +131,7 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
     let pause = crate::image::build_pause(workspace_root)?;
     let dir = state_dir(workspace_root);
 
-    if let Some(state) = read_state(&dir)? {
+    if let Some(mut state) = read_state(&dir)? {
         if state.processes.iter().all(process_matches) && apiserver_ready(&bins, workspace_root) {
             eprintln!(
                 "cluster: already up at {} ({})",
@@ -138,7 +143,19 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
                 version: state.version,
             });
         }
-        eprintln!("cluster: previous cluster is not healthy; stopping what is left of it");
+        // Some components died: start them again on the same data (etcd keeps the objects).
+        match restart_what_died(workspace_root, &dir, &mut state) {
+            Ok(()) => {
+                return Ok(ClusterInfo {
+                    admin_kubeconfig: admin_kubeconfig_path(workspace_root),
+                    server: state.server,
+                    version: state.version,
+                });
+            }
+            Err(error) => eprintln!(
+                "cluster: restarting what died failed ({error:#}); stopping what is left of it"
+            ),
+        }
         down(workspace_root)?;
     }
 
@@ -151,6 +168,10 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
         }
     }
     let logs = dir.join("logs");
+    // A new cluster starts new logs (components started again append to theirs).
+    if logs.exists() {
+        fs::remove_dir_all(&logs).with_context(|| format!("removing {}", logs.display()))?;
+    }
     fs::create_dir_all(&logs)?;
 
     let pki = generate_pki(&dir)?;
@@ -374,6 +395,58 @@ pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
         server: state.server,
         version: state.version,
     })
+}
+
+/// Starts again, in start order and with their recorded command lines, the components of a
+/// running cluster that died, then waits until the apiserver and the node are ready.
+fn restart_what_died(workspace_root: &Path, dir: &Path, state: &mut State) -> Result<()> {
+    let bins = Binaries {
+        bin_dir: state.bin_dir.clone(),
+    };
+    let logs = dir.join("logs");
+    let dirs = node::NodeDirs::new(dir);
+    for index in 0..state.processes.len() {
+        if process_matches(&state.processes[index]) {
+            continue;
+        }
+        let dead = state.processes[index].clone();
+        if dead.args.is_empty() {
+            bail!("{} died and its command line was not recorded", dead.name);
+        }
+        eprintln!(
+            "cluster: {} (pid {}) is not running; starting it again",
+            dead.name, dead.pid
+        );
+        let started = spawn_program(&dead.program, &dead.name, &logs, &dead.args)?;
+        state.processes[index] = started.clone();
+        write_state(dir, state)?;
+        match dead.name.as_str() {
+            RUNTIME_PROCESS => node::wait_for_containerd(&dirs, || process_matches(&started))?,
+            "etcd" => {
+                let port = state.etcd_client_port;
+                wait_until(&started, &logs, "etcd /health", || etcd_healthy(port))?;
+            }
+            _ => {}
+        }
+    }
+    let admin = admin_kubeconfig_path(workspace_root);
+    let apiserver = state
+        .processes
+        .iter()
+        .find(|p| p.name == "kube-apiserver")
+        .cloned()
+        .context("the state names no kube-apiserver")?;
+    wait_until(&apiserver, &logs, "kube-apiserver /readyz", || {
+        kubectl_quiet(&bins, &admin, &["get", "--raw=/readyz"])
+    })?;
+    if let Some(kubelet) = state.processes.iter().find(|p| p.name == "kubelet") {
+        wait_for_node(&bins, &admin, kubelet, &logs)?;
+    }
+    eprintln!(
+        "cluster: up again at {} ({}), data kept",
+        state.server, state.version
+    );
+    Ok(())
 }
 
 /// Stops exactly the processes `up` started (by recorded pid), tears the node down (mounts,
@@ -1021,8 +1094,12 @@ fn spawn(bins: &Binaries, name: &str, logs: &Path, args: &[String]) -> Result<Pr
 /// [`spawn`] for a program outside the Go-built binaries (containerd).
 fn spawn_program(program: &Path, name: &str, logs: &Path, args: &[String]) -> Result<Proc> {
     let log_path = logs.join(format!("{name}.log"));
-    let log =
-        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    // Appended: a component started again keeps its first life's log for post-mortems.
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -1040,6 +1117,8 @@ fn spawn_program(program: &Path, name: &str, logs: &Path, args: &[String]) -> Re
     Ok(Proc {
         name: name.to_owned(),
         pid: child.id(),
+        program: program.to_owned(),
+        args: args.to_vec(),
     })
 }
 

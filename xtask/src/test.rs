@@ -15,6 +15,8 @@ pub const ADMIN_KUBECONFIG_ENV: &str = "FRC_TEST_KUBECONFIG";
 pub const OPERATOR_KUBECONFIG_ENV: &str = "FRC_TEST_OPERATOR_KUBECONFIG";
 /// Environment variable holding the kubectl built with the control plane.
 pub const KUBECTL_ENV: &str = "FRC_TEST_KUBECTL";
+/// The xtask binary, for tests that restart components of the cluster.
+pub const XTASK_ENV: &str = "FRC_TEST_XTASK";
 /// Environment variable holding the address pods reach this machine at (test servers bind it).
 pub const NODE_IP_ENV: &str = "FRC_TEST_NODE_IP";
 /// Environment variable holding the runner test image (`/bin/forgejo-runner` = the double,
@@ -83,6 +85,8 @@ pub fn chaos(root: &Path) -> anyhow::Result<()> {
         "operator",
         "--test",
         "faults",
+        "--test",
+        "apiserver_faults",
         "--",
         "--ignored",
         "--nocapture",
@@ -99,8 +103,9 @@ fn run_tier(root: &Path, args: &[String], env: &[(&str, &str)]) -> anyhow::Resul
     let images = crate::image::build_all(root, None).context("building the test images")?;
     println!("==> cluster tier: starting the local cluster");
     let info = cluster::up(root).context("starting the cluster for the cluster tier")?;
-    let pids = cluster::recorded_pids(root)?;
     let result = run_cluster_tests(root, &info, &images, args, env);
+    // Read after the tests: the fault tier restarts components (new pids).
+    let pids = cluster::recorded_pids(root)?;
     println!("==> stopping the local cluster");
     let stopped = cluster::down(root);
     let clean = check_down_left_nothing(root, &pids, &sysctls_before);
@@ -133,6 +138,11 @@ fn run_cluster_tests(
         .to_string();
     let node_ip = crate::node::NODE_IP.to_string();
     let overlay = overlay.display().to_string();
+    // The fault tier starts components of the cluster again with `xtask cluster up`.
+    let xtask = std::env::current_exe()
+        .context("locating the xtask binary")?
+        .display()
+        .to_string();
     let args: Vec<&str> = cargo_args.iter().map(String::as_str).collect();
     step(
         root,
@@ -146,6 +156,7 @@ fn run_cluster_tests(
             (RUNNER_IMAGE_ENV, images.runner.reference.as_str()),
             (LABEL_IMAGE_ENV, images.label.reference.as_str()),
             (OVERLAY_ENV, overlay.as_str()),
+            (XTASK_ENV, xtask.as_str()),
         ]
         .into_iter()
         .chain(extra_env.iter().copied())
