@@ -294,3 +294,111 @@ async fn kill_9_in_a_loop_loses_and_duplicates_nothing() {
     world.wait_for_polls(3).await;
     check_invariants(&world, &operator, added).await;
 }
+
+fn pool_spec(server: &str) -> serde_json::Value {
+    serde_json::json!({
+        "forgejoServer": server,
+        "organization": "faro",
+        "labels": "docker",
+        "tokenSecretRef": {"name": "forgejo-token", "key": "token"},
+        "pollInterval": "1s",
+        "maxRunners": 10,
+    })
+}
+
+#[tokio::test]
+#[ignore = "fault tier: run by cargo xtask test"]
+async fn a_privileged_job_template_is_refused_by_name_and_nothing_scheduled_is_lost() {
+    let world = World::new("privileged").await;
+    world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["docker"]));
+    world.create_pool("pool", "faro", "docker", 10).await;
+    let operator = Operator::start(&world.ns);
+    wait_until("the runner Job", LONG, || async {
+        (world.runner_jobs().await.len() == 1).then_some(())
+    })
+    .await;
+
+    // The same pool asks for the node's network: refused, with the field named.
+    let patch = serde_json::json!({"spec": {"jobTemplate": {"spec": {"hostNetwork": true}}}});
+    world
+        .pools()
+        .patch(
+            "pool",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("patch the pool");
+    world
+        .wait_for_condition("pool", "Ready", "False", "PrivilegedTemplate")
+        .await;
+    let event = world.wait_for_event("pool", "PrivilegedTemplate").await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("spec.jobTemplate.spec.hostNetwork")
+            && note.contains("--allow-privileged-runners"),
+        "the event does not name the field and the way out: {note}"
+    );
+    world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "after", &["docker"]));
+    world.wait_for_polls(3).await;
+    assert_eq!(
+        world.runner_jobs().await.len(),
+        1,
+        "the Job already scheduled stays, and nothing new is scheduled from a refused template"
+    );
+    check_invariants(&world, &operator, 1).await;
+}
+
+#[tokio::test]
+#[ignore = "fault tier: run by cargo xtask test"]
+async fn a_metadata_address_is_refused_and_forgejos_answers_never_reach_status_or_events() {
+    let world = World::new("addresses").await;
+    world
+        .create_pool_from(serde_json::json!({
+            "metadata": {"name": "metadata"},
+            "spec": pool_spec("http://169.254.169.254"),
+        }))
+        .await;
+    const PAGE: &str = "<html>maintenance: internal-host-7f3a.corp says hello</html>";
+    world.forgejo.inject_fault(
+        "/api/v1/orgs/faro/actions/runners/jobs",
+        Fault::Body(500, PAGE.to_owned()),
+        Times::Always,
+    );
+    let url = world.forgejo.url();
+    world
+        .create_pool_from(serde_json::json!({
+            "metadata": {"name": "pool"},
+            "spec": pool_spec(&url),
+        }))
+        .await;
+    let operator = Operator::start(&world.ns);
+    world
+        .wait_for_condition("metadata", "ForgejoReachable", "False", "ForbiddenAddress")
+        .await;
+    world
+        .wait_for_condition("pool", "ForgejoReachable", "False", "ServerError")
+        .await;
+    let status = serde_json::to_string(&world.pools().get("pool").await.expect("pool").status)
+        .expect("status JSON");
+    assert!(
+        !status.contains("internal-host-7f3a"),
+        "Forgejo's page is in the status: {status}"
+    );
+    for event in world.events_of("pool").await {
+        let note = event.note.unwrap_or_default();
+        assert!(
+            !note.contains("internal-host-7f3a"),
+            "Forgejo's page is in an event: {note}"
+        );
+    }
+    world.forgejo.clear_faults();
+    world
+        .wait_for_condition("pool", "Ready", "True", "Polling")
+        .await;
+    check_invariants(&world, &operator, 0).await;
+}

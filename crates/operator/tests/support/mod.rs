@@ -239,6 +239,13 @@ impl World {
     }
 
     /// The runner Jobs in the namespace, oldest first.
+    pub async fn runner_jobs_opt(&self) -> Option<Vec<Job>> {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.ns);
+        let params = ListParams::default().labels(&scheduler::labels::owned_jobs_selector());
+        jobs.list(&params).await.ok().map(|list| list.items)
+    }
+
+    /// The runner Jobs in the namespace.
     pub async fn runner_jobs(&self) -> Vec<Job> {
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.ns);
         let mut items = jobs
