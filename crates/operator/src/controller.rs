@@ -30,6 +30,7 @@ use crate::polls::{ForgejoSettings, PoolRef, SharedPolls};
 
 mod act;
 mod observe;
+mod start_backoff;
 mod status;
 mod token_watch;
 
@@ -89,6 +90,8 @@ pub struct Context {
     pub first_seen: Mutex<HashMap<(String, i64, i64), Instant>>,
     /// Consecutive failures per pool, for backoff.
     pub failures: Mutex<HashMap<ObjectRef<RunnerDeployment>, u32>>,
+    /// Pools whose runner pods cannot start, and until when their new Jobs wait.
+    pub start_backoff: start_backoff::StartBackoff,
 }
 
 impl Context {
@@ -255,6 +258,7 @@ where
         timeouts: config.timeouts,
         first_seen: Mutex::default(),
         failures: Mutex::default(),
+        start_backoff: start_backoff::StartBackoff::default(),
     });
 
     // Only spec changes, finalizer changes and deletion trigger a pool: the status the

@@ -115,8 +115,31 @@ async fn missing_image_gets_a_real_image_pull_error_and_is_cleaned_up() {
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     let note = event.note.unwrap_or_default();
     assert!(note.contains("frc-does-not-exist"), "event note: {note}");
-    // Capacity is freed: with maxRunners 1, a new runner Job replaces the stuck one.
+    // The pool says why, naming the image, and pauses: no Job (and registration) churn.
+    world
+        .wait_for_condition("pool", "Ready", "False", "ImagePullFailed")
+        .await;
+    let rd = world.pools().get("pool").await.expect("pool");
+    let ready = rd
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .expect("Ready condition");
+    assert!(
+        ready.message.contains("frc-does-not-exist"),
+        "Ready: {}",
+        ready.message
+    );
     let stuck_uid = stuck.uid();
+    let paused_at = std::time::Instant::now();
+    while paused_at.elapsed() < Duration::from_secs(4) {
+        let live = world.live_runner_jobs().await;
+        assert!(
+            live.iter().all(|job| job.uid() == stuck_uid),
+            "a new runner Job was made at once for a pool whose image cannot be pulled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // After the pause, capacity is freed: with maxRunners 1, a new Job replaces the stuck one.
     wait_until("a new runner Job in the freed slot", LONG, || async {
         let live = world.live_runner_jobs().await;
         (live.len() == 1 && live[0].uid() != stuck_uid).then_some(())

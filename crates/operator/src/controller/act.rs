@@ -24,7 +24,8 @@ use scheduler::{
 
 use super::observe::{self, forgejo_scope, owned_jobs, pool_jobs, read_token};
 use super::status::{
-    record_credentials_failure, record_failure, record_job_create_failure, record_success,
+    record_credentials_failure, record_failure, record_job_create_failure, record_not_ready,
+    record_success,
 };
 use super::{Context, FIELD_MANAGER, apply_status, reset_backoff};
 use crate::error::{Error, Result};
@@ -162,7 +163,25 @@ async fn observe_and_act(
         runner_path,
         timeouts: ctx.timeouts,
     };
-    let plan = scheduler::plan(&input, now.clone())?;
+    let mut plan = scheduler::plan(&input, now.clone())?;
+    let started_runner = owned.iter().any(|job| job.runner_started_at.is_some());
+    let pause = ctx.start_backoff.observe(
+        &rd.uid().unwrap_or_default(),
+        rd.metadata.generation,
+        &plan.delete_jobs,
+        started_runner,
+        ctx.timeouts.image_pull_deadline,
+        Instant::now(),
+    );
+    if let Some(pause) = &pause {
+        // Pods of this pool cannot start: no new Job (and registration) until the pause ends.
+        tracing::info!(
+            reason = pause.reason.as_str(),
+            failures = pause.failures,
+            "new runner Jobs paused"
+        );
+        plan.create_jobs.clear();
+    }
     let pool_labels = crate::metrics::PoolLabels {
         namespace: rd.namespace().unwrap_or_default(),
         pool: rd.name_any(),
@@ -215,6 +234,23 @@ async fn observe_and_act(
             "{count} runner pod(s) have no credentials and cannot take their job; the Job stays and credentials are retried next poll: {first}"
         );
         record_credentials_failure(status, &message, rd.metadata.generation, now);
+    }
+    if let Some(pause) = &pause {
+        let left = pause
+            .until
+            .saturating_duration_since(Instant::now())
+            .as_secs();
+        let message = format!(
+            "runner pods of this pool cannot start ({} in a row): {}; no new runner Job for {left}s (it doubles each time); fix spec.runnerImage, the label's image or the registry credentials: a spec change retries at once",
+            pause.failures, pause.message
+        );
+        record_not_ready(
+            status,
+            pause.reason.as_str(),
+            &message,
+            rd.metadata.generation,
+            now,
+        );
     }
     if let Some(message) = problems.job_refused {
         record_job_create_failure(status, &message, rd.metadata.generation, now);
@@ -560,6 +596,7 @@ async fn delete_registration(
 /// The cleanup path of a deleted pool: remove its runner registrations from Forgejo (15+).
 /// Its Jobs and their Secrets go by owner references.
 pub async fn cleanup(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.start_backoff.forget(&rd.uid().unwrap_or_default());
     let deleting_for = rd
         .metadata
         .deletion_timestamp

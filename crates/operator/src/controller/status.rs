@@ -130,3 +130,18 @@ pub fn record_credentials_failure(
         now.clone(),
     );
 }
+
+/// Marks the pool not ready for `reason`, keeping the other conditions.
+pub fn record_not_ready(
+    status: &mut RunnerDeploymentStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    set_condition(
+        &mut status.conditions,
+        condition(READY, false, reason, message, generation, now.clone()),
+        now.clone(),
+    );
+}
