@@ -344,7 +344,19 @@ async fn a_privileged_job_template_is_refused_by_name_and_nothing_scheduled_is_l
     world
         .forgejo
         .add_job(StandInJob::new("faro/app", "after", &["docker"]));
-    world.wait_for_polls(3).await;
+    // A refused spec is not polled: count the reconciles that refused it instead.
+    let refusals = || {
+        operator
+            .metric(
+                "forgejo_runner_controller_reconcile_errors_total{reason=\"PrivilegedTemplate\"}",
+            )
+            .unwrap_or(0.0)
+    };
+    let seen = refusals();
+    wait_until("two more refusing reconciles", LONG, || async {
+        (refusals() >= seen + 2.0).then_some(())
+    })
+    .await;
     assert_eq!(
         world.runner_jobs().await.len(),
         1,
