@@ -95,8 +95,9 @@ pub struct Args {
     #[arg(long, env = "FRC_FORGEJO_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub forgejo_timeout: Duration,
 
-    /// How long a runner Job whose Forgejo job stopped waiting (cancelled, or taken by another
-    /// runner) may keep an idle runner before it is deleted, e.g. `60s`.
+    /// How long a runner Job whose Forgejo job no longer waits (cancelled, or taken by another
+    /// runner) and whose runner runs nothing is kept, counted from when its runner started
+    /// (or, if it has not started, from the Job's creation), e.g. `60s`.
     #[arg(long, env = "FRC_NOT_WAITING_GRACE", default_value = "60s", value_parser = parse_period)]
     pub not_waiting_grace: Duration,
 

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::polls::{ForgejoSettings, PoolRef, SharedPolls};
 
 mod act;
+mod deleted;
 mod observe;
 mod start_backoff;
 mod status;
@@ -92,6 +93,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<ObjectRef<RunnerDeployment>, u32>>,
     /// Pools whose runner pods cannot start, and until when their new Jobs wait.
     pub start_backoff: start_backoff::StartBackoff,
+    /// Runner registrations deleted lately, so that an older listing does not repeat it.
+    pub deleted: deleted::DeletedRegistrations,
 }
 
 impl Context {
@@ -259,6 +262,7 @@ where
         first_seen: Mutex::default(),
         failures: Mutex::default(),
         start_backoff: start_backoff::StartBackoff::default(),
+        deleted: deleted::DeletedRegistrations::default(),
     });
 
     // Only spec changes, finalizer changes and deletion trigger a pool: the status the

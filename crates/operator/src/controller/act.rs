@@ -137,11 +137,15 @@ async fn observe_and_act(
     let (jobs, registrations, poll_error) = match &polled {
         Ok(data) => {
             ReconcileMetrics::count(&metrics.polls, "Ok");
-            let registrations = data
+            // Registrations this replica deleted after the listing was made are gone already.
+            let registrations: Vec<_> = data
                 .runners
                 .as_deref()
                 .map(observe::registrations)
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !ctx.deleted.deleted_after(client.server(), r.id, data.at))
+                .collect();
             (
                 Some(pool_jobs(&data.jobs, &label_names)),
                 registrations,
@@ -297,6 +301,7 @@ async fn carry_out(
             .await
         {
             Ok(_) => {
+                tracing::info!(job = %deletion.name, reason = deletion.reason.as_str(), "runner Job deleted");
                 ReconcileMetrics::count(&metrics.cleanups, deletion.reason.as_str());
                 publish_reason(ctx, rd, deletion.reason, "DeleteJob", &deletion.message).await;
             }
@@ -577,6 +582,8 @@ async fn delete_registration(
 ) {
     match client.delete_runner(scope, deletion.id).await {
         Ok(()) => {
+            ctx.deleted.remember(client.server(), deletion.id);
+            tracing::info!(runner = %deletion.name, id = deletion.id, reason = deletion.reason.as_str(), "runner registration deleted");
             ReconcileMetrics::count(&ctx.metrics.reconcile.cleanups, deletion.reason.as_str());
             publish_reason(
                 ctx,
