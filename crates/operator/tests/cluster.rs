@@ -320,6 +320,14 @@ async fn job_that_stops_waiting_before_its_pod_starts_is_cleaned_up() {
     })
     .await;
 
+    let registration_id = world
+        .forgejo
+        .runners()
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| r.id)
+        .expect("the registration");
+
     // The workflow is cancelled before any pod took the job.
     assert!(world.forgejo.remove_job(forgejo_job.id));
     wait_until("the Job, Secret and registration to go", LONG, || async {
@@ -342,6 +350,19 @@ async fn job_that_stops_waiting_before_its_pod_starts_is_cleaned_up() {
             .unwrap_or_default()
             .contains(&forgejo_job.id.to_string())
     );
+    // Deleted once: listings older than the deletion do not repeat it.
+    world.wait_for_polls(3).await;
+    let deletes = world
+        .forgejo
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "DELETE"
+                && r.path
+                    .ends_with(&format!("/actions/runners/{registration_id}"))
+        })
+        .count();
+    assert_eq!(deletes, 1, "the registration was deleted {deletes} times");
 }
 
 #[tokio::test]
