@@ -108,8 +108,11 @@ impl Error {
         match self {
             Error::Forgejo(error) => match error.retry_after() {
                 Some(delay) => RetryClass::After(delay),
-                // A maintenance page or a proxy's error page is an outage, not a misconfiguration.
-                _ if error.is_retryable() || error.reason() == "InvalidResponse" => {
+                // A maintenance page, a proxy's error page or endless answer is an outage, not
+                // a misconfiguration.
+                _ if error.is_retryable()
+                    || matches!(error.reason(), "InvalidResponse" | "BodyTooLarge") =>
+                {
                     RetryClass::Transient
                 }
                 _ => RetryClass::NeedsAPerson,

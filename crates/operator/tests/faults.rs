@@ -414,3 +414,65 @@ async fn a_metadata_address_is_refused_and_forgejos_answers_never_reach_status_o
         .await;
     check_invariants(&world, &operator, 0).await;
 }
+
+#[tokio::test]
+#[ignore = "fault tier: run by cargo xtask test"]
+async fn every_kind_of_bad_forgejo_answer_is_survived_and_recovered_from_within_one_interval() {
+    const INTERVAL: Duration = Duration::from_secs(10);
+    let full = std::env::var("FRC_CHAOS").as_deref() == Ok("full");
+    let mut faults = vec![("malformed", Fault::Malformed), ("reset", Fault::Reset)];
+    if full {
+        faults.extend([
+            ("slow (15 s)", Fault::Delay(Duration::from_secs(15))),
+            ("truncated", Fault::Truncated),
+            ("huge (50 MB)", Fault::Huge(50 * 1024 * 1024)),
+            (
+                "HTML page",
+                Fault::Body(200, "<html>maintenance</html>".to_owned()),
+            ),
+        ]);
+    }
+    let world = World::new("bad-answers").await;
+    let url = world.forgejo.url();
+    world
+        .create_pool_from(serde_json::json!({
+            "metadata": {"name": "pool"},
+            "spec": {
+                "forgejoServer": url,
+                "organization": "faro",
+                "labels": "docker",
+                "tokenSecretRef": {"name": "forgejo-token", "key": "token"},
+                "pollInterval": "10s",
+                "maxRunners": 100,
+            }
+        }))
+        .await;
+    let operator = Operator::start(&world.ns);
+    world.wait_for_polls(1).await;
+    let mut waiting = 0;
+    for (name, fault) in faults {
+        world.forgejo.inject_fault("/api/v1/", fault, Times::Always);
+        world.forgejo.add_job(StandInJob::new(
+            "faro/app",
+            &format!("during {name}"),
+            &["docker"],
+        ));
+        waiting += 1;
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        world.forgejo.clear_faults();
+        let ended = Instant::now();
+        wait_until(
+            &format!("the job added during {name} answers"),
+            LONG,
+            || async { (world.runner_jobs().await.len() == waiting).then_some(()) },
+        )
+        .await;
+        let recovery = ended.elapsed();
+        println!("{name} answers for 12 s at a {INTERVAL:?} interval: recovered in {recovery:?}");
+        assert!(
+            recovery <= INTERVAL + Duration::from_secs(5),
+            "after {name} answers the pool took {recovery:?} to schedule again"
+        );
+    }
+    check_invariants(&world, &operator, waiting).await;
+}
