@@ -110,6 +110,11 @@ pub struct Args {
     #[arg(long, env = "FRC_UNSCHEDULABLE_DEADLINE", default_value = "10m", value_parser = parse_period)]
     pub unschedulable_deadline: Duration,
 
+    /// How long a runner Job may stay without any pod before it is reported and deleted:
+    /// admission (e.g. the namespace's Pod Security level) refuses its pods, e.g. `60s`.
+    #[arg(long, env = "FRC_POD_CREATE_DEADLINE", default_value = "60s", value_parser = parse_period)]
+    pub pod_create_deadline: Duration,
+
     /// How long a finished runner Job whose Forgejo job still waits is kept before a new one
     /// replaces it.
     #[arg(long, env = "FRC_RETRY_AFTER", default_value = "60s", value_parser = parse_period)]
@@ -206,6 +211,7 @@ impl Args {
                 not_waiting_grace: self.not_waiting_grace,
                 image_pull_deadline: self.image_pull_deadline,
                 unschedulable_deadline: self.unschedulable_deadline,
+                pod_create_deadline: self.pod_create_deadline,
                 retry_after: self.retry_after,
             },
         };

@@ -84,6 +84,13 @@ pub const OPERATOR_GRANTS: &[Grant] = &[
         why: "see runner pods that cannot start (image pull errors, unschedulable)",
     },
     Grant {
+        api_group: "",
+        resources: &["events"],
+        verbs: &["list"],
+        scope: GrantScope::Cluster,
+        why: "read why Kubernetes made no pod for a runner Job (its FailedCreate events)",
+    },
+    Grant {
         api_group: "events.k8s.io",
         resources: &["events"],
         verbs: &["create", "patch"],

@@ -429,3 +429,59 @@ async fn forgejo_14_registration_token_path_runs_a_job() {
         "log rows: {rows:?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn under_restricted_pod_security_host_mode_runs_and_a_refused_mode_is_reported_and_freed() {
+    let world = World::on_node("restricted").await;
+    kubectl(&[
+        "label",
+        "namespace",
+        &world.ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let host = world.forgejo.add_job(
+        StandInJob::new("faro/app", "host", &["linux"]).with_steps(&["echo restricted-ok"]),
+    );
+    let kube = world.forgejo.add_job(
+        StandInJob::new("faro/app", "in-label-image", &["k8s"])
+            .with_steps(&["cat /etc/frc-label-image"]),
+    );
+    let labels = format!("linux:host,k8s:kubernetes://{}", support::label_image());
+    world
+        .create_pool_from(node_pool(&world, "pool", &labels, 10))
+        .await;
+    let operator = Operator::start_with(
+        &world.ns,
+        &[
+            "--leader-election=false",
+            "--pod-create-deadline=5s",
+            "--image-pull-deadline=60s",
+        ],
+    );
+
+    // Host mode's pod is restricted-compatible: it runs its job.
+    let results = wait_for_results(&world, &[host.id]).await;
+    assert_eq!(results[&host.id], "success");
+
+    // Kubernetes mode's is refused by admission: the pool says so, with Kubernetes' words,
+    // and the Job goes, freeing its slot, instead of holding it until activeDeadlineSeconds.
+    let event = world.wait_for_event("pool", "PodNotCreated").await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("PodSecurity"),
+        "the event lacks the admission reason: {note}"
+    );
+    world
+        .wait_for_condition("pool", "Ready", "False", "PodNotCreated")
+        .await;
+    wait_until("the refused Job to go", LONG, || async {
+        let jobs = world.live_runner_jobs().await;
+        job_for(&jobs, kube.id).is_none().then_some(())
+    })
+    .await;
+    let freed = operator
+        .metric("forgejo_runner_controller_cleanups_total{reason=\"PodNotCreated\"}")
+        .unwrap_or(0.0);
+    assert!(freed >= 1.0, "the cleanup was not counted");
+}

@@ -148,6 +148,19 @@ pub(crate) fn decide_job(
                 return decision;
             }
         }
+        if !job.has_pod {
+            let message = format!(
+                "Kubernetes created no pod for Job {} (Forgejo job {}) in {}s: the namespace's Pod Security level or another admission check refuses it (kubectl describe job {} shows FailedCreate); deleting the Job",
+                job.name,
+                job.forgejo_job_id,
+                ctx.timeouts.pod_create_deadline.as_secs(),
+                job.name
+            );
+            let deadline = after(created, ctx.timeouts.pod_create_deadline);
+            if let Some(decision) = due(deadline, Reason::PodNotCreated, message) {
+                return decision;
+            }
+        }
     }
     JobDecision::Keep { recheck_at }
 }
@@ -250,6 +263,7 @@ mod tests {
             deleting: false,
             runner_started_at: None,
             pod_waiting: Vec::new(),
+            has_pod: true,
             secret_exists: true,
             runner_uuid: Some("u-5".into()),
         }
@@ -375,6 +389,31 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("nod:22"), "{message}");
+    }
+
+    #[test]
+    fn a_job_kubernetes_makes_no_pod_for_goes_after_the_pod_create_deadline() {
+        let job = OwnedJob {
+            has_pod: false,
+            ..active_job()
+        };
+        assert_eq!(
+            decide(&job, ForgejoState::Waiting, &[], 59),
+            JobDecision::Keep {
+                recheck_at: Some(at(60).0)
+            }
+        );
+        let JobDecision::Delete { reason, message } = decide(&job, ForgejoState::Waiting, &[], 60)
+        else {
+            panic!("expected a deletion");
+        };
+        assert_eq!(reason, Reason::PodNotCreated);
+        assert!(message.contains("FailedCreate"), "{message}");
+        // With a pod, however slow, the Job stays.
+        assert_eq!(
+            decide(&active_job(), ForgejoState::Waiting, &[], 10_000),
+            JobDecision::Keep { recheck_at: None }
+        );
     }
 
     #[test]

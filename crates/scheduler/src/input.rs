@@ -116,6 +116,8 @@ pub struct Timeouts {
     pub image_pull_deadline: Duration,
     /// How long a pod may stay unschedulable (a cluster autoscaler may be adding a node).
     pub unschedulable_deadline: Duration,
+    /// How long a Job may stay without any pod (admission such as Pod Security refuses it).
+    pub pod_create_deadline: Duration,
     /// How long a finished Job whose Forgejo job still waits is kept before it is deleted
     /// so that a new one can be made (the pod ended without running the job).
     pub retry_after: Duration,
@@ -127,6 +129,7 @@ impl Default for Timeouts {
             not_waiting_grace: Duration::from_secs(60),
             image_pull_deadline: Duration::from_secs(5 * 60),
             unschedulable_deadline: Duration::from_secs(10 * 60),
+            pod_create_deadline: Duration::from_secs(60),
             retry_after: Duration::from_secs(60),
         }
     }

@@ -68,6 +68,8 @@ pub struct OwnedJob {
     pub runner_started_at: Option<Time>,
     /// Why its pod waits, when it does.
     pub pod_waiting: Vec<PodWaiting>,
+    /// Whether Kubernetes made any pod for it yet (none: admission may refuse them).
+    pub has_pod: bool,
     /// Whether its runner credential Secret exists.
     pub secret_exists: bool,
     /// The runner uuid in that Secret (Forgejo v15+ path), if known.
@@ -113,6 +115,7 @@ impl OwnedJob {
             deleting: job.metadata.deletion_timestamp.is_some(),
             runner_started_at,
             pod_waiting,
+            has_pod: !own_pods.is_empty() || job_counted_pods(job),
             secret_exists: secret.is_some(),
             runner_uuid,
         })
@@ -122,6 +125,14 @@ impl OwnedJob {
     pub fn is_live(&self) -> bool {
         !self.state.is_finished() && !self.deleting
     }
+}
+
+/// Whether the Job's status counts a pod (the pod cache may not have it, or it is gone).
+fn job_counted_pods(job: &Job) -> bool {
+    job.status.as_ref().is_some_and(|s| {
+        s.active.unwrap_or(0) + s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0
+            || s.ready.unwrap_or(0) > 0
+    })
 }
 
 /// The Job's state from its conditions (and, failing those, its pod counters).

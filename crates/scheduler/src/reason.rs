@@ -20,6 +20,8 @@ pub enum Reason {
     ContainerConfigError,
     /// The pod stayed unschedulable past the deadline.
     Unschedulable,
+    /// Kubernetes created no pod for the Job past the deadline (admission refused it).
+    PodNotCreated,
     /// The Job finished but its Forgejo job still waits: make room for a new Job.
     RetryWaitingJob,
     /// The Job finished: its runner credentials are no longer needed.
@@ -51,6 +53,7 @@ impl Reason {
             Self::ImagePullFailed => "ImagePullFailed",
             Self::ContainerConfigError => "ContainerConfigError",
             Self::Unschedulable => "Unschedulable",
+            Self::PodNotCreated => "PodNotCreated",
             Self::RetryWaitingJob => "RetryWaitingJob",
             Self::JobFinished => "JobFinished",
             Self::JobDeleted => "JobDeleted",
@@ -70,6 +73,7 @@ impl Reason {
             Self::ImagePullFailed
                 | Self::ContainerConfigError
                 | Self::Unschedulable
+                | Self::PodNotCreated
                 | Self::RetryWaitingJob
                 | Self::SecretMissing
                 | Self::CredentialsLost

@@ -120,6 +120,7 @@ fn owned_jobs() -> impl Strategy<Value = Vec<OwnedJob>> {
                     deleting,
                     runner_started_at: started.map(|s| at(created + s)),
                     pod_waiting,
+                    has_pod: true,
                     secret_exists: secret,
                 },
             );

@@ -168,7 +168,27 @@ async fn observe_and_act(
         timeouts: ctx.timeouts,
     };
     let mut plan = scheduler::plan(&input, now.clone())?;
-    let started_runner = owned.iter().any(|job| job.runner_started_at.is_some());
+    let namespace = rd.namespace().unwrap_or_default();
+    for deletion in plan
+        .delete_jobs
+        .iter_mut()
+        .filter(|d| d.reason == Reason::PodNotCreated)
+    {
+        if let Some(why) = observe::failed_create_reason(ctx, &namespace, &deletion.name).await {
+            deletion
+                .message
+                .push_str(&format!("; Kubernetes says: {why}"));
+        }
+    }
+    let pool_uid = rd.uid().unwrap_or_default();
+    let started_runner = ctx
+        .start_backoff
+        .paused_since(&pool_uid)
+        .is_some_and(|since| {
+            owned
+                .iter()
+                .any(|job| job.runner_started_at.as_ref().is_some_and(|t| t.0 > since))
+        });
     let pause = ctx.start_backoff.observe(
         &rd.uid().unwrap_or_default(),
         rd.metadata.generation,

@@ -45,6 +45,27 @@ pub async fn read_token(ctx: &Context, rd: &RunnerDeployment) -> Result<forgejo:
     }
 }
 
+/// Why Kubernetes made no pod for runner Job `job`: its latest `FailedCreate` event, if any.
+pub async fn failed_create_reason(ctx: &Context, namespace: &str, job: &str) -> Option<String> {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(ctx.client.clone(), namespace);
+    let params = kube::api::ListParams::default().fields(&format!(
+        "involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"
+    ));
+    match events.list(&params).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
+            .and_then(|e| e.message)
+            .map(|message| message.chars().take(400).collect()),
+        Err(error) => {
+            tracing::debug!(%error, job, "reading a runner Job's FailedCreate events failed");
+            None
+        }
+    }
+}
+
 /// The Forgejo scope of a pool, in the client's terms.
 pub fn forgejo_scope(scope: &Scope) -> forgejo::Scope {
     match scope {

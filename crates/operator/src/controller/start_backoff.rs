@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::jiff::Timestamp;
 use scheduler::{Deletion, Reason};
 
 /// The longest pause; a spec change ends a pause at once.
@@ -30,6 +31,8 @@ struct Entry {
     pause: Pause,
     /// The Jobs already counted: a deletion planned again before the watch shows it is one.
     counted: HashSet<String>,
+    /// When the first of these failures was seen (wall clock, to compare with pod times).
+    since: Timestamp,
 }
 
 /// Per pool (by uid): its current pause, if any.
@@ -40,7 +43,8 @@ pub struct StartBackoff {
 
 impl StartBackoff {
     /// Updates the pool's pause from the Job deletions a plan makes and returns it while it
-    /// lasts. `started_runner` says whether any runner of the pool got as far as starting.
+    /// lasts. `started_runner` says whether a runner of the pool started since
+    /// [`paused_since`](Self::paused_since): the image works again.
     pub fn observe(
         &self,
         pool_uid: &str,
@@ -66,14 +70,14 @@ impl StartBackoff {
         let failed = deletions.iter().find(|d| {
             matches!(
                 d.reason,
-                Reason::ImagePullFailed | Reason::ContainerConfigError
+                Reason::ImagePullFailed | Reason::ContainerConfigError | Reason::PodNotCreated
             ) && !counted(&d.name)
         });
         if let Some(failure) = failed {
-            let mut names = pools
-                .remove(pool_uid)
-                .map(|e| e.counted)
-                .unwrap_or_default();
+            let (mut names, since) = pools.remove(pool_uid).map_or_else(
+                || (HashSet::new(), Timestamp::now()),
+                |e| (e.counted, e.since),
+            );
             names.insert(failure.name.clone());
             let failures = u32::try_from(names.len()).unwrap_or(u32::MAX);
             let pause = deadline
@@ -90,6 +94,7 @@ impl StartBackoff {
                         message: failure.message.clone(),
                     },
                     counted: names,
+                    since,
                 },
             );
         }
@@ -97,6 +102,15 @@ impl StartBackoff {
             .get(pool_uid)
             .map(|e| e.pause.clone())
             .filter(|pause| pause.until > now)
+    }
+
+    /// Since when the pool's runner pods have been failing to start, if they are.
+    pub fn paused_since(&self, pool_uid: &str) -> Option<Timestamp> {
+        self.pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pool_uid)
+            .map(|e| e.since)
     }
 
     /// Forgets a deleted pool.

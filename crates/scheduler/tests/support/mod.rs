@@ -91,6 +91,7 @@ pub fn live_job(name: &str, id: i64, attempt: i64, created: i64) -> OwnedJob {
         deleting: false,
         runner_started_at: None,
         pod_waiting: Vec::new(),
+        has_pod: true,
         secret_exists: true,
         runner_uuid: Some(format!("uuid-{name}")),
     }
@@ -162,6 +163,7 @@ impl World {
                 deleting: false,
                 runner_started_at: None,
                 pod_waiting: Vec::new(),
+                has_pod: true,
                 secret_exists: false,
                 runner_uuid: None,
             });
