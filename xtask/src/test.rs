@@ -87,6 +87,8 @@ pub fn chaos(root: &Path) -> anyhow::Result<()> {
         "faults",
         "--test",
         "apiserver_faults",
+        "--test",
+        "in_cluster",
         "--",
         "--ignored",
         "--nocapture",
