@@ -1,0 +1,440 @@
+//! Carrying out a plan for one pool: the only code that writes to the cluster and to Forgejo
+//! for it, each write behind the leadership gate.
+
+use futures::future::join_all;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::events::EventType;
+use tokio::sync::OnceCell;
+
+use api::RunnerDeployment;
+use scheduler::{
+    Deletion, JobCreation, Plan, RegistrationDeletion, RunnerCredentials, RunnerPath, SecretRequest,
+};
+
+use super::events::{publish, record_item};
+use super::{Context, FIELD_MANAGER};
+use crate::metrics::ReconcileMetrics;
+
+/// What went wrong carrying out a plan, for the pool's conditions.
+#[derive(Debug, Default)]
+pub struct CarryOutProblems {
+    /// The first Job creation the apiserver refused.
+    pub job_refused: Option<String>,
+    /// How many new runners got no credentials, and the first reason.
+    pub without_credentials: Option<(usize, String)>,
+}
+
+/// How creating one runner Job went.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    /// Created now.
+    Created(Box<Job>),
+    /// Another reconcile or replica made it first.
+    AlreadyExists,
+    /// The apiserver refused it; the message is for the pool's condition.
+    Refused(String),
+    /// This replica may not write any more.
+    NotLeader,
+}
+
+/// Writes the plan of one pool: its Jobs and Secrets in the cluster, its runners in Forgejo.
+pub struct PoolActor<'a> {
+    ctx: &'a Context,
+    rd: &'a RunnerDeployment,
+    client: &'a forgejo::Client,
+    scope: &'a forgejo::Scope,
+    jobs: Api<Job>,
+    secrets: Api<Secret>,
+}
+
+impl<'a> PoolActor<'a> {
+    /// An actor for `rd`, talking to Forgejo through `client` in `scope`.
+    pub fn new(
+        ctx: &'a Context,
+        rd: &'a RunnerDeployment,
+        client: &'a forgejo::Client,
+        scope: &'a forgejo::Scope,
+    ) -> Self {
+        let namespace = rd.namespace().unwrap_or_default();
+        Self {
+            ctx,
+            rd,
+            client,
+            scope,
+            jobs: Api::namespaced(ctx.client.clone(), &namespace),
+            secrets: Api::namespaced(ctx.client.clone(), &namespace),
+        }
+    }
+
+    /// The write gate: a replica that lost the Lease writes nothing more.
+    fn may_write(&self) -> bool {
+        self.ctx.may_write()
+    }
+
+    /// Carries out a plan in the order that never strands a runner: registrations, Jobs and
+    /// Secrets go first, then Jobs are created, then their credentials.
+    pub async fn carry_out(&self, plan: &Plan) -> CarryOutProblems {
+        join_all(
+            plan.delete_registrations
+                .iter()
+                .map(|deletion| self.delete_registration(deletion)),
+        )
+        .await;
+        join_all(plan.delete_jobs.iter().map(|d| self.delete_job(d))).await;
+        join_all(plan.delete_secrets.iter().map(|d| self.delete_secret(d))).await;
+        for finished in &plan.finished {
+            let (ctx, rd) = (self.ctx, self.rd);
+            record_item(
+                ctx,
+                rd,
+                None,
+                finished.reason,
+                "JobFinished",
+                &finished.message,
+            )
+            .await;
+        }
+
+        let outcomes = join_all(plan.create_jobs.iter().map(|c| self.create_job(c))).await;
+        let mut created = Vec::new();
+        let mut job_refused = None;
+        for outcome in outcomes {
+            match outcome {
+                CreateOutcome::Created(job) => created.push(*job),
+                CreateOutcome::Refused(message) => {
+                    job_refused.get_or_insert(message);
+                }
+                CreateOutcome::AlreadyExists | CreateOutcome::NotLeader => {}
+            }
+        }
+
+        let registration_token = OnceCell::new();
+        let failed: Vec<String> = join_all(
+            plan.create_secrets
+                .iter()
+                .map(|request| self.give_credentials(request, &created, &registration_token)),
+        )
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+        CarryOutProblems {
+            job_refused,
+            without_credentials: failed.first().map(|first| (failed.len(), first.clone())),
+        }
+    }
+
+    async fn delete_job(&self, deletion: &Deletion) {
+        if !self.may_write() {
+            return;
+        }
+        match self
+            .jobs
+            .delete(&deletion.name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(job = %deletion.name, reason = deletion.reason.as_str(), "runner Job deleted");
+                let cleanups = &self.ctx.metrics.reconcile.cleanups;
+                let (ctx, rd) = (self.ctx, self.rd);
+                record_item(
+                    ctx,
+                    rd,
+                    Some(cleanups),
+                    deletion.reason,
+                    "DeleteJob",
+                    &deletion.message,
+                )
+                .await;
+            }
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                tracing::warn!(job = %deletion.name, %error, "deleting a runner Job failed");
+            }
+        }
+    }
+
+    async fn delete_secret(&self, deletion: &Deletion) {
+        if !self.may_write() {
+            return;
+        }
+        match self
+            .secrets
+            .delete(&deletion.name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                ReconcileMetrics::count(&self.ctx.metrics.reconcile.cleanups, "SecretDeleted");
+            }
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                tracing::warn!(secret = %deletion.name, %error, "deleting a runner Secret failed");
+            }
+        }
+    }
+
+    /// Creates one runner Job; an `AlreadyExists` means another reconcile (or replica) made it.
+    pub async fn create_job(&self, creation: &JobCreation) -> CreateOutcome {
+        if !self.may_write() {
+            return CreateOutcome::NotLeader;
+        }
+        let metrics = &self.ctx.metrics.reconcile;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match self.jobs.create(&params, &creation.job).await {
+            Ok(job) => {
+                metrics.jobs_created.inc();
+                super::latency::observe_latency(
+                    self.ctx,
+                    self.rd,
+                    creation.forgejo_job_id,
+                    creation.attempt,
+                );
+                tracing::info!(job = %creation.name, forgejo_job_id = creation.forgejo_job_id, "runner Job created");
+                let (ctx, rd) = (self.ctx, self.rd);
+                publish(
+                    ctx,
+                    rd,
+                    EventType::Normal,
+                    "JobCreated",
+                    "CreateJob",
+                    &creation.message,
+                )
+                .await;
+                CreateOutcome::Created(Box::new(job))
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                tracing::debug!(job = %creation.name, "runner Job already exists");
+                CreateOutcome::AlreadyExists
+            }
+            Err(error) => {
+                let reason = match &error {
+                    kube::Error::Api(status) if status.code == 422 => "InvalidJob",
+                    kube::Error::Api(status) if status.code == 403 => "Forbidden",
+                    _ => "KubernetesApiError",
+                };
+                ReconcileMetrics::count(&metrics.create_failures, reason);
+                let message = format!(
+                    "creating runner Job {} for Forgejo job {} failed (check spec.jobTemplate): {error}",
+                    creation.name, creation.forgejo_job_id
+                );
+                tracing::warn!(job = %creation.name, %error, "creating a runner Job failed");
+                let (ctx, rd) = (self.ctx, self.rd);
+                publish(
+                    ctx,
+                    rd,
+                    EventType::Warning,
+                    "JobCreateFailed",
+                    "CreateJob",
+                    &message,
+                )
+                .await;
+                CreateOutcome::Refused(message)
+            }
+        }
+    }
+
+    /// Registers a runner (v15) or fetches the registration token (legacy) and creates the
+    /// runner Secret, owned by its Job. Returns why a runner was left without credentials.
+    async fn give_credentials(
+        &self,
+        request: &SecretRequest,
+        created: &[Job],
+        registration_token: &OnceCell<Option<forgejo::Token>>,
+    ) -> Option<String> {
+        if !self.may_write() {
+            return None;
+        }
+        let job = self.job_without_secret(request, created).await?;
+        for stale in &request.stale_registrations {
+            self.delete_registration(stale).await;
+        }
+        let (credentials, registered_id) = match request.path {
+            RunnerPath::Ephemeral => match self.register(request).await {
+                Ok(registered) => registered,
+                Err(message) => return Some(message),
+            },
+            RunnerPath::Legacy => {
+                let token = registration_token
+                    .get_or_init(|| self.fetch_registration_token())
+                    .await;
+                let Some(token) = token else {
+                    return Some(
+                        "fetching the runner registration token failed (see the RegistrationTokenFailed event)"
+                            .to_owned(),
+                    );
+                };
+                (
+                    RunnerCredentials::Legacy {
+                        registration_token: token.expose().to_owned(),
+                    },
+                    None,
+                )
+            }
+        };
+        self.create_secret(request, &job, &credentials, registered_id)
+            .await
+    }
+
+    /// The Job a request is for, unless its Secret exists already (the cache may lag our
+    /// own write: the apiserver has the last word) or the Job is gone.
+    async fn job_without_secret(&self, request: &SecretRequest, created: &[Job]) -> Option<Job> {
+        match self.secrets.get_opt(&request.job_name).await {
+            Ok(Some(_)) => return None,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(secret = %request.job_name, %error, "reading a runner Secret failed");
+                return None;
+            }
+        }
+        if let Some(job) = created
+            .iter()
+            .find(|job| job.metadata.name.as_deref() == Some(request.job_name.as_str()))
+        {
+            return Some(job.clone());
+        }
+        match self.jobs.get_opt(&request.job_name).await {
+            Ok(job) => job,
+            Err(error) => {
+                tracing::warn!(job = %request.job_name, %error, "reading a runner Job failed");
+                None
+            }
+        }
+    }
+
+    /// Registers an ephemeral runner for the request's Job (Forgejo 15+).
+    async fn register(
+        &self,
+        request: &SecretRequest,
+    ) -> Result<(RunnerCredentials, Option<i64>), String> {
+        let registration = forgejo::RegisterRunner {
+            name: request.registration_name.clone(),
+            description: request.registration_description.clone(),
+            ephemeral: true,
+        };
+        match self.client.register_runner(self.scope, &registration).await {
+            Ok(runner) => Ok((
+                RunnerCredentials::Ephemeral {
+                    uuid: runner.uuid.clone(),
+                    token: runner.token.expose().to_owned(),
+                },
+                Some(runner.id),
+            )),
+            Err(error) => {
+                let metrics = &self.ctx.metrics.reconcile;
+                ReconcileMetrics::count(&metrics.create_failures, error.reason());
+                let message = format!(
+                    "registering an ephemeral runner for Job {} failed: {error}",
+                    request.job_name
+                );
+                let (ctx, rd) = (self.ctx, self.rd);
+                let (kind, action) = ("RunnerRegistrationFailed", "RegisterRunner");
+                publish(ctx, rd, EventType::Warning, kind, action, &message).await;
+                Err(message)
+            }
+        }
+    }
+
+    /// The scope's registration token (Forgejo before 15), fetched once per reconcile.
+    async fn fetch_registration_token(&self) -> Option<forgejo::Token> {
+        match self.client.registration_token(self.scope).await {
+            Ok(token) => Some(token),
+            Err(error) => {
+                let metrics = &self.ctx.metrics.reconcile;
+                ReconcileMetrics::count(&metrics.create_failures, error.reason());
+                let message = format!("fetching the runner registration token failed: {error}");
+                let (ctx, rd) = (self.ctx, self.rd);
+                let (kind, action) = ("RegistrationTokenFailed", "RegisterRunner");
+                publish(ctx, rd, EventType::Warning, kind, action, &message).await;
+                None
+            }
+        }
+    }
+
+    /// Creates the runner Secret; if that fails, removes the runner just registered.
+    async fn create_secret(
+        &self,
+        request: &SecretRequest,
+        job: &Job,
+        credentials: &RunnerCredentials,
+        registered_id: Option<i64>,
+    ) -> Option<String> {
+        let secret = match scheduler::runner_secret(job, credentials) {
+            Ok(secret) => secret,
+            Err(error) => {
+                tracing::warn!(job = %request.job_name, %error, "building a runner Secret failed");
+                return Some(format!(
+                    "building runner Secret {} failed: {error}",
+                    request.job_name
+                ));
+            }
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match self.secrets.create(&params, &secret).await {
+            Ok(_) => {
+                tracing::info!(job = %request.job_name, reason = request.reason.as_str(), "runner Secret created");
+                None
+            }
+            Err(error) => {
+                let lost = matches!(&error, kube::Error::Api(status) if status.code == 409);
+                if !lost {
+                    let metrics = &self.ctx.metrics.reconcile;
+                    ReconcileMetrics::count(&metrics.create_failures, "SecretCreateFailed");
+                    tracing::warn!(job = %request.job_name, %error, "creating a runner Secret failed");
+                }
+                // Nobody will ever use the runner just registered: remove it now.
+                if let Some(id) = registered_id
+                    && let Err(error) = self.client.delete_runner(self.scope, id).await
+                {
+                    tracing::warn!(job = %request.job_name, %error, "removing an unused runner registration failed");
+                }
+                (!lost).then(|| {
+                    format!(
+                        "creating runner Secret {} failed: {error}",
+                        request.job_name
+                    )
+                })
+            }
+        }
+    }
+
+    /// Deletes a runner registration from Forgejo, once.
+    pub async fn delete_registration(&self, deletion: &RegistrationDeletion) {
+        if !self.may_write() {
+            return;
+        }
+        match self.client.delete_runner(self.scope, deletion.id).await {
+            Ok(()) => {
+                self.ctx.deleted.remember(self.client.server(), deletion.id);
+                tracing::info!(runner = %deletion.name, id = deletion.id, reason = deletion.reason.as_str(), "runner registration deleted");
+                let cleanups = &self.ctx.metrics.reconcile.cleanups;
+                let (ctx, rd) = (self.ctx, self.rd);
+                let action = "DeleteRunnerRegistration";
+                record_item(
+                    ctx,
+                    rd,
+                    Some(cleanups),
+                    deletion.reason,
+                    action,
+                    &deletion.message,
+                )
+                .await;
+            }
+            Err(error) => {
+                tracing::warn!(runner = %deletion.name, %error, "deleting a runner registration failed");
+            }
+        }
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}

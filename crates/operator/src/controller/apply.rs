@@ -1,0 +1,326 @@
+//! The apply path of a pool, in its phases: [`observe`] what Forgejo and the cluster hold,
+//! [`decide`] with `scheduler::plan`, act through the [`PoolActor`], then write the status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt as _;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+
+use api::{RunnerDeployment, RunnerDeploymentStatus};
+use scheduler::{ForgejoJob, OwnedJob, Plan, PlanInput, Reason, RunnerPath, RunnerRegistration};
+
+use super::actor::{CarryOutProblems, PoolActor};
+use super::events::publish;
+use super::observe::{self, forgejo_scope, owned_jobs, pool_jobs, read_token};
+use super::start_backoff::Pause;
+use super::status::{
+    record_credentials_failure, record_failure, record_job_create_failure, record_not_ready,
+    record_success,
+};
+use super::{Context, apply_status, latency, reconcile::reset_backoff};
+use crate::error::{Error, Result};
+use crate::metrics::{PoolLabels, ReconcileMetrics};
+use crate::polls::PollRequest;
+
+/// The apply path: observe, decide, act, write the status.
+pub async fn apply(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let now = Time(Timestamp::now());
+    let generation = rd.metadata.generation;
+    let mut status = rd.status.clone().unwrap_or_default();
+    if let Ok(scope) = rd.spec.scope() {
+        status.scope = Some(scope.to_string());
+    }
+    let outcome = observe_and_act(&rd, &ctx, &mut status, &now).await;
+    if !ctx.may_write() {
+        // Leadership was lost mid-way: write nothing more.
+        return Ok(Action::await_change());
+    }
+    match outcome {
+        Ok(action) => {
+            apply_status(&ctx, &rd, &status).await?;
+            reset_backoff(&ctx, &rd);
+            Ok(action)
+        }
+        Err(error) => {
+            record_failure(&mut status, &error, generation, &now);
+            let (reason, note) = (error.reason(), error.to_string());
+            publish(&ctx, &rd, EventType::Warning, reason, "Reconcile", &note).await;
+            if let Err(status_error) = apply_status(&ctx, &rd, &status).await {
+                tracing::warn!(%status_error, "could not write the failure status");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn observe_and_act(
+    rd: &RunnerDeployment,
+    ctx: &Context,
+    status: &mut RunnerDeploymentStatus,
+    now: &Time,
+) -> Result<Action> {
+    let observed = observe(rd, ctx).await?;
+    status.forgejo_version = Some(observed.version.raw.clone());
+    let decision = decide(rd, ctx, &observed, now).await?;
+    let labels = PoolLabels {
+        namespace: rd.namespace().unwrap_or_default(),
+        pool: rd.name_any(),
+    };
+    let metrics = &ctx.metrics.reconcile;
+    if let Ok(polled) = &observed.polled {
+        let waiting = i64::try_from(decision.plan.summary.waiting).unwrap_or(i64::MAX);
+        metrics.waiting_jobs.get_or_create(&labels).set(waiting);
+        latency::note_first_seen(ctx, rd, &polled.jobs);
+    }
+    if !ctx.may_write() {
+        return Ok(Action::await_change());
+    }
+
+    let actor = PoolActor::new(ctx, rd, &observed.client, &observed.scope);
+    let problems = actor.carry_out(&decision.plan).await;
+    let plan = &decision.plan;
+    let active = i64::try_from(plan.summary.active + plan.create_jobs.len()).unwrap_or(i64::MAX);
+    metrics.active_jobs.get_or_create(&labels).set(active);
+
+    *status = RunnerDeploymentStatus {
+        scope: status.scope.take(),
+        forgejo_version: status.forgejo_version.take(),
+        ..plan.status.clone()
+    };
+    if let Err(error) = &observed.polled {
+        return Err(Error::Forgejo(error.clone()));
+    }
+    write_conditions(rd, &observed, &decision, &problems, status, now);
+    let next = plan
+        .recheck_after
+        .map_or(observed.interval, |recheck| recheck.min(observed.interval))
+        .max(Duration::from_millis(200));
+    Ok(Action::requeue(next))
+}
+
+/// What a reconcile found: the pool's spec parsed, its Forgejo, the poll, what it owns.
+struct Observed {
+    scope: forgejo::Scope,
+    interval: Duration,
+    client: forgejo::Client,
+    version: forgejo::ServerVersion,
+    runner_path: RunnerPath,
+    polled: Result<Polled, Arc<forgejo::Error>>,
+    owned: Vec<OwnedJob>,
+}
+
+/// The pool's share of one poll.
+struct Polled {
+    jobs: Vec<ForgejoJob>,
+    registrations: Vec<RunnerRegistration>,
+}
+
+/// Observes a pool: checks its spec, reads its token, asks Forgejo (through the shared
+/// poll) and reads what it owns from the watch caches.
+async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
+    rd.spec.validate()?;
+    rd.spec
+        .check_pod_privileges(if ctx.allow_privileged_runners {
+            api::PodPrivileges::Privileged
+        } else {
+            api::PodPrivileges::Baseline
+        })?;
+    let scope = forgejo_scope(&rd.spec.scope()?);
+    let interval = rd.spec.poll_interval()?;
+    let label_names: Vec<String> = rd
+        .spec
+        .runner_labels()
+        .map_err(api::SpecError::from)?
+        .into_iter()
+        .map(|label| label.name)
+        .collect();
+
+    let token = read_token(ctx, rd).await?;
+    let client = ctx.polls.client(&rd.spec.forgejo_server, &token)?;
+    let version = match ctx.polls.version(&client).await {
+        Ok(version) => version,
+        Err(error) => {
+            ctx.polls.forget_version(client.server());
+            return Err(error.into());
+        }
+    };
+    if !version.supports_job_listing() {
+        return Err(Error::ForgejoTooOld {
+            version: version.raw.clone(),
+        });
+    }
+    let runner_path = if version.supports_ephemeral_runners() {
+        RunnerPath::Ephemeral
+    } else {
+        RunnerPath::Legacy
+    };
+
+    let poll_started = Instant::now();
+    let polled = ctx
+        .polls
+        .poll(PollRequest {
+            pool: &ObjectRef::from_obj(rd),
+            client: &client,
+            token: &token,
+            version: &version,
+            scope: &scope,
+            label_names: &label_names,
+            max_age: interval,
+        })
+        .await;
+    let metrics = &ctx.metrics.reconcile;
+    metrics
+        .poll_duration
+        .observe(poll_started.elapsed().as_secs_f64());
+    let polled = match polled {
+        Ok(data) => {
+            ReconcileMetrics::count(&metrics.polls, "Ok");
+            // Registrations this replica deleted after the listing was made are gone already.
+            let registrations = data
+                .runners
+                .as_deref()
+                .map(observe::registrations)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !ctx.deleted.deleted_after(client.server(), r.id, data.at))
+                .collect();
+            Ok(Polled {
+                jobs: pool_jobs(&data.jobs, &label_names),
+                registrations,
+            })
+        }
+        Err(error) => {
+            ReconcileMetrics::count(&metrics.polls, crate::error::forgejo_reason(&error));
+            Err(error)
+        }
+    };
+    Ok(Observed {
+        scope,
+        interval,
+        client,
+        version,
+        runner_path,
+        polled,
+        owned: owned_jobs(ctx, rd),
+    })
+}
+
+/// What to do: the scheduler's plan, held back while the pool's pods cannot start.
+struct Decision {
+    plan: Plan,
+    pause: Option<Pause>,
+}
+
+async fn decide(
+    rd: &RunnerDeployment,
+    ctx: &Context,
+    observed: &Observed,
+    now: &Time,
+) -> Result<Decision> {
+    let polled = observed.polled.as_ref().ok();
+    let input = PlanInput {
+        pool: rd,
+        forgejo_jobs: polled.map(|p| p.jobs.as_slice()),
+        owned_jobs: &observed.owned,
+        registrations: polled.map_or(&[], |p| p.registrations.as_slice()),
+        runner_path: observed.runner_path,
+        timeouts: ctx.timeouts,
+    };
+    let mut plan = scheduler::plan(&input, now.clone())?;
+    let namespace = rd.namespace().unwrap_or_default();
+    for deletion in plan
+        .delete_jobs
+        .iter_mut()
+        .filter(|d| d.reason == Reason::PodNotCreated)
+    {
+        if let Some(why) = observe::failed_create_reason(ctx, &namespace, &deletion.name).await {
+            deletion
+                .message
+                .push_str(&format!("; Kubernetes says: {why}"));
+        }
+    }
+    let pool_uid = rd.uid().unwrap_or_default();
+    let started_runner = ctx
+        .start_backoff
+        .paused_since(&pool_uid)
+        .is_some_and(|since| {
+            observed
+                .owned
+                .iter()
+                .any(|job| job.runner_started_at.as_ref().is_some_and(|t| t.0 > since))
+        });
+    let pause = ctx.start_backoff.observe(
+        &pool_uid,
+        rd.metadata.generation,
+        &plan.delete_jobs,
+        started_runner,
+        ctx.timeouts.image_pull_deadline,
+        Instant::now(),
+    );
+    if let Some(pause) = &pause {
+        // Pods of this pool cannot start: no new Job (and registration) until the pause ends.
+        tracing::info!(
+            reason = pause.reason.as_str(),
+            failures = pause.failures,
+            "new runner Jobs paused"
+        );
+        plan.create_jobs.clear();
+    }
+    Ok(Decision { plan, pause })
+}
+
+/// The conditions of a reconcile whose poll worked: Ready, unless something holds it back.
+fn write_conditions(
+    rd: &RunnerDeployment,
+    observed: &Observed,
+    decision: &Decision,
+    problems: &CarryOutProblems,
+    status: &mut RunnerDeploymentStatus,
+    now: &Time,
+) {
+    let generation = rd.metadata.generation;
+    let plan = &decision.plan;
+    let path = match observed.runner_path {
+        RunnerPath::Ephemeral => "ephemeral runners pinned to each job's handle",
+        RunnerPath::Legacy => {
+            "legacy path (Forgejo < 15): pods register with the registration token and take any matching job; their registrations stay behind as offline runners"
+        }
+    };
+    record_success(
+        status,
+        &format!("Forgejo {} answered; {path}", observed.version.raw),
+        &format!(
+            "{} waiting, {} active of maxRunners {}",
+            plan.summary.waiting,
+            plan.summary.active + plan.create_jobs.len(),
+            plan.summary.max_runners
+        ),
+        generation,
+        now,
+    );
+    if let Some((count, first)) = &problems.without_credentials {
+        let message = format!(
+            "{count} runner pod(s) have no credentials and cannot take their job; the Job stays and credentials are retried next poll: {first}"
+        );
+        record_credentials_failure(status, &message, generation, now);
+    }
+    if let Some(pause) = &decision.pause {
+        let left = pause
+            .until
+            .saturating_duration_since(Instant::now())
+            .as_secs();
+        let message = format!(
+            "runner pods of this pool cannot start ({} in a row): {}; no new runner Job for {left}s (it doubles each time); fix spec.runnerImage, the label's image or the registry credentials: a spec change retries at once",
+            pause.failures, pause.message
+        );
+        record_not_ready(status, pause.reason.as_str(), &message, generation, now);
+    }
+    if let Some(message) = &problems.job_refused {
+        record_job_create_failure(status, message, generation, now);
+    }
+}
