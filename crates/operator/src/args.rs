@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use prometheus_client::registry::Registry;
 
 use crate::admin::{self, Readiness};
 use crate::controller::{self, ControllerConfig};
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::telemetry::LogFormat;
 
 /// Schedules one Kubernetes Job per Forgejo Actions job waiting for a runner.
 ///
@@ -123,15 +124,6 @@ pub struct Args {
     /// A PEM bundle of extra CA certificates to trust for Forgejo servers (self-hosted CAs).
     #[arg(long, env = "FRC_FORGEJO_CA_FILE", value_name = "PATH")]
     pub forgejo_ca_file: Option<PathBuf>,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 fn parse_period(text: &str) -> Result<Duration, String> {

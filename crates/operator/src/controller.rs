@@ -28,6 +28,7 @@ use crate::polls::{ForgejoSettings, PoolRef, SharedPolls};
 
 mod actor;
 mod apply;
+mod backoff;
 mod deleted;
 mod events;
 mod finalize;
@@ -39,7 +40,8 @@ mod status;
 mod token_watch;
 mod watches;
 
-pub use reconcile::{apply_status, backoff, reset_backoff};
+pub use backoff::{backoff, reset_backoff};
+pub use status::apply_status;
 
 /// The finalizer that removes a pool's runner registrations from Forgejo before it goes.
 pub const FINALIZER: &str = "forgejo.runners.dev/runner-registrations";

@@ -18,11 +18,12 @@ use super::actor::{CarryOutProblems, PoolActor};
 use super::events::publish;
 use super::observe::{self, forgejo_scope, owned_jobs, pool_jobs, read_token};
 use super::start_backoff::Pause;
+use super::status::apply_status;
 use super::status::{
     record_credentials_failure, record_failure, record_job_create_failure, record_not_ready,
     record_success,
 };
-use super::{Context, apply_status, latency, reconcile::reset_backoff};
+use super::{Context, latency};
 use crate::error::{Error, Result};
 use crate::metrics::{PoolLabels, ReconcileMetrics};
 use crate::polls::PollRequest;
@@ -43,7 +44,6 @@ pub async fn apply(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Actio
     match outcome {
         Ok(action) => {
             apply_status(&ctx, &rd, &status).await?;
-            reset_backoff(&ctx, &rd);
             Ok(action)
         }
         Err(error) => {

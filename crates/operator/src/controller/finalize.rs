@@ -57,7 +57,7 @@ fn forget_pool(ctx: &Context, rd: &RunnerDeployment) {
     let uid = rd.uid().unwrap_or_default();
     ctx.start_backoff.forget(&uid);
     latency::forget_pool(ctx, &uid);
-    super::reconcile::reset_backoff(ctx, rd);
+    super::backoff::reset_backoff(ctx, rd);
     let labels = crate::metrics::PoolLabels {
         namespace: rd.namespace().unwrap_or_default(),
         pool: rd.name_any(),

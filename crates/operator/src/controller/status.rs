@@ -1,12 +1,16 @@
 //! The conditions the operator sets (Ready, SecretFound, ForgejoReachable) from what a
 //! reconcile found; `AtCapacity` comes from the scheduler.
 
-use api::RunnerDeploymentStatus;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource as _, ResourceExt as _};
+
 use api::condition_types::{FORGEJO_REACHABLE, READY, SECRET_FOUND};
+use api::{RunnerDeployment, RunnerDeploymentStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use scheduler::{condition, set_condition};
 
-use crate::error::Error;
+use super::{Context, FIELD_MANAGER};
+use crate::error::{Error, Result};
 
 /// Condition reasons of the operator (errors use [`Error::reason`]).
 pub mod reasons {
@@ -144,4 +148,28 @@ pub fn record_not_ready(
         condition(READY, false, reason, message, generation, now.clone()),
         now.clone(),
     );
+}
+
+/// Server-side-applies a status (the whole of it: fields this manager leaves out are removed).
+pub async fn apply_status(
+    ctx: &Context,
+    rd: &RunnerDeployment,
+    status: &api::RunnerDeploymentStatus,
+) -> Result<()> {
+    let name = rd.name_any();
+    let api: Api<RunnerDeployment> =
+        Api::namespaced(ctx.client.clone(), &rd.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": RunnerDeployment::api_version(&()),
+        "kind": RunnerDeployment::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("apply the status of RunnerDeployment {name}"), e))?;
+    Ok(())
 }
