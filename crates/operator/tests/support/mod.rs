@@ -382,16 +382,12 @@ impl Drop for World {
     }
 }
 
-/// Whether a Job has a Complete or Failed condition.
+/// Whether a runner Job is finished, by the operator's own rule.
 pub fn is_finished(job: &Job) -> bool {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        })
+    // The operator's own rule (conditions, including SuccessCriteriaMet and FailureTarget
+    // that come before Complete and Failed, then the pod counters): a test that counted
+    // only Complete saw a slot the operator had rightly reused.
+    scheduler::OwnedJob::from_objects(job, &[], None).is_some_and(|owned| owned.state.is_finished())
 }
 
 /// The operator binary, run as its ServiceAccount, watching one namespace.
