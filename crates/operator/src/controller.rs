@@ -40,6 +40,9 @@ mod status;
 mod token_watch;
 mod watches;
 
+#[cfg(test)]
+mod tests;
+
 pub use backoff::{backoff, reset_backoff};
 pub use status::apply_status;
 
