@@ -19,6 +19,8 @@ use crate::metrics::ForgejoMetrics;
 
 /// How long a server's version is trusted before it is asked again (upgrades happen).
 const VERSION_TTL: Duration = Duration::from_secs(600);
+/// How long a client or poll nobody asked for is kept (a rotated token, a deleted pool).
+const UNUSED_TTL: Duration = Duration::from_secs(3600);
 /// How long a failed poll answers other callers.
 const FAILURE_TTL: Duration = Duration::from_millis(500);
 
@@ -89,9 +91,9 @@ pub type PoolRef = ObjectRef<RunnerDeployment>;
 /// Shared Forgejo clients, server versions and polls.
 pub struct SharedPolls {
     options: ClientOptions,
-    clients: Mutex<HashMap<ClientKey, Client>>,
+    clients: Mutex<HashMap<ClientKey, (Instant, Client)>>,
     versions: Mutex<HashMap<String, (Instant, ServerVersion)>>,
-    polls: Mutex<HashMap<PollKey, PollSlot>>,
+    polls: Mutex<HashMap<PollKey, (Instant, PollSlot)>>,
     /// Pools whose last poll of a key failed: woken together when one poll of it succeeds.
     failed: Mutex<HashMap<PollKey, HashSet<PoolRef>>>,
     recovered: mpsc::UnboundedSender<PoolRef>,
@@ -136,17 +138,36 @@ impl SharedPolls {
     /// The client for `server` with `token`, shared by every pool using the same pair.
     pub fn client(&self, server: &str, token: &Token) -> Result<Client, forgejo::Error> {
         let key = client_key(server, token);
+        let now = Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(&key) {
+        if let Some((used, client)) = clients.get_mut(&key) {
+            *used = now;
             return Ok(client.clone());
         }
+        // A client nobody asked for lately (a rotated token, a deleted pool) goes.
+        clients.retain(|_, (used, _)| now.duration_since(*used) < UNUSED_TTL);
+        self.forget_unused_polls(now);
         // Reuse the connection pool of another token's client for the same server.
         let client = match clients.iter().find(|(k, _)| k.server == key.server) {
-            Some((_, other)) => other.with_token(token.clone())?,
+            Some((_, (_, other))) => other.with_token(token.clone())?,
             None => Client::new(server, token.clone(), self.options.clone())?,
         };
-        clients.insert(key, client.clone());
+        clients.insert(key, (now, client.clone()));
         Ok(client)
+    }
+
+    /// Drops polls, failure marks and versions nobody asked for within [`UNUSED_TTL`].
+    fn forget_unused_polls(&self, now: Instant) {
+        let mut polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
+        polls.retain(|_, (used, _)| now.duration_since(*used) < UNUSED_TTL);
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| polls.contains_key(key));
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (at, _)| now.duration_since(*at) < VERSION_TTL);
     }
 
     /// The server's version, asked at most once per [`VERSION_TTL`].
@@ -207,7 +228,12 @@ impl SharedPolls {
         };
         let slot = {
             let mut polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
-            polls.entry(key.clone()).or_default().clone()
+            let now = Instant::now();
+            let (used, slot) = polls
+                .entry(key.clone())
+                .or_insert_with(|| (now, PollSlot::default()));
+            *used = now;
+            slot.clone()
         };
         let mut slot = slot.lock().await;
         if let Some((at, result)) = slot.as_ref() {
