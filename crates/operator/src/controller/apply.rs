@@ -19,10 +19,7 @@ use super::events::publish;
 use super::observe::{self, forgejo_scope, owned_jobs, pool_jobs, read_token};
 use super::start_backoff::Pause;
 use super::status::apply_status;
-use super::status::{
-    record_credentials_failure, record_failure, record_job_create_failure, record_not_ready,
-    record_success,
-};
+use super::status::{reasons, record_failure, record_not_ready, record_success};
 use super::{Context, latency};
 use crate::error::{Error, Result};
 use crate::metrics::{PoolLabels, ReconcileMetrics};
@@ -307,7 +304,8 @@ fn write_conditions(
         let message = format!(
             "{count} runner pod(s) have no credentials and cannot take their job; the Job stays and credentials are retried next poll: {first}"
         );
-        record_credentials_failure(status, &message, generation, now);
+        let reason = reasons::CREDENTIALS_FAILED;
+        record_not_ready(status, reason, &message, generation, now);
     }
     if let Some(pause) = &decision.pause {
         let left = pause
@@ -321,6 +319,7 @@ fn write_conditions(
         record_not_ready(status, pause.reason.as_str(), &message, generation, now);
     }
     if let Some(message) = &problems.job_refused {
-        record_job_create_failure(status, message, generation, now);
+        let reason = reasons::JOB_CREATE_FAILED;
+        record_not_ready(status, reason, message, generation, now);
     }
 }

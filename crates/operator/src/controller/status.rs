@@ -93,48 +93,6 @@ pub fn record_success(
     status.observed_generation = generation;
 }
 
-/// Marks the pool not ready because the apiserver refused its runner Jobs.
-pub fn record_job_create_failure(
-    status: &mut RunnerDeploymentStatus,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    set_condition(
-        &mut status.conditions,
-        condition(
-            READY,
-            false,
-            reasons::JOB_CREATE_FAILED,
-            message,
-            generation,
-            now.clone(),
-        ),
-        now.clone(),
-    );
-}
-
-/// Marks the pool not ready because some of its runner pods got no credentials.
-pub fn record_credentials_failure(
-    status: &mut RunnerDeploymentStatus,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    set_condition(
-        &mut status.conditions,
-        condition(
-            READY,
-            false,
-            reasons::CREDENTIALS_FAILED,
-            message,
-            generation,
-            now.clone(),
-        ),
-        now.clone(),
-    );
-}
-
 /// Marks the pool not ready for `reason`, keeping the other conditions.
 pub fn record_not_ready(
     status: &mut RunnerDeploymentStatus,
