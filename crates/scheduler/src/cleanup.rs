@@ -18,28 +18,17 @@
 //! it: its Job finished or is deleted, or there is no Job and its Forgejo job does not wait;
 //! or when a newer registration replaced it (the Job's Secret names another uuid).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::input::{RegistrationStatus, RunnerPath, RunnerRegistration, Timeouts};
+use crate::items::{Deletion, RegistrationDeletion};
 use crate::owned::{JobState, OwnedJob};
 use crate::reason::Reason;
-
-/// Where a Forgejo job attempt stands, as far as the last poll tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ForgejoState {
-    /// Listed as waiting.
-    Waiting,
-    /// Listed, not waiting: a runner took it.
-    Taken,
-    /// Not listed: done, cancelled, or not this pool's.
-    Absent,
-    /// The poll failed: nothing is known.
-    Unknown,
-}
+use crate::view::{ForgejoState, PoolView, holds_slot};
 
 impl ForgejoState {
     pub(crate) fn is_waiting(self) -> bool {
@@ -215,6 +204,147 @@ fn own_registrations<'a>(
         .collect()
 }
 
+/// The Jobs a plan deletes, the names it deletes, and when to look again.
+pub(crate) struct JobCleanup<'a> {
+    /// The Jobs to delete.
+    pub(crate) delete_jobs: Vec<Deletion>,
+    /// Their names.
+    pub(crate) deleted: BTreeSet<&'a str>,
+    /// The earliest moment a kept Job's grace period or deadline runs out.
+    pub(crate) recheck_at: Option<Timestamp>,
+}
+
+/// Decides, for each of the pool's Jobs, whether it goes now.
+pub(crate) fn job_deletions<'a>(view: &PoolView<'a>, ctx: &JobContext<'_>) -> JobCleanup<'a> {
+    let mut cleanup = JobCleanup {
+        delete_jobs: Vec::new(),
+        deleted: BTreeSet::new(),
+        recheck_at: None,
+    };
+    for job in view.owned.values() {
+        let forgejo = view.forgejo_state((job.forgejo_job_id, job.attempt));
+        match decide_job(job, forgejo, ctx) {
+            JobDecision::Keep { recheck_at } => {
+                cleanup.recheck_at = earliest(cleanup.recheck_at, recheck_at);
+            }
+            JobDecision::Delete { reason, message } => {
+                cleanup.deleted.insert(job.name.as_str());
+                cleanup.delete_jobs.push(Deletion::of(job, reason, message));
+            }
+        }
+    }
+    cleanup
+}
+
+/// The Secrets to delete: of Jobs deleted now or being deleted, and of finished Jobs.
+pub(crate) fn secret_deletions(view: &PoolView<'_>, deleted: &BTreeSet<&str>) -> Vec<Deletion> {
+    let mut deletions = Vec::new();
+    for job in view.owned.values().filter(|j| j.secret_exists) {
+        let (reason, message) = if deleted.contains(job.name.as_str()) || job.deleting {
+            (
+                Reason::JobDeleted,
+                format!("Job {} is deleted: deleting its runner Secret", job.name),
+            )
+        } else if job.state.is_finished() {
+            (
+                Reason::JobFinished,
+                format!("Job {} finished: deleting its runner Secret", job.name),
+            )
+        } else {
+            continue;
+        };
+        deletions.push(Deletion::of(job, reason, message));
+    }
+    deletions
+}
+
+/// The registrations no live Job can use, except those of Jobs whose Secret is `requested`
+/// now (their request deletes them first).
+pub(crate) fn registration_deletions(
+    view: &PoolView<'_>,
+    deleted: &BTreeSet<&str>,
+    requested: &BTreeSet<&str>,
+) -> Vec<RegistrationDeletion> {
+    let mut deletions = Vec::new();
+    for (name, regs) in &view.registrations {
+        if requested.contains(name) {
+            continue;
+        }
+        let verdict: Option<(Reason, String)> = match view.owned.get(name) {
+            Some(job) if holds_slot(job, deleted) => {
+                let superseded = regs
+                    .iter()
+                    .filter(|r| job.runner_uuid.as_ref().is_some_and(|uuid| uuid != &r.uuid));
+                for r in superseded {
+                    let why = format!(
+                        "runner registration {} ({}) of Job {name} was replaced by another one",
+                        r.id, r.uuid
+                    );
+                    deletions.push(RegistrationDeletion::of(
+                        r,
+                        Reason::RegistrationSuperseded,
+                        why,
+                    ));
+                }
+                None
+            }
+            Some(job) if job.state.is_finished() && !job.deleting && !deleted.contains(name) => {
+                Some((Reason::JobFinished, format!("Job {name} finished")))
+            }
+            Some(_) => Some((Reason::JobDeleted, format!("Job {name} is deleted"))),
+            None => orphaned(view, name),
+        };
+        if let Some((reason, why)) = verdict {
+            for r in regs {
+                let message = format!(
+                    "{why}: deleting its runner registration {} ({})",
+                    r.id, r.uuid
+                );
+                deletions.push(RegistrationDeletion::of(r, reason, message));
+            }
+        }
+    }
+    deletions
+}
+
+/// A registration with no Job: orphaned unless its Forgejo job still waits (its Job comes).
+fn orphaned(view: &PoolView<'_>, name: &str) -> Option<(Reason, String)> {
+    let key = crate::naming::parse_job_name(name).map(|p| (p.forgejo_job_id, p.attempt));
+    match key.map_or(ForgejoState::Absent, |key| view.forgejo_state(key)) {
+        ForgejoState::Waiting | ForgejoState::Unknown => None,
+        ForgejoState::Taken | ForgejoState::Absent => Some((
+            Reason::RegistrationOrphaned,
+            format!("no Job {name} exists and its Forgejo job does not wait"),
+        )),
+    }
+}
+
+impl Deletion {
+    /// The deletion of `job` (or its Secret, which has its name).
+    pub(crate) fn of(job: &OwnedJob, reason: Reason, message: String) -> Self {
+        Self {
+            name: job.name.clone(),
+            forgejo_job_id: job.forgejo_job_id,
+            attempt: job.attempt,
+            reason,
+            message,
+        }
+    }
+}
+
+impl RegistrationDeletion {
+    /// The deletion of registration `r`.
+    pub(crate) fn of(r: &RunnerRegistration, reason: Reason, message: String) -> Self {
+        Self {
+            id: r.id,
+            uuid: r.uuid.clone(),
+            name: r.name.clone(),
+            reason,
+            message,
+        }
+    }
+}
+
 /// `at` plus `duration`, saturating at the end of time.
 pub(crate) fn after(at: &Time, duration: Duration) -> Timestamp {
     SignedDuration::try_from(duration)
@@ -244,237 +374,5 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::owned::PodWaiting;
-
-    fn at(seconds: i64) -> Time {
-        Time(Timestamp::from_second(1_800_000_000 + seconds).unwrap())
-    }
-
-    fn active_job() -> OwnedJob {
-        OwnedJob {
-            name: "forgejo-job-5-1-0123456789".into(),
-            forgejo_job_id: 5,
-            attempt: 1,
-            created_at: Some(at(0)),
-            state: JobState::Active,
-            finished_at: None,
-            deleting: false,
-            runner_started_at: None,
-            pod_waiting: Vec::new(),
-            has_pod: true,
-            secret_exists: true,
-            runner_uuid: Some("u-5".into()),
-        }
-    }
-
-    fn decide(
-        job: &OwnedJob,
-        forgejo: ForgejoState,
-        regs: &[RunnerRegistration],
-        now: i64,
-    ) -> JobDecision {
-        let mut by_name: BTreeMap<&str, Vec<&RunnerRegistration>> = BTreeMap::new();
-        for r in regs {
-            by_name.entry(r.name.as_str()).or_default().push(r);
-        }
-        let now = at(now);
-        let ctx = JobContext {
-            path: RunnerPath::Ephemeral,
-            timeouts: Timeouts::default(),
-            registrations: &by_name,
-            now: &now,
-        };
-        decide_job(job, forgejo, &ctx)
-    }
-
-    fn registration(status: RegistrationStatus) -> RunnerRegistration {
-        RunnerRegistration {
-            id: 1,
-            uuid: "u-5".into(),
-            name: "forgejo-job-5-1-0123456789".into(),
-            status,
-        }
-    }
-
-    fn deleted_for(decision: &JobDecision) -> Option<Reason> {
-        match decision {
-            JobDecision::Delete { reason, .. } => Some(*reason),
-            JobDecision::Keep { .. } => None,
-        }
-    }
-
-    #[test]
-    fn waiting_job_keeps_its_runner_job() {
-        let decision = decide(&active_job(), ForgejoState::Waiting, &[], 10_000);
-        assert_eq!(decision, JobDecision::Keep { recheck_at: None });
-    }
-
-    #[test]
-    fn cancelled_job_with_a_pending_pod_goes_after_the_grace() {
-        let job = active_job();
-        let early = decide(&job, ForgejoState::Absent, &[], 30);
-        assert_eq!(
-            early,
-            JobDecision::Keep {
-                recheck_at: Some(at(60).0)
-            }
-        );
-        let late = decide(&job, ForgejoState::Absent, &[], 60);
-        assert_eq!(deleted_for(&late), Some(Reason::ForgejoJobNotWaiting));
-    }
-
-    #[test]
-    fn an_active_runner_is_never_interrupted() {
-        let job = OwnedJob {
-            runner_started_at: Some(at(10)),
-            ..active_job()
-        };
-        let regs = [registration(RegistrationStatus::Active)];
-        let decision = decide(&job, ForgejoState::Taken, &regs, 10_000);
-        assert_eq!(decision, JobDecision::Keep { recheck_at: None });
-    }
-
-    #[test]
-    fn an_idle_runner_whose_job_was_taken_elsewhere_goes() {
-        let job = OwnedJob {
-            runner_started_at: Some(at(10)),
-            ..active_job()
-        };
-        let regs = [registration(RegistrationStatus::Idle)];
-        assert_eq!(
-            decide(&job, ForgejoState::Taken, &regs, 69),
-            JobDecision::Keep {
-                recheck_at: Some(at(70).0)
-            }
-        );
-        let decision = decide(&job, ForgejoState::Taken, &regs, 70);
-        assert_eq!(deleted_for(&decision), Some(Reason::ForgejoJobNotWaiting));
-    }
-
-    #[test]
-    fn a_consumed_ephemeral_runner_is_left_to_exit() {
-        let job = OwnedJob {
-            runner_started_at: Some(at(10)),
-            ..active_job()
-        };
-        let decision = decide(&job, ForgejoState::Absent, &[], 10_000);
-        assert_eq!(decision, JobDecision::Keep { recheck_at: None });
-    }
-
-    #[test]
-    fn image_pull_errors_fail_the_job_after_the_deadline() {
-        let job = OwnedJob {
-            pod_waiting: vec![PodWaiting {
-                container: Some("runner".into()),
-                reason: "ImagePullBackOff".into(),
-                message: "Back-off pulling image \"nod:22\"".into(),
-            }],
-            ..active_job()
-        };
-        assert_eq!(
-            decide(&job, ForgejoState::Waiting, &[], 299),
-            JobDecision::Keep {
-                recheck_at: Some(at(300).0)
-            }
-        );
-        let JobDecision::Delete { reason, message } = decide(&job, ForgejoState::Waiting, &[], 300)
-        else {
-            panic!("expected a deletion");
-        };
-        assert_eq!(reason, Reason::ImagePullFailed);
-        assert!(
-            message.contains("ImagePullBackOff (container runner)"),
-            "{message}"
-        );
-        assert!(message.contains("nod:22"), "{message}");
-    }
-
-    #[test]
-    fn a_job_kubernetes_makes_no_pod_for_goes_after_the_pod_create_deadline() {
-        let job = OwnedJob {
-            has_pod: false,
-            ..active_job()
-        };
-        assert_eq!(
-            decide(&job, ForgejoState::Waiting, &[], 59),
-            JobDecision::Keep {
-                recheck_at: Some(at(60).0)
-            }
-        );
-        let JobDecision::Delete { reason, message } = decide(&job, ForgejoState::Waiting, &[], 60)
-        else {
-            panic!("expected a deletion");
-        };
-        assert_eq!(reason, Reason::PodNotCreated);
-        assert!(message.contains("FailedCreate"), "{message}");
-        // With a pod, however slow, the Job stays.
-        assert_eq!(
-            decide(&active_job(), ForgejoState::Waiting, &[], 10_000),
-            JobDecision::Keep { recheck_at: None }
-        );
-    }
-
-    #[test]
-    fn unschedulable_pods_get_a_longer_deadline() {
-        let job = OwnedJob {
-            pod_waiting: vec![PodWaiting {
-                container: None,
-                reason: "Unschedulable".into(),
-                message: "0/3 nodes are available".into(),
-            }],
-            ..active_job()
-        };
-        assert!(matches!(
-            decide(&job, ForgejoState::Waiting, &[], 300),
-            JobDecision::Keep { .. }
-        ));
-        let decision = decide(&job, ForgejoState::Waiting, &[], 600);
-        assert_eq!(deleted_for(&decision), Some(Reason::Unschedulable));
-    }
-
-    #[test]
-    fn a_finished_job_whose_forgejo_job_waits_is_retried() {
-        let job = OwnedJob {
-            state: JobState::Failed {
-                reason: "DeadlineExceeded".into(),
-                message: String::new(),
-            },
-            finished_at: Some(at(100)),
-            ..active_job()
-        };
-        assert_eq!(
-            decide(&job, ForgejoState::Waiting, &[], 120),
-            JobDecision::Keep {
-                recheck_at: Some(at(160).0)
-            }
-        );
-        let decision = decide(&job, ForgejoState::Waiting, &[], 160);
-        assert_eq!(deleted_for(&decision), Some(Reason::RetryWaitingJob));
-        let decision = decide(&job, ForgejoState::Absent, &[], 10_000);
-        assert_eq!(decision, JobDecision::Keep { recheck_at: None });
-    }
-
-    #[test]
-    fn nothing_is_decided_about_a_job_being_deleted_or_when_forgejo_is_unknown() {
-        let job = OwnedJob {
-            deleting: true,
-            ..active_job()
-        };
-        assert_eq!(
-            decide(&job, ForgejoState::Absent, &[], 10_000),
-            JobDecision::Keep { recheck_at: None }
-        );
-        assert_eq!(
-            decide(&active_job(), ForgejoState::Unknown, &[], 10_000),
-            JobDecision::Keep { recheck_at: None }
-        );
-    }
-
-    #[test]
-    fn truncate_cuts_at_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h…");
-        assert_eq!(truncate("hello", 10), "hello");
-    }
-}
+#[path = "cleanup_tests.rs"]
+mod tests;

@@ -62,8 +62,12 @@
 //! `jobTemplate`), `secret` (the runner credential Secret), `cleanup` (what goes), `status`
 //! (conditions, bounded `scheduledJobs`), `plan` (the entry point).
 
+mod capacity;
 mod cleanup;
+mod containers;
+mod credentials;
 mod input;
+mod items;
 pub mod labels;
 pub mod naming;
 mod owned;
@@ -71,20 +75,22 @@ mod plan;
 mod pod;
 mod pool;
 mod reason;
+mod report;
 mod secret;
 mod status;
 mod template;
+mod view;
 
 pub use input::{
     ForgejoJob, PlanInput, RUNNING, RegistrationStatus, RunnerPath, RunnerRegistration, Timeouts,
     WAITING, runs_on_labels,
 };
+pub use items::{
+    Deletion, FinishedJob, JobCreation, Plan, PlanSummary, RegistrationDeletion, SecretRequest,
+};
 pub use naming::{NameError, RunnerJobName};
 pub use owned::{JobState, OwnedJob, PodWaiting};
-pub use plan::{
-    Deletion, FinishedJob, JobCreation, Plan, PlanSummary, RegistrationDeletion, SecretRequest,
-    plan,
-};
+pub use plan::plan;
 pub use pod::{
     COPIED_RUNNER_BINARY, COPIED_RUNNER_DIR, CREDENTIALS_DIR, CREDENTIALS_MODE, CREDENTIALS_VOLUME,
     DATA_DIR, DATA_VOLUME, DIND_CONTAINER, DIND_IMAGE, DOCKER_CERTS_DIR, DOCKER_CERTS_VOLUME,

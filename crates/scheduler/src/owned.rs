@@ -8,9 +8,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::containers::RUNNER_CONTAINER;
 use crate::labels;
 use crate::naming::parse_job_name;
-use crate::pod::RUNNER_CONTAINER;
 use crate::secret::UUID_KEY;
 
 /// Where a runner Job is in its life.

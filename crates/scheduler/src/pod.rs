@@ -34,12 +34,7 @@ use crate::pool::Pool;
 use crate::secret::{REGISTRATION_TOKEN_KEY, TOKEN_KEY, UUID_KEY};
 use crate::template::merge_user_template;
 
-/// The container that runs `forgejo-runner one-job` (in every mode).
-pub const RUNNER_CONTAINER: &str = "runner";
-/// The Docker daemon sidecar of docker-mode pods.
-pub const DIND_CONTAINER: &str = api::DIND_SIDECAR;
-/// The init container that copies the runner binary into kubernetes-mode pods.
-pub const INSTALL_RUNNER_CONTAINER: &str = "install-runner";
+pub use crate::containers::{DIND_CONTAINER, INSTALL_RUNNER_CONTAINER, RUNNER_CONTAINER};
 /// The Docker-in-Docker image of docker-mode pods.
 pub const DIND_IMAGE: &str = "docker.io/library/docker:28-dind";
 

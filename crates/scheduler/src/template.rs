@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::pod::DIND_CONTAINER;
+use crate::containers::DIND_CONTAINER;
 
 /// Our pod template with the user's merged in (see the module docs for the rules).
 pub(crate) fn merge_user_template(

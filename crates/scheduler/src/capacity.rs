@@ -1,0 +1,74 @@
+//! Which waiting jobs get a runner Job now: the oldest first, within `maxRunners`.
+
+use crate::input::{ForgejoJob, RunnerPath};
+use crate::items::JobCreation;
+use crate::naming::RunnerJobName;
+use crate::pod::{PodMode, pick_label, runner_job};
+use crate::pool::Pool;
+use crate::reason::Reason;
+use crate::view::PoolView;
+
+/// The Jobs to create, and how many waiting jobs stay without one for lack of room.
+pub(crate) struct Capacity<'a> {
+    /// The waiting jobs, oldest first.
+    pub(crate) waiting: Vec<&'a ForgejoJob>,
+    /// The Jobs to create.
+    pub(crate) create_jobs: Vec<JobCreation>,
+    /// Waiting jobs left without a Job because `maxRunners` Jobs are active.
+    pub(crate) unscheduled: usize,
+}
+
+/// Fills the free slots (`maxRunners` minus the `live` Jobs) with the oldest waiting jobs
+/// that have no Job yet.
+pub(crate) fn jobs_to_create<'a>(
+    pool: &Pool,
+    view: &PoolView<'a>,
+    path: RunnerPath,
+    live: usize,
+) -> Capacity<'a> {
+    let waiting = view.waiting();
+    let mut slots = pool.max_runners.saturating_sub(live);
+    let mut create_jobs = Vec::new();
+    let mut unscheduled = 0;
+    for job in &waiting {
+        let Ok(name) = RunnerJobName::new(&pool.uid, job.id, job.attempt) else {
+            continue;
+        };
+        if view.owned.contains_key(name.as_str()) {
+            continue;
+        }
+        if slots == 0 {
+            unscheduled += 1;
+            continue;
+        }
+        let Ok(built) = runner_job(pool, job, path) else {
+            continue;
+        };
+        let mode = pick_label(&pool.labels, &job.runs_on)
+            .map(PodMode::for_label)
+            .unwrap_or(PodMode::Host);
+        slots -= 1;
+        create_jobs.push(JobCreation {
+            message: format!(
+                "Forgejo job {} (attempt {}) {:?} waits on [{}]: creating Job {} ({} pod)",
+                job.id,
+                job.attempt_number(),
+                crate::cleanup::truncate(&job.name, 200),
+                job.runs_on.join(","),
+                name,
+                mode.as_str()
+            ),
+            name: name.into_string(),
+            job: built,
+            forgejo_job_id: job.id,
+            attempt: job.attempt_number(),
+            mode,
+            reason: Reason::JobWaiting,
+        });
+    }
+    Capacity {
+        waiting,
+        create_jobs,
+        unscheduled,
+    }
+}

@@ -1,0 +1,233 @@
+//! Unit tests of the per-Job cleanup decisions.
+use super::*;
+use crate::owned::PodWaiting;
+
+fn at(seconds: i64) -> Time {
+    Time(Timestamp::from_second(1_800_000_000 + seconds).unwrap())
+}
+
+fn active_job() -> OwnedJob {
+    OwnedJob {
+        name: "forgejo-job-5-1-0123456789".into(),
+        forgejo_job_id: 5,
+        attempt: 1,
+        created_at: Some(at(0)),
+        state: JobState::Active,
+        finished_at: None,
+        deleting: false,
+        runner_started_at: None,
+        pod_waiting: Vec::new(),
+        has_pod: true,
+        secret_exists: true,
+        runner_uuid: Some("u-5".into()),
+    }
+}
+
+fn decide(
+    job: &OwnedJob,
+    forgejo: ForgejoState,
+    regs: &[RunnerRegistration],
+    now: i64,
+) -> JobDecision {
+    let mut by_name: BTreeMap<&str, Vec<&RunnerRegistration>> = BTreeMap::new();
+    for r in regs {
+        by_name.entry(r.name.as_str()).or_default().push(r);
+    }
+    let now = at(now);
+    let ctx = JobContext {
+        path: RunnerPath::Ephemeral,
+        timeouts: Timeouts::default(),
+        registrations: &by_name,
+        now: &now,
+    };
+    decide_job(job, forgejo, &ctx)
+}
+
+fn registration(status: RegistrationStatus) -> RunnerRegistration {
+    RunnerRegistration {
+        id: 1,
+        uuid: "u-5".into(),
+        name: "forgejo-job-5-1-0123456789".into(),
+        status,
+    }
+}
+
+fn deleted_for(decision: &JobDecision) -> Option<Reason> {
+    match decision {
+        JobDecision::Delete { reason, .. } => Some(*reason),
+        JobDecision::Keep { .. } => None,
+    }
+}
+
+#[test]
+fn waiting_job_keeps_its_runner_job() {
+    let decision = decide(&active_job(), ForgejoState::Waiting, &[], 10_000);
+    assert_eq!(decision, JobDecision::Keep { recheck_at: None });
+}
+
+#[test]
+fn cancelled_job_with_a_pending_pod_goes_after_the_grace() {
+    let job = active_job();
+    let early = decide(&job, ForgejoState::Absent, &[], 30);
+    assert_eq!(
+        early,
+        JobDecision::Keep {
+            recheck_at: Some(at(60).0)
+        }
+    );
+    let late = decide(&job, ForgejoState::Absent, &[], 60);
+    assert_eq!(deleted_for(&late), Some(Reason::ForgejoJobNotWaiting));
+}
+
+#[test]
+fn an_active_runner_is_never_interrupted() {
+    let job = OwnedJob {
+        runner_started_at: Some(at(10)),
+        ..active_job()
+    };
+    let regs = [registration(RegistrationStatus::Active)];
+    let decision = decide(&job, ForgejoState::Taken, &regs, 10_000);
+    assert_eq!(decision, JobDecision::Keep { recheck_at: None });
+}
+
+#[test]
+fn an_idle_runner_whose_job_was_taken_elsewhere_goes() {
+    let job = OwnedJob {
+        runner_started_at: Some(at(10)),
+        ..active_job()
+    };
+    let regs = [registration(RegistrationStatus::Idle)];
+    assert_eq!(
+        decide(&job, ForgejoState::Taken, &regs, 69),
+        JobDecision::Keep {
+            recheck_at: Some(at(70).0)
+        }
+    );
+    let decision = decide(&job, ForgejoState::Taken, &regs, 70);
+    assert_eq!(deleted_for(&decision), Some(Reason::ForgejoJobNotWaiting));
+}
+
+#[test]
+fn a_consumed_ephemeral_runner_is_left_to_exit() {
+    let job = OwnedJob {
+        runner_started_at: Some(at(10)),
+        ..active_job()
+    };
+    let decision = decide(&job, ForgejoState::Absent, &[], 10_000);
+    assert_eq!(decision, JobDecision::Keep { recheck_at: None });
+}
+
+#[test]
+fn image_pull_errors_fail_the_job_after_the_deadline() {
+    let job = OwnedJob {
+        pod_waiting: vec![PodWaiting {
+            container: Some("runner".into()),
+            reason: "ImagePullBackOff".into(),
+            message: "Back-off pulling image \"nod:22\"".into(),
+        }],
+        ..active_job()
+    };
+    assert_eq!(
+        decide(&job, ForgejoState::Waiting, &[], 299),
+        JobDecision::Keep {
+            recheck_at: Some(at(300).0)
+        }
+    );
+    let JobDecision::Delete { reason, message } = decide(&job, ForgejoState::Waiting, &[], 300)
+    else {
+        panic!("expected a deletion");
+    };
+    assert_eq!(reason, Reason::ImagePullFailed);
+    assert!(
+        message.contains("ImagePullBackOff (container runner)"),
+        "{message}"
+    );
+    assert!(message.contains("nod:22"), "{message}");
+}
+
+#[test]
+fn a_job_kubernetes_makes_no_pod_for_goes_after_the_pod_create_deadline() {
+    let job = OwnedJob {
+        has_pod: false,
+        ..active_job()
+    };
+    assert_eq!(
+        decide(&job, ForgejoState::Waiting, &[], 59),
+        JobDecision::Keep {
+            recheck_at: Some(at(60).0)
+        }
+    );
+    let JobDecision::Delete { reason, message } = decide(&job, ForgejoState::Waiting, &[], 60)
+    else {
+        panic!("expected a deletion");
+    };
+    assert_eq!(reason, Reason::PodNotCreated);
+    assert!(message.contains("FailedCreate"), "{message}");
+    // With a pod, however slow, the Job stays.
+    assert_eq!(
+        decide(&active_job(), ForgejoState::Waiting, &[], 10_000),
+        JobDecision::Keep { recheck_at: None }
+    );
+}
+
+#[test]
+fn unschedulable_pods_get_a_longer_deadline() {
+    let job = OwnedJob {
+        pod_waiting: vec![PodWaiting {
+            container: None,
+            reason: "Unschedulable".into(),
+            message: "0/3 nodes are available".into(),
+        }],
+        ..active_job()
+    };
+    assert!(matches!(
+        decide(&job, ForgejoState::Waiting, &[], 300),
+        JobDecision::Keep { .. }
+    ));
+    let decision = decide(&job, ForgejoState::Waiting, &[], 600);
+    assert_eq!(deleted_for(&decision), Some(Reason::Unschedulable));
+}
+
+#[test]
+fn a_finished_job_whose_forgejo_job_waits_is_retried() {
+    let job = OwnedJob {
+        state: JobState::Failed {
+            reason: "DeadlineExceeded".into(),
+            message: String::new(),
+        },
+        finished_at: Some(at(100)),
+        ..active_job()
+    };
+    assert_eq!(
+        decide(&job, ForgejoState::Waiting, &[], 120),
+        JobDecision::Keep {
+            recheck_at: Some(at(160).0)
+        }
+    );
+    let decision = decide(&job, ForgejoState::Waiting, &[], 160);
+    assert_eq!(deleted_for(&decision), Some(Reason::RetryWaitingJob));
+    let decision = decide(&job, ForgejoState::Absent, &[], 10_000);
+    assert_eq!(decision, JobDecision::Keep { recheck_at: None });
+}
+
+#[test]
+fn nothing_is_decided_about_a_job_being_deleted_or_when_forgejo_is_unknown() {
+    let job = OwnedJob {
+        deleting: true,
+        ..active_job()
+    };
+    assert_eq!(
+        decide(&job, ForgejoState::Absent, &[], 10_000),
+        JobDecision::Keep { recheck_at: None }
+    );
+    assert_eq!(
+        decide(&active_job(), ForgejoState::Unknown, &[], 10_000),
+        JobDecision::Keep { recheck_at: None }
+    );
+}
+
+#[test]
+fn truncate_cuts_at_char_boundaries() {
+    assert_eq!(truncate("héllo", 2), "h…");
+    assert_eq!(truncate("hello", 10), "hello");
+}

@@ -1,0 +1,125 @@
+//! Which runner Jobs need a credential Secret: the new ones, and live ones that lost theirs
+//! before their runner started (a started runner already read its credentials).
+
+use std::collections::BTreeSet;
+
+use crate::input::RunnerPath;
+use crate::items::{JobCreation, RegistrationDeletion, SecretRequest};
+use crate::owned::OwnedJob;
+use crate::pool::Pool;
+use crate::reason::Reason;
+use crate::view::{PoolView, holds_slot};
+
+/// The Secret requests of a plan, for Jobs that lost theirs first.
+pub(crate) fn secrets_to_create(
+    pool: &Pool,
+    view: &PoolView<'_>,
+    deleted: &BTreeSet<&str>,
+    created: &[JobCreation],
+    path: RunnerPath,
+) -> Vec<SecretRequest> {
+    let lost =
+        |j: &OwnedJob| holds_slot(j, deleted) && !j.secret_exists && j.runner_started_at.is_none();
+    let mut requests: Vec<SecretRequest> = view
+        .owned
+        .values()
+        .filter(|j| lost(j))
+        .map(|job| {
+            let message = format!("Job {} has no runner Secret: creating it", job.name);
+            SecretRequest::for_job(
+                pool,
+                view,
+                &job.name,
+                (job.forgejo_job_id, job.attempt),
+                path,
+            )
+            .because(Reason::SecretMissing, Reason::CredentialsLost, message)
+        })
+        .collect();
+    requests.extend(created.iter().map(|new| {
+        let message = format!("creating the runner Secret of new Job {}", new.name);
+        SecretRequest::for_job(
+            pool,
+            view,
+            &new.name,
+            (new.forgejo_job_id, new.attempt),
+            path,
+        )
+        .because(Reason::NewJob, Reason::RegistrationOrphaned, message)
+    }));
+    requests
+}
+
+/// A request being built: who it is for, before why.
+pub(crate) struct RequestFor<'v> {
+    job_name: String,
+    forgejo_job_id: i64,
+    attempt: i64,
+    path: RunnerPath,
+    registration_description: String,
+    stale: Vec<&'v crate::input::RunnerRegistration>,
+}
+
+impl SecretRequest {
+    /// The request for Job `job_name` of Forgejo job `(id, attempt)`; registrations already
+    /// named after it are stale (their token is lost).
+    pub(crate) fn for_job<'v>(
+        pool: &Pool,
+        view: &PoolView<'v>,
+        job_name: &str,
+        (forgejo_job_id, attempt): (i64, i64),
+        path: RunnerPath,
+    ) -> RequestFor<'v> {
+        RequestFor {
+            job_name: job_name.to_owned(),
+            forgejo_job_id,
+            attempt,
+            path,
+            registration_description: format!(
+                "one-shot runner of {}/{} for Forgejo job {forgejo_job_id}",
+                pool.namespace, pool.name
+            ),
+            stale: view
+                .registrations
+                .get(job_name)
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect(),
+        }
+    }
+}
+
+impl RequestFor<'_> {
+    /// Completes the request: `reason` for it, `stale_reason` for its stale registrations.
+    pub(crate) fn because(
+        self,
+        reason: Reason,
+        stale_reason: Reason,
+        message: String,
+    ) -> SecretRequest {
+        let job_name = self.job_name;
+        let stale_registrations = self
+            .stale
+            .into_iter()
+            .map(|r| {
+                let why = format!(
+                    "runner registration {} ({}) of Job {job_name} lost its token; a new one replaces it",
+                    r.id, r.uuid
+                );
+                RegistrationDeletion::of(r, stale_reason, why)
+            })
+            .collect();
+        SecretRequest {
+            registration_name: job_name.clone(),
+            job_name,
+            forgejo_job_id: self.forgejo_job_id,
+            attempt: self.attempt,
+            path: self.path,
+            registration_description: self.registration_description,
+            stale_registrations,
+            reason,
+            message,
+        }
+    }
+}

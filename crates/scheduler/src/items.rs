@@ -1,0 +1,149 @@
+//! What a plan asks for: the items the operator carries out, and the plan itself.
+
+use std::time::Duration;
+
+use api::RunnerDeploymentStatus;
+use k8s_openapi::api::batch::v1::Job;
+
+use crate::input::RunnerPath;
+use crate::pod::PodMode;
+use crate::reason::Reason;
+
+/// A runner Job to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobCreation {
+    /// The Job name.
+    pub name: String,
+    /// The complete `batch/v1` Job.
+    pub job: Job,
+    /// The Forgejo job id.
+    pub forgejo_job_id: i64,
+    /// The Forgejo job attempt, 0 when unknown.
+    pub attempt: i64,
+    /// How its pod runs steps.
+    pub mode: PodMode,
+    /// Why.
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
+}
+
+/// A runner Job that needs its credential Secret (created just now, or lost after a crash).
+///
+/// The operator first checks that the Secret really is missing (its cache may lag its own
+/// writes): if it exists, it skips the request, `stale_registrations` included. Otherwise
+/// it deletes `stale_registrations`, registers an ephemeral runner named
+/// `registration_name` (v15) or fetches the registration token (legacy), and creates the
+/// Secret with [`runner_secret`](crate::runner_secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRequest {
+    /// The Job, and Secret, name.
+    pub job_name: String,
+    /// The Forgejo job id.
+    pub forgejo_job_id: i64,
+    /// The Forgejo job attempt, 0 when unknown.
+    pub attempt: i64,
+    /// Which credentials the Secret holds.
+    pub path: RunnerPath,
+    /// The runner name to register (v15): the Job name.
+    pub registration_name: String,
+    /// The runner description to register (v15).
+    pub registration_description: String,
+    /// Registrations with this name whose token is lost: delete them first.
+    pub stale_registrations: Vec<RegistrationDeletion>,
+    /// Why ([`Reason::NewJob`] or [`Reason::SecretMissing`]).
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
+}
+
+/// A runner Job, or its Secret (same name), to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// The object name.
+    pub name: String,
+    /// The Forgejo job id it was made for.
+    pub forgejo_job_id: i64,
+    /// The Forgejo job attempt, 0 when unknown.
+    pub attempt: i64,
+    /// Why.
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
+}
+
+/// A Forgejo runner registration to delete (`DELETE …/actions/runners/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationDeletion {
+    /// The registration id.
+    pub id: i64,
+    /// The runner uuid.
+    pub uuid: String,
+    /// The runner name.
+    pub name: String,
+    /// Why.
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
+}
+
+/// A Job that left `status.scheduledJobs` since the last plan without being deleted by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedJob {
+    /// The Job name.
+    pub name: String,
+    /// The Forgejo job id.
+    pub forgejo_job_id: i64,
+    /// How it ended: [`Reason::JobSucceeded`], [`Reason::JobFailed`] or [`Reason::JobVanished`].
+    pub reason: Reason,
+    /// For people.
+    pub message: String,
+}
+
+/// Counts behind the plan, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlanSummary {
+    /// Forgejo jobs of this pool waiting for a runner.
+    pub waiting: usize,
+    /// Runner Jobs active once the plan is applied.
+    pub active: usize,
+    /// `spec.maxRunners`.
+    pub max_runners: usize,
+    /// Waiting jobs left without a Job because `maxRunners` Jobs are active.
+    pub unscheduled: usize,
+}
+
+/// What the operator should do, and the status to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Runner Jobs to create, oldest Forgejo job first.
+    pub create_jobs: Vec<JobCreation>,
+    /// Runner Secrets to create (after the Jobs), each after registering a runner.
+    pub create_secrets: Vec<SecretRequest>,
+    /// Runner Jobs to delete (propagation `Background`).
+    pub delete_jobs: Vec<Deletion>,
+    /// Runner Secrets to delete.
+    pub delete_secrets: Vec<Deletion>,
+    /// Runner registrations to delete.
+    pub delete_registrations: Vec<RegistrationDeletion>,
+    /// Jobs that ended since the last status, to report once.
+    pub finished: Vec<FinishedJob>,
+    /// The next status: the previous one with `observedGeneration`, `scheduledJobs`,
+    /// `activeJobs` and the `AtCapacity` condition updated.
+    pub status: RunnerDeploymentStatus,
+    /// Counts.
+    pub summary: PlanSummary,
+    /// When a grace period or deadline runs out, if sooner than never: plan again then.
+    pub recheck_after: Option<Duration>,
+}
+
+impl Plan {
+    /// Whether the plan asks the operator to change anything (besides the status).
+    pub fn has_actions(&self) -> bool {
+        !(self.create_jobs.is_empty()
+            && self.create_secrets.is_empty()
+            && self.delete_jobs.is_empty()
+            && self.delete_secrets.is_empty()
+            && self.delete_registrations.is_empty())
+    }
+}
