@@ -317,165 +317,6 @@ fn route(
     }
 }
 
-/// `…/runners/jobs`: waiting and running jobs of the scope matching `labels`, newest first.
-fn list_jobs(state: &mut State, scope: &Scope, query: Option<&str>) -> Reply {
-    let labels_param = query.and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "labels")
-            .map(|(_, v)| v.trim().to_owned())
-    });
-    let unfiltered = state.major >= 14;
-    // v11–v13 split even a missing parameter, so `[""]` matches nothing.
-    let labels: Vec<String> = match &labels_param {
-        None if unfiltered => Vec::new(),
-        None => vec![String::new()],
-        Some(v) => v.split(',').map(str::to_owned).collect(),
-    };
-    let matches = |runs_on: &[String]| {
-        if unfiltered && labels_param.is_none() {
-            return true;
-        }
-        if unfiltered && labels.first().is_some_and(String::is_empty) && runs_on.is_empty() {
-            return true;
-        }
-        it_runs_on(runs_on, &labels)
-    };
-    let (owner_id, repo_id) = state.scope_ids(scope);
-    let with_attempts = state.major >= 15;
-    let jobs: Vec<Value> = state
-        .jobs
-        .values()
-        .rev()
-        .filter(|job| matches!(job.status.as_str(), "waiting" | "running"))
-        .filter(|job| {
-            (owner_id == 0 || job.owner_id == owner_id) && (repo_id == 0 || job.repo_id == repo_id)
-        })
-        .filter(|job| matches(&job.runs_on))
-        .map(|job| {
-            let mut value = json!({
-                "id": job.id,
-                "repo_id": job.repo_id,
-                "owner_id": job.owner_id,
-                "name": job.name,
-                "needs": null_if_empty(&job.needs),
-                "runs_on": null_if_empty(&job.runs_on),
-                "task_id": job.task_id,
-                "status": job.status,
-            });
-            if with_attempts && let Value::Object(map) = &mut value {
-                map.insert("attempt".into(), json!(job.attempt));
-                map.insert("handle".into(), json!(job.handle));
-            }
-            value
-        })
-        .collect();
-    // Forgejo encodes an empty (nil) Go slice as `null`.
-    let json = if jobs.is_empty() {
-        Value::Null
-    } else {
-        Value::Array(jobs)
-    };
-    Reply::json(StatusCode::OK, json)
-}
-
-/// `GET …/runners`: one page, with `x-total-count`.
-fn list_runners(state: &mut State, scope: &Scope, query: Option<&str>) -> Reply {
-    let (mut page, mut limit) = (0usize, 0usize);
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match key.as_ref() {
-            "page" => page = value.parse().unwrap_or(0),
-            "limit" => limit = value.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    let max = state.config.max_page_size.max(1);
-    let page = page.max(1);
-    let limit = if limit == 0 {
-        30.min(max)
-    } else {
-        limit.min(max)
-    };
-    let (owner_id, repo_id) = state.scope_ids(scope);
-    let all: Vec<Value> = state
-        .runners
-        .values()
-        .filter(|r| r.owner_id == owner_id && r.repo_id == repo_id)
-        .map(|r| runner_json(&r.to_api()))
-        .collect();
-    let total = all.len();
-    let items: Vec<Value> = all
-        .into_iter()
-        .skip((page - 1) * limit)
-        .take(limit)
-        .collect();
-    Reply {
-        status: StatusCode::OK,
-        json: Some(Value::Array(items)),
-        total_count: Some(total),
-    }
-}
-
-/// `POST …/runners`.
-fn register_runner(state: &mut State, scope: &Scope, body: &[u8]) -> Reply {
-    let Ok(Value::Object(options)) = serde_json::from_slice::<Value>(body) else {
-        return api_error(state, StatusCode::UNPROCESSABLE_ENTITY, "invalid JSON body");
-    };
-    let text = |key: &str| {
-        options
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let name = text("name");
-    if name.is_empty() {
-        return api_error(state, StatusCode::UNPROCESSABLE_ENTITY, "[Name]: Required");
-    }
-    let ephemeral = options
-        .get("ephemeral")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let (runner, token) = state.add_runner(scope, &name, &text("description"), ephemeral);
-    Reply::json(
-        StatusCode::CREATED,
-        json!({ "id": runner.id, "uuid": runner.uuid, "token": token }),
-    )
-}
-
-fn find_runner(state: &mut State, scope: &Scope, id: &str) -> Option<super::state::RunnerRecord> {
-    let id: i64 = id.parse().ok()?;
-    let (owner_id, repo_id) = state.scope_ids(scope);
-    state
-        .runners
-        .get(&id)
-        .filter(|r| r.editable_from(owner_id, repo_id))
-        .cloned()
-}
-
-/// Forgejo's `ActionRunner` JSON; `labels` is `null` until the runner connects.
-fn runner_json(runner: &crate::Runner) -> Value {
-    json!({
-        "id": runner.id,
-        "uuid": runner.uuid,
-        "owner_id": runner.owner_id.unwrap_or_default(),
-        "repo_id": runner.repo_id.unwrap_or_default(),
-        "name": runner.name,
-        "status": runner.status,
-        "version": runner.version.clone().unwrap_or_default(),
-        "labels": null_if_empty(&runner.labels),
-        "description": runner.description,
-        "ephemeral": runner.ephemeral,
-    })
-}
-
-fn null_if_empty(items: &[String]) -> Value {
-    if items.is_empty() {
-        Value::Null
-    } else {
-        json!(items)
-    }
-}
-
 /// The answer an injected fault produces (all but `Delay` and `Reset`).
 fn fault_response(fault: Fault, base_url: &str) -> Response<StandInBody> {
     let error_body = |status: u16| {
@@ -542,6 +383,10 @@ fn percent_decode(segment: &str) -> String {
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
+
+#[path = "routes_endpoints.rs"]
+mod endpoints;
+use endpoints::{find_runner, list_jobs, list_runners, register_runner, runner_json};
 
 #[cfg(test)]
 mod tests {
