@@ -86,6 +86,37 @@ fn refuse(field: String, problem: impl Into<String>) -> Result<(), SpecError> {
 }
 
 fn check_pod_spec(spec: &PodSpec, path: &str) -> Result<(), SpecError> {
+    check_host_namespaces(spec, path)?;
+    // A ServiceAccount other than the namespace's default, with its token in the pod.
+    let service_account = [
+        ("serviceAccountName", &spec.service_account_name),
+        ("serviceAccount", &spec.service_account),
+    ]
+    .into_iter()
+    .find_map(|(field, name)| {
+        name.as_deref()
+            .filter(|n| !n.is_empty() && *n != "default")
+            .map(|n| (field, n))
+    });
+    if let Some((field, name)) = service_account
+        && spec.automount_service_account_token != Some(false)
+    {
+        return refuse(
+            format!("{path}.{field}"),
+            format!(
+                "ServiceAccount {name:?} would have its API token mounted in the runner pod; \
+                 set automountServiceAccountToken: false in spec.jobTemplate.spec, or leave \
+                 the ServiceAccount unset"
+            ),
+        );
+    }
+
+    check_volumes(spec, path, service_account)?;
+    check_containers(spec, path)
+}
+
+/// Host namespaces and Windows host processes.
+fn check_host_namespaces(spec: &PodSpec, path: &str) -> Result<(), SpecError> {
     for (set, field, what) in [
         (
             spec.host_pid,
@@ -116,30 +147,15 @@ fn check_pod_spec(spec: &PodSpec, path: &str) -> Result<(), SpecError> {
         );
     }
 
-    // A ServiceAccount other than the namespace's default, with its token in the pod.
-    let service_account = [
-        ("serviceAccountName", &spec.service_account_name),
-        ("serviceAccount", &spec.service_account),
-    ]
-    .into_iter()
-    .find_map(|(field, name)| {
-        name.as_deref()
-            .filter(|n| !n.is_empty() && *n != "default")
-            .map(|n| (field, n))
-    });
-    if let Some((field, name)) = service_account
-        && spec.automount_service_account_token != Some(false)
-    {
-        return refuse(
-            format!("{path}.{field}"),
-            format!(
-                "ServiceAccount {name:?} would have its API token mounted in the runner pod; \
-                 set automountServiceAccountToken: false in spec.jobTemplate.spec, or leave \
-                 the ServiceAccount unset"
-            ),
-        );
-    }
+    Ok(())
+}
 
+/// hostPath volumes, and tokens of the template's own ServiceAccount projected into volumes.
+fn check_volumes(
+    spec: &PodSpec,
+    path: &str,
+    service_account: Option<(&str, &str)>,
+) -> Result<(), SpecError> {
     for (i, volume) in spec.volumes.iter().flatten().enumerate() {
         if volume.host_path.is_some() {
             return refuse(
@@ -167,6 +183,11 @@ fn check_pod_spec(spec: &PodSpec, path: &str) -> Result<(), SpecError> {
         }
     }
 
+    Ok(())
+}
+
+/// Each container's security context and host ports.
+fn check_containers(spec: &PodSpec, path: &str) -> Result<(), SpecError> {
     let containers = spec
         .containers
         .iter()
