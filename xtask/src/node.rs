@@ -409,7 +409,7 @@ pub(crate) fn teardown(cluster_dir: &Path) -> Result<()> {
     let dirs = NodeDirs::new(cluster_dir);
     for pid in processes_naming(&dirs.root) {
         eprintln!("cluster: killing leftover process {pid} of the node");
-        crate::cluster::signal(pid, libc::SIGKILL);
+        crate::cluster::signal(pid, rustix::process::Signal::KILL);
     }
     wait_gone(&processes_naming_fn(&dirs.root), Duration::from_secs(10));
     // Deepest first, so a parent mount is never busy with a child.
@@ -534,16 +534,12 @@ fn unescape_mount_path(raw: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// Unmounts `path`; a busy mount is detached (the kernel frees it once unused).
 fn unmount(path: &str) {
-    let Ok(c_path) = std::ffi::CString::new(path) else {
-        return;
-    };
-    // SAFETY: umount2 reads a NUL-terminated path and has no other memory effects.
-    let rc = unsafe { libc::umount2(c_path.as_ptr(), 0) };
-    if rc != 0 {
+    use rustix::mount::{UnmountFlags, unmount};
+    if unmount(path, UnmountFlags::empty()).is_err() {
         // Busy: detach it now, the kernel frees it once unused.
-        // SAFETY: as above.
-        unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+        let _ = unmount(path, UnmountFlags::DETACH);
     }
 }
 

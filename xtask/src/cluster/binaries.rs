@@ -1,0 +1,251 @@
+//! The Go-built control-plane binaries: built once per pinned version set from the wrapper
+//! modules in `xtask/controlplane/{etcd,kube}` into a cache outside the repository, so a
+//! `cargo clean` or a second checkout does not cost another multi-minute Go build.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+/// The Go-built binaries of one pinned version set.
+#[derive(Debug, Clone)]
+pub(crate) struct Binaries {
+    pub(crate) bin_dir: PathBuf,
+}
+
+impl Binaries {
+    /// The binary `name` of this set.
+    pub(super) fn path(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+    /// The kubectl built from the same Kubernetes release as the apiserver.
+    pub(crate) fn kubectl(&self) -> PathBuf {
+        self.path("kubectl")
+    }
+}
+
+const BINARIES: [&str; 6] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+];
+
+/// Version of `module` in a wrapper's `require` line.
+fn required_version(go_mod: &Path, module: &str) -> Result<String> {
+    let text =
+        fs::read_to_string(go_mod).with_context(|| format!("reading {}", go_mod.display()))?;
+    text.lines()
+        .map(|l| l.trim().trim_start_matches("require").trim())
+        .find_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some(module))
+                .then(|| parts.next().map(str::to_owned))
+                .flatten()
+        })
+        .ok_or_else(|| anyhow!("{} does not require {module}", go_mod.display()))
+}
+
+fn cache_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("FRC_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let home =
+        std::env::var_os("HOME").ok_or_else(|| anyhow!("neither FRC_CACHE_DIR nor HOME is set"))?;
+    Ok(PathBuf::from(home)
+        .join(".cache")
+        .join("forgejo-runner-controller"))
+}
+
+/// Builds the pinned control-plane binaries once; returns where they are.
+pub(crate) fn ensure_binaries(workspace_root: &Path) -> Result<Binaries> {
+    let wrapper = workspace_root.join("xtask").join("controlplane");
+    let kube_mod = wrapper.join("kube");
+    let etcd_mod = wrapper.join("etcd");
+    let k8s = required_version(&kube_mod.join("go.mod"), "k8s.io/kubernetes")?;
+    let etcd = required_version(&etcd_mod.join("go.mod"), "go.etcd.io/etcd/server/v3")?;
+    let key = format!("{k8s}-etcd{}", etcd.trim_start_matches('v'));
+    let dir = cache_root()?.join("controlplane").join(&key);
+    let bin_dir = dir.join("bin");
+    let bins = Binaries {
+        bin_dir: bin_dir.clone(),
+    };
+    if BINARIES.iter().all(|b| bin_dir.join(b).is_file()) {
+        return Ok(bins);
+    }
+
+    let go_version = go_version()?;
+    eprintln!(
+        "cluster: building Kubernetes {k8s} and etcd {etcd} from source with {go_version} into {}",
+        bin_dir.display()
+    );
+    eprintln!("cluster: this happens once per version and takes several minutes on 2 cores");
+
+    let partial = dir.join(format!("bin.partial-{}", std::process::id()));
+    if partial.exists() {
+        fs::remove_dir_all(&partial)?;
+    }
+    fs::create_dir_all(&partial)?;
+
+    go_build(
+        &etcd_mod,
+        "etcd",
+        &[
+            "-trimpath",
+            "-ldflags=-s -w",
+            "-o",
+            &partial.join("etcd").display().to_string(),
+            "go.etcd.io/etcd/server/v3",
+        ],
+    )?;
+    build_kube(&kube_mod, &k8s, &partial)?;
+
+    if bin_dir.exists() {
+        fs::remove_dir_all(&bin_dir)?;
+    }
+    fs::rename(&partial, &bin_dir)
+        .with_context(|| format!("moving {} to {}", partial.display(), bin_dir.display()))?;
+    Ok(bins)
+}
+
+/// `go version`'s answer, trimmed; an error saying Go is needed when it cannot run.
+fn go_version() -> Result<String> {
+    let go_version = Command::new("go")
+        .arg("version")
+        .output()
+        .context("running `go version`: Go is needed to build the local control plane")?;
+    if !go_version.status.success() {
+        bail!(
+            "`go version` failed: {}",
+            String::from_utf8_lossy(&go_version.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&go_version.stdout)
+        .trim()
+        .to_owned())
+}
+
+/// Builds the Kubernetes binaries of release `k8s` into `out_dir`.
+fn build_kube(kube_mod: &Path, k8s: &str, out_dir: &Path) -> Result<()> {
+    let ldflags = kube_ldflags(kube_mod, k8s)?;
+    let out = format!("{}/", out_dir.display());
+    go_build(
+        kube_mod,
+        "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet",
+        &[
+            "-trimpath",
+            &format!("-ldflags={ldflags}"),
+            "-o",
+            &out,
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "k8s.io/kubernetes/cmd/kube-scheduler",
+            "k8s.io/kubernetes/cmd/kubectl",
+            "k8s.io/kubernetes/cmd/kubelet",
+        ],
+    )
+}
+
+/// Version stamping as the Kubernetes release build does (hack/lib/version.sh), so that
+/// `kubectl version` shows the real server version. The module proxy does not carry the
+/// git commit, so gitCommit stays empty; the build date is the release's module time.
+fn kube_ldflags(kube_mod: &Path, k8s: &str) -> Result<String> {
+    let time = go_output(
+        kube_mod,
+        &[
+            "list",
+            "-m",
+            "-f",
+            "{{.Time.UTC.Format \"2006-01-02T15:04:05Z\"}}",
+            "k8s.io/kubernetes",
+        ],
+    )?;
+    let (major, minor) = {
+        let mut it = k8s.trim_start_matches('v').split('.');
+        (
+            it.next().unwrap_or("").to_owned(),
+            it.next().unwrap_or("").to_owned(),
+        )
+    };
+    let mut ldflags = String::from("-s -w");
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
+        for (k, v) in [
+            ("gitVersion", k8s),
+            ("gitMajor", major.as_str()),
+            ("gitMinor", minor.as_str()),
+            ("gitTreeState", "archive"),
+            ("buildDate", time.trim()),
+        ] {
+            ldflags.push_str(&format!(" -X {pkg}.{k}={v}"));
+        }
+    }
+    Ok(ldflags)
+}
+
+fn go_command(module_dir: &Path) -> Command {
+    let mut cmd = Command::new("go");
+    cmd.current_dir(module_dir)
+        .env("CGO_ENABLED", "0")
+        // The wrapper's go.mod/go.sum are committed; never let a build rewrite them.
+        .env("GOFLAGS", "-mod=readonly")
+        .env("GOWORK", "off")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn go_output(module_dir: &Path, args: &[&str]) -> Result<String> {
+    let out = go_command(module_dir)
+        .args(args)
+        .output()
+        .with_context(|| format!("running go {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "go {} failed in {}: {}",
+            args.join(" "),
+            module_dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn go_build(module_dir: &Path, what: &str, args: &[&str]) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("cluster: go build {what} ...");
+    let mut child = go_command(module_dir)
+        .arg("build")
+        .args(args)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawning go build")?;
+    let mut next_note = Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() >= next_note {
+            eprintln!(
+                "cluster:   still building {what} ({}s)",
+                started.elapsed().as_secs()
+            );
+            next_note += Duration::from_secs(60);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if !status.success() {
+        bail!(
+            "go build {what} failed ({status}) in {}",
+            module_dir.display()
+        );
+    }
+    eprintln!("cluster: built {what} in {}s", started.elapsed().as_secs());
+    Ok(())
+}
