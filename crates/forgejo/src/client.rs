@@ -222,13 +222,10 @@ impl Client {
     /// `GET /api/v1/version`, parsed; also remembered (see [`Client::known_version`]).
     pub async fn version(&self) -> Result<ServerVersion> {
         let call = self.call(
-            "version",
-            "GET",
+            Operation::get("version", "check the token's scopes"),
             &["version"],
             None,
             None,
-            true,
-            "check the token's scopes",
         )?;
         let answer = self.send(&call).await?;
         let wire: VersionWire = self.decode(&call, &answer)?;
@@ -272,13 +269,10 @@ impl Client {
         let mut segments = scope.runners_segments(self.modern_admin_paths());
         segments.push("jobs");
         let call = self.call(
-            "list_jobs",
-            "GET",
+            Operation::get("list_jobs", scope.forbidden_hint(false)),
             &segments,
             query,
             None,
-            true,
-            scope.forbidden_hint(false),
         )?;
         let answer = self.send(&call).await?;
         let jobs: Option<Vec<ActionRunJob>> = self.decode(&call, &answer)?;
@@ -301,13 +295,10 @@ impl Client {
         })
         .to_string();
         let call = self.call(
-            "register_runner",
-            "POST",
+            Operation::post("register_runner", scope.forbidden_hint(true)),
             &scope.runners_segments(true),
             None,
             Some(Bytes::from(body)),
-            false,
-            scope.forbidden_hint(true),
         )?;
         let answer = self.send(&call).await?;
         let wire: RegisteredRunnerWire = self.decode(&call, &answer)?;
@@ -342,13 +333,10 @@ impl Client {
         for page in 1..=MAX_RUNNER_PAGES {
             let query = format!("page={page}&limit={RUNNERS_PAGE_SIZE}");
             let call = self.call(
-                "list_runners",
-                "GET",
+                Operation::get("list_runners", scope.forbidden_hint(false)),
                 &segments,
                 Some(query),
                 None,
-                true,
-                scope.forbidden_hint(false),
             )?;
             let answer = self.send(&call).await?;
             let total = answer
@@ -385,7 +373,7 @@ impl Client {
                 return Ok(runners);
             }
         }
-        let call = self.call("list_runners", "GET", &segments, None, None, true, "")?;
+        let call = self.call(Operation::get("list_runners", ""), &segments, None, None)?;
         Err(Error::InvalidResponse {
             endpoint: call.endpoint,
             status: 200,
@@ -403,13 +391,10 @@ impl Client {
         let mut segments = scope.runners_segments(true);
         segments.push(&id);
         let call = self.call(
-            "delete_runner",
-            "DELETE",
+            Operation::delete("delete_runner", scope.forbidden_hint(true)),
             &segments,
             None,
             None,
-            true,
-            scope.forbidden_hint(true),
         )?;
         match self.send(&call).await {
             Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
@@ -422,13 +407,10 @@ impl Client {
         let mut segments = scope.runners_segments(self.modern_admin_paths());
         segments.push("registration-token");
         let call = self.call(
-            "registration_token",
-            "GET",
+            Operation::get("registration_token", scope.forbidden_hint(false)),
             &segments,
             None,
             None,
-            true,
-            scope.forbidden_hint(false),
         )?;
         let answer = self.send(&call).await?;
         let wire: TokenWire = self.decode(&call, &answer)?;
@@ -442,6 +424,7 @@ impl Client {
 
 #[path = "client_send.rs"]
 mod send;
+use send::Operation;
 #[path = "client_url.rs"]
 mod server_url;
 use server_url::{parse_server, refuse_link_local};
@@ -508,13 +491,10 @@ mod tests {
         };
         let call = client
             .call(
-                "list_jobs",
-                "GET",
+                Operation::get("list_jobs", ""),
                 &scope.runners_segments(false),
                 None,
                 None,
-                true,
-                "",
             )
             .unwrap();
         assert_eq!(

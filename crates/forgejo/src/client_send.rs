@@ -3,6 +3,46 @@
 
 use super::*;
 
+/// What a call does: its metrics name, its method, whether it may be repeated, and the hint
+/// a 403 gets.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Operation {
+    name: &'static str,
+    method: &'static str,
+    idempotent: bool,
+    forbidden_hint: &'static str,
+}
+
+impl Operation {
+    /// A GET (repeatable).
+    pub(super) fn get(name: &'static str, forbidden_hint: &'static str) -> Self {
+        Self {
+            name,
+            method: "GET",
+            idempotent: true,
+            forbidden_hint,
+        }
+    }
+    /// A POST (repeated only when it cannot have arrived).
+    pub(super) fn post(name: &'static str, forbidden_hint: &'static str) -> Self {
+        Self {
+            name,
+            method: "POST",
+            idempotent: false,
+            forbidden_hint,
+        }
+    }
+    /// A DELETE (repeatable: deleting twice is deleting once).
+    pub(super) fn delete(name: &'static str, forbidden_hint: &'static str) -> Self {
+        Self {
+            name,
+            method: "DELETE",
+            idempotent: true,
+            forbidden_hint,
+        }
+    }
+}
+
 impl Client {
     /// Whether `admin/actions/runners/…` (15+) should be used for the instance's jobs and token.
     pub(super) fn modern_admin_paths(&self) -> bool {
@@ -10,17 +50,19 @@ impl Client {
             .is_some_and(|v| v.supports_ephemeral_runners())
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn call(
         &self,
-        name: &'static str,
-        method: &'static str,
+        operation: Operation,
         segments: &[&str],
         query: Option<String>,
         body: Option<Bytes>,
-        idempotent: bool,
-        forbidden_hint: &'static str,
     ) -> Result<Call> {
+        let Operation {
+            name,
+            method,
+            idempotent,
+            forbidden_hint,
+        } = operation;
         let mut url = self.inner.base.clone();
         {
             let mut path = url.path_segments_mut().map_err(|()| Error::InvalidUrl {
