@@ -80,6 +80,14 @@ pub enum LabelError {
     },
 }
 
+/// Whether a job with `runs_on` runs on a runner with `labels`: Forgejo's `ItRunsOn`, i.e.
+/// every entry of a non-empty `runs_on` is among the labels. The scheduler applies it once
+/// per reconcile, to the whole listing of the pool's scope.
+pub fn runs_on_labels<'a>(runs_on: &[String], labels: impl IntoIterator<Item = &'a str>) -> bool {
+    let labels: Vec<&str> = labels.into_iter().collect();
+    !runs_on.is_empty() && runs_on.iter().all(|l| labels.contains(&l.as_str()))
+}
+
 /// Parses `spec.labels` (`name[:scheme[:arg]]`, comma-separated) into typed labels.
 pub fn parse_labels(text: &str) -> Result<Vec<RunnerLabel>, LabelError> {
     if text.trim().is_empty() {

@@ -14,6 +14,7 @@ mod resource;
 pub use duration::{DurationError, parse_duration};
 pub use labels::{
     DEFAULT_DOCKER_IMAGE, LABELS_PATTERN, LabelError, LabelScheme, RunnerLabel, parse_labels,
+    runs_on_labels,
 };
 pub use privileges::{
     ALLOW_PRIVILEGED_FLAG, BASELINE_CAPABILITIES, DIND_SIDECAR, PodPrivileges, check_pod_template,

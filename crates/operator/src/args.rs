@@ -34,7 +34,7 @@ pub struct Args {
     pub context: Option<String>,
 
     /// Watch RunnerDeployments of this namespace only; repeat it (or separate with commas)
-    /// for several. Default: all namespaces. The namespaced install (deploy/namespaced)
+    /// for several. Default: all namespaces. The namespaced install (deploy/components/namespaced)
     /// grants rights in the listed namespaces only.
     #[arg(
         long,

@@ -148,18 +148,27 @@ pub async fn run(
     for scope in scopes {
         let (sender, receiver) = mpsc::unbounded_channel();
         routes.insert(scope.clone(), sender);
-        runs.push(run_scope(ScopeRun {
-            client: client.clone(),
-            scope,
-            config: config.clone(),
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-            unsynced: unsynced.clone(),
-            leader: leader.clone(),
-            shutdown: shutdown.clone(),
-            polls: polls.clone(),
-            recovered: receiver,
-        }));
+        let name = scope.clone();
+        runs.push(
+            run_scope(ScopeRun {
+                client: client.clone(),
+                scope,
+                config: config.clone(),
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+                unsynced: unsynced.clone(),
+                leader: leader.clone(),
+                shutdown: shutdown.clone(),
+                polls: polls.clone(),
+                recovered: receiver,
+            })
+            .inspect(move |result| {
+                // Said at once: the other namespaces go on, and this one would wait until shutdown.
+                if let Err(error) = result {
+                    tracing::error!(namespace = ?name, %error, "this namespace is not served");
+                }
+            }),
+        );
     }
     // A pool woken by another pool's poll goes to the controller of its namespace.
     let router = tokio::spawn(async move {

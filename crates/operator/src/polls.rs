@@ -2,7 +2,7 @@
 //!
 //! Pools that share a server, a scope and a token share one client (one connection pool) and,
 //! on Forgejo 14+, one unfiltered job listing per interval: each pool then keeps the jobs its
-//! labels run with Forgejo's own rule (`it_runs_on`). Before 14 the label filter is mandatory,
+//! labels run with Forgejo's own rule (`api::runs_on_labels`, applied by the scheduler). Before 14 the label filter is mandatory,
 //! so the listing is shared only between pools with the same label names.
 
 use std::collections::{HashMap, HashSet};

@@ -54,12 +54,8 @@ impl ForgejoJob {
     }
 }
 
-/// Whether a job with `runs_on` runs on a runner with `labels`: Forgejo's `ItRunsOn`, i.e.
-/// every entry of a non-empty `runs_on` is among the labels.
-pub fn runs_on_labels<'a>(runs_on: &[String], labels: impl IntoIterator<Item = &'a str>) -> bool {
-    let labels: Vec<&str> = labels.into_iter().collect();
-    !runs_on.is_empty() && runs_on.iter().all(|l| labels.contains(&l.as_str()))
-}
+/// Forgejo's label rule, from `api` (the one place it lives for the operator's side).
+pub use api::runs_on_labels;
 
 /// What Forgejo says of a runner registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

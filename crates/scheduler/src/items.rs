@@ -133,6 +133,8 @@ pub struct Plan {
     pub status: RunnerDeploymentStatus,
     /// Counts.
     pub summary: PlanSummary,
+    /// The pool's waiting job attempts (id, attempt with 0 for unknown), oldest first.
+    pub waiting_jobs: Vec<(i64, i64)>,
     /// When a grace period or deadline runs out, if sooner than never: plan again then.
     pub recheck_after: Option<Duration>,
 }

@@ -72,6 +72,11 @@ pub fn plan(input: &PlanInput<'_>, now: Time) -> Result<Plan, PlanError> {
             max_runners: pool.max_runners,
             unscheduled: capacity.unscheduled,
         },
+        waiting_jobs: capacity
+            .waiting
+            .iter()
+            .map(|job| (job.id, job.attempt_number()))
+            .collect(),
         create_jobs: capacity.create_jobs,
         create_secrets,
         delete_jobs: cleanup.delete_jobs,

@@ -16,7 +16,7 @@ use scheduler::{ForgejoJob, OwnedJob, Plan, PlanInput, Reason, RunnerPath, Runne
 
 use super::actor::{CarryOutProblems, PoolActor};
 use super::events::publish;
-use super::observe::{self, forgejo_scope, owned_jobs, pool_jobs, read_token};
+use super::observe::{self, forgejo_jobs, forgejo_scope, owned_jobs, read_token};
 use super::start_backoff::Pause;
 use super::status::apply_status;
 use super::status::{reasons, record_failure, record_not_ready, record_success};
@@ -69,10 +69,10 @@ async fn observe_and_act(
         pool: rd.name_any(),
     };
     let metrics = &ctx.metrics.reconcile;
-    if let Ok(polled) = &observed.polled {
+    if observed.polled.is_ok() {
         let waiting = i64::try_from(decision.plan.summary.waiting).unwrap_or(i64::MAX);
         metrics.waiting_jobs.get_or_create(&labels).set(waiting);
-        latency::note_first_seen(ctx, rd, &polled.jobs);
+        latency::note_first_seen(ctx, rd, &decision.plan.waiting_jobs);
     }
     if !ctx.may_write() {
         return Ok(Action::await_change());
@@ -187,7 +187,9 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
                 .filter(|r| !ctx.deleted.deleted_after(client.server(), r.id, data.at))
                 .collect();
             Ok(Polled {
-                jobs: pool_jobs(&data.jobs, &label_names),
+                // The whole listing of the scope: the scheduler keeps what the pool's labels
+                // run (the label rule, applied once).
+                jobs: forgejo_jobs(&data.jobs),
                 registrations,
             })
         }

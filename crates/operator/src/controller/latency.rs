@@ -8,19 +8,14 @@ use api::RunnerDeployment;
 
 use super::Context;
 
-/// Remembers when each waiting job of the pool was first seen; forgets the pool's jobs that
-/// stopped waiting without a Job of ours.
-pub fn note_first_seen(ctx: &Context, rd: &RunnerDeployment, jobs: &[scheduler::ForgejoJob]) {
+/// Remembers when each waiting job attempt of the pool (as the plan found them) was first
+/// seen; forgets the pool's jobs that stopped waiting without a Job of ours.
+pub fn note_first_seen(ctx: &Context, rd: &RunnerDeployment, waiting: &[(i64, i64)]) {
     let uid = rd.uid().unwrap_or_default();
     let now = Instant::now();
     let mut seen = ctx.first_seen.lock().unwrap_or_else(|p| p.into_inner());
-    let waiting: Vec<(i64, i64)> = jobs
-        .iter()
-        .filter(|job| job.is_waiting())
-        .map(|job| (job.id, job.attempt_number()))
-        .collect();
     seen.retain(|(pool, id, attempt), _| pool != &uid || waiting.contains(&(*id, *attempt)));
-    for (id, attempt) in waiting {
+    for &(id, attempt) in waiting {
         seen.entry((uid.clone(), id, attempt)).or_insert(now);
     }
 }

@@ -80,9 +80,8 @@ pub fn forgejo_scope(scope: &Scope) -> forgejo::Scope {
 }
 
 /// The listed jobs this pool's labels run (Forgejo's `ItRunsOn`), in the scheduler's terms.
-pub fn pool_jobs(jobs: &[forgejo::ActionRunJob], label_names: &[String]) -> Vec<ForgejoJob> {
+pub fn forgejo_jobs(jobs: &[forgejo::ActionRunJob]) -> Vec<ForgejoJob> {
     jobs.iter()
-        .filter(|job| forgejo::it_runs_on(&job.runs_on, label_names))
         .map(|job| ForgejoJob {
             id: job.id,
             attempt: job.attempt,
