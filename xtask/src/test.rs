@@ -140,11 +140,14 @@ fn run_cluster_tests(
         .to_string();
     let node_ip = crate::node::NODE_IP.to_string();
     let overlay = overlay.display().to_string();
-    // The fault tier starts components of the cluster again with `xtask cluster up`.
-    let xtask = std::env::current_exe()
-        .context("locating the xtask binary")?
-        .display()
-        .to_string();
+    // The fault tier starts components of the cluster again with `xtask cluster up`. A copy:
+    // `cargo test --all-features` relinks target/debug/xtask, and the running one's path
+    // then names a deleted file.
+    let running = std::env::current_exe().context("locating the xtask binary")?;
+    let copy = root.join("target").join("cluster").join("xtask");
+    std::fs::copy(&running, &copy)
+        .with_context(|| format!("copying {} to {}", running.display(), copy.display()))?;
+    let xtask = copy.display().to_string();
     let args: Vec<&str> = cargo_args.iter().map(String::as_str).collect();
     step(
         root,
