@@ -58,6 +58,18 @@ async fn wait_for_jobs(world: &World, n: usize, what: &str) -> Duration {
     started.elapsed()
 }
 
+/// Starts whatever died again (`xtask cluster up`) when dropped, so that a failure here does
+/// not leave the next test binaries without an apiserver.
+struct RestartWhatDied;
+
+impl Drop for RestartWhatDied {
+    fn drop(&mut self) {
+        if let Ok(xtask) = std::env::var("FRC_TEST_XTASK") {
+            let _ = Command::new(xtask).args(["cluster", "up"]).status();
+        }
+    }
+}
+
 #[tokio::test]
 #[ignore = "fault tier: run by cargo xtask test"]
 async fn the_apiserver_killed_or_frozen_loses_and_duplicates_nothing() {
@@ -68,6 +80,7 @@ async fn the_apiserver_killed_or_frozen_loses_and_duplicates_nothing() {
     wait_for_jobs(&world, 2, "2 runner Jobs").await;
 
     // Killed: jobs arrive while it is down; `xtask cluster up` starts it again on etcd's data.
+    let _restart = RestartWhatDied;
     signal(apiserver_pid(), "KILL");
     add_jobs(&world, "while-down", 2).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
