@@ -381,37 +381,121 @@ fn legacy_pod_registers_with_the_registration_token_file_then_runs_one_job() {
     );
 }
 
+/// A user `jobTemplate` touching metadata, scheduling, an init container, the runner
+/// container and volumes.
+fn kubernetes_template() -> Value {
+    json!({
+        "metadata": {
+            "labels": {"team": "faro", "app.kubernetes.io/managed-by": "someone-else"},
+            "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+        },
+        "spec": {
+            "nodeSelector": {"node.kubernetes.io/instance-type": "c6i.2xlarge"},
+            "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
+            "priorityClassName": "ci",
+            "restartPolicy": "Always",
+            "initContainers": [{
+                "name": "cache-proxy",
+                "image": "registry.example.com/cache-proxy:1",
+                "restartPolicy": "Always",
+                "ports": [{"containerPort": 3128}]
+            }],
+            "containers": [{
+                "name": "runner",
+                "image": "ignored:latest",
+                "command": ["ignored"],
+                "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
+                "env": [{"name": "HTTP_PROXY", "value": "http://localhost:3128"}],
+                "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]
+            }],
+            "volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "10Gi"}}]
+        }
+    })
+}
+
+/// The pod spec [`kubernetes_template`] merges into, for a kubernetes-mode runner.
+fn merged_kubernetes_pod_spec() -> Value {
+    json!({
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "nodeSelector": {"node.kubernetes.io/instance-type": "c6i.2xlarge"},
+        "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
+        "priorityClassName": "ci",
+        "restartPolicy": "Never",
+        "securityContext": {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [
+            {
+                "name": "cache-proxy",
+                "image": "registry.example.com/cache-proxy:1",
+                "restartPolicy": "Always",
+                "ports": [{"containerPort": 3128}]
+            },
+            {
+                "name": "install-runner",
+                "image": "data.forgejo.org/forgejo/runner:12.8.2",
+                "command": ["cp", "/bin/forgejo-runner", "/opt/forgejo-runner/forgejo-runner"],
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "32Mi"},
+                    "limits": {"cpu": "500m", "memory": "128Mi"}
+                },
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": 1000,
+                    "runAsGroup": 1000,
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]}
+                },
+                "volumeMounts": [{"name": "runner-bin", "mountPath": "/opt/forgejo-runner"}]
+            }
+        ],
+        "containers": [{
+            "name": "runner",
+            "image": "node:22-bookworm",
+            "command": ["/opt/forgejo-runner/forgejo-runner"],
+            "args": [
+                "one-job",
+                "--url", "https://code.example.com",
+                "--uuid", "$(FORGEJO_RUNNER_UUID)",
+                "--token-url", "file:/var/run/forgejo-runner/token",
+                "--label", "node:host",
+                "--handle", "handle-12-1",
+                "--wait"
+            ],
+            "env": [
+                {"name": "HOME", "value": "/data"},
+                {"name": "FORGEJO_RUNNER_UUID",
+                 "valueFrom": {"secretKeyRef": {"name": NAME, "key": "uuid", "optional": false}}},
+                {"name": "HTTP_PROXY", "value": "http://localhost:3128"}
+            ],
+            "workingDir": "/data",
+            "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
+            "volumeMounts": [
+                {"name": "cache", "mountPath": "/cache"},
+                {"name": "runner-data", "mountPath": "/data"},
+                {"name": "runner-credentials", "mountPath": "/var/run/forgejo-runner", "readOnly": true},
+                {"name": "runner-bin", "mountPath": "/opt/forgejo-runner", "readOnly": true}
+            ]
+        }],
+        "volumes": [
+            {"name": "cache", "emptyDir": {"sizeLimit": "10Gi"}},
+            {"name": "runner-data", "emptyDir": {}},
+            {"name": "runner-credentials", "secret": {
+                "secretName": NAME,
+                "items": [{"key": "token", "path": "token"}],
+                "defaultMode": 0o440,
+                "optional": false
+            }},
+            {"name": "runner-bin", "emptyDir": {}}
+        ]
+    })
+}
+
 #[test]
 fn user_template_is_merged_into_the_kubernetes_pod() {
     let rd = with_template(
         pool(UID, "node:kubernetes://node:22-bookworm", 5),
-        json!({
-            "metadata": {
-                "labels": {"team": "faro", "app.kubernetes.io/managed-by": "someone-else"},
-                "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
-            },
-            "spec": {
-                "nodeSelector": {"node.kubernetes.io/instance-type": "c6i.2xlarge"},
-                "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
-                "priorityClassName": "ci",
-                "restartPolicy": "Always",
-                "initContainers": [{
-                    "name": "cache-proxy",
-                    "image": "registry.example.com/cache-proxy:1",
-                    "restartPolicy": "Always",
-                    "ports": [{"containerPort": 3128}]
-                }],
-                "containers": [{
-                    "name": "runner",
-                    "image": "ignored:latest",
-                    "command": ["ignored"],
-                    "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
-                    "env": [{"name": "HTTP_PROXY", "value": "http://localhost:3128"}],
-                    "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]
-                }],
-                "volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "10Gi"}}]
-            }
-        }),
+        kubernetes_template(),
     );
     let job = job_json_for(&rd, &waiting(12, &["node"]), RunnerPath::Ephemeral);
     let mut labels = our_labels();
@@ -421,83 +505,7 @@ fn user_template_is_merged_into_the_kubernetes_pod() {
         job["spec"]["template"]["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"],
         "false"
     );
-    assert_eq!(
-        *pod_spec(&job),
-        json!({
-            "automountServiceAccountToken": false,
-            "enableServiceLinks": false,
-            "nodeSelector": {"node.kubernetes.io/instance-type": "c6i.2xlarge"},
-            "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
-            "priorityClassName": "ci",
-            "restartPolicy": "Never",
-            "securityContext": {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-            "initContainers": [
-                {
-                    "name": "cache-proxy",
-                    "image": "registry.example.com/cache-proxy:1",
-                    "restartPolicy": "Always",
-                    "ports": [{"containerPort": 3128}]
-                },
-                {
-                    "name": "install-runner",
-                    "image": "data.forgejo.org/forgejo/runner:12.8.2",
-                    "command": ["cp", "/bin/forgejo-runner", "/opt/forgejo-runner/forgejo-runner"],
-                    "resources": {
-                        "requests": {"cpu": "10m", "memory": "32Mi"},
-                        "limits": {"cpu": "500m", "memory": "128Mi"}
-                    },
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": 1000,
-                        "runAsGroup": 1000,
-                        "allowPrivilegeEscalation": false,
-                        "readOnlyRootFilesystem": true,
-                        "capabilities": {"drop": ["ALL"]}
-                    },
-                    "volumeMounts": [{"name": "runner-bin", "mountPath": "/opt/forgejo-runner"}]
-                }
-            ],
-            "containers": [{
-                "name": "runner",
-                "image": "node:22-bookworm",
-                "command": ["/opt/forgejo-runner/forgejo-runner"],
-                "args": [
-                    "one-job",
-                    "--url", "https://code.example.com",
-                    "--uuid", "$(FORGEJO_RUNNER_UUID)",
-                    "--token-url", "file:/var/run/forgejo-runner/token",
-                    "--label", "node:host",
-                    "--handle", "handle-12-1",
-                    "--wait"
-                ],
-                "env": [
-                    {"name": "HOME", "value": "/data"},
-                    {"name": "FORGEJO_RUNNER_UUID",
-                     "valueFrom": {"secretKeyRef": {"name": NAME, "key": "uuid", "optional": false}}},
-                    {"name": "HTTP_PROXY", "value": "http://localhost:3128"}
-                ],
-                "workingDir": "/data",
-                "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
-                "volumeMounts": [
-                    {"name": "cache", "mountPath": "/cache"},
-                    {"name": "runner-data", "mountPath": "/data"},
-                    {"name": "runner-credentials", "mountPath": "/var/run/forgejo-runner", "readOnly": true},
-                    {"name": "runner-bin", "mountPath": "/opt/forgejo-runner", "readOnly": true}
-                ]
-            }],
-            "volumes": [
-                {"name": "cache", "emptyDir": {"sizeLimit": "10Gi"}},
-                {"name": "runner-data", "emptyDir": {}},
-                {"name": "runner-credentials", "secret": {
-                    "secretName": NAME,
-                    "items": [{"key": "token", "path": "token"}],
-                    "defaultMode": 0o440,
-                    "optional": false
-                }},
-                {"name": "runner-bin", "emptyDir": {}}
-            ]
-        })
-    );
+    assert_eq!(*pod_spec(&job), merged_kubernetes_pod_spec());
 }
 
 #[test]
