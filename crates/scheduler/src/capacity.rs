@@ -1,12 +1,15 @@
 //! Which waiting jobs get a runner Job now: the oldest first, within `maxRunners`.
 
+use std::collections::BTreeSet;
+
 use crate::input::{ForgejoJob, RunnerPath};
 use crate::items::JobCreation;
 use crate::naming::RunnerJobName;
 use crate::pod::{PodMode, pick_label, runner_job};
 use crate::pool::Pool;
 use crate::reason::Reason;
-use crate::view::PoolView;
+use crate::text::truncate;
+use crate::view::{PoolView, holds_slot};
 
 /// The Jobs to create, and how many waiting jobs stay without one for lack of room.
 pub(crate) struct Capacity<'a> {
@@ -18,16 +21,16 @@ pub(crate) struct Capacity<'a> {
     pub(crate) unscheduled: usize,
 }
 
-/// Fills the free slots (`maxRunners` minus the `live` Jobs) with the oldest waiting jobs
-/// that have no Job yet.
+/// Fills the free slots (`maxRunners` minus the Jobs that hold one once the `deleted` ones
+/// are gone) with the oldest waiting jobs that have no Job yet.
 pub(crate) fn jobs_to_create<'a>(
     pool: &Pool,
     view: &PoolView<'a>,
+    deleted: &BTreeSet<&str>,
     path: RunnerPath,
-    live: usize,
 ) -> Capacity<'a> {
     let waiting = view.waiting();
-    let mut slots = pool.max_runners.saturating_sub(live);
+    let mut slots = pool.max_runners.saturating_sub(live_jobs(view, deleted));
     let mut create_jobs = Vec::new();
     let mut unscheduled = 0;
     for job in &waiting {
@@ -53,7 +56,7 @@ pub(crate) fn jobs_to_create<'a>(
                 "Forgejo job {} (attempt {}) {:?} waits on [{}]: creating Job {} ({} pod)",
                 job.id,
                 job.attempt_number(),
-                crate::cleanup::truncate(&job.name, 200),
+                truncate(&job.name, 200),
                 job.runs_on.join(","),
                 name,
                 mode.as_str()
@@ -71,4 +74,12 @@ pub(crate) fn jobs_to_create<'a>(
         create_jobs,
         unscheduled,
     }
+}
+
+/// How many of the pool's Jobs hold a slot once the `deleted` ones are gone.
+fn live_jobs(view: &PoolView<'_>, deleted: &BTreeSet<&str>) -> usize {
+    view.owned
+        .values()
+        .filter(|j| holds_slot(j, deleted))
+        .count()
 }

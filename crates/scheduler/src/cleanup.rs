@@ -24,33 +24,53 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::input::{RegistrationStatus, RunnerPath, RunnerRegistration, Timeouts};
+use crate::input::{PlanInput, RegistrationStatus, RunnerPath, RunnerRegistration, Timeouts};
 use crate::items::{Deletion, RegistrationDeletion};
+use crate::naming::parse_job_name;
 use crate::owned::{JobState, OwnedJob};
 use crate::reason::Reason;
+use crate::text::truncate;
 use crate::view::{ForgejoState, PoolView, holds_slot};
-
-impl ForgejoState {
-    pub(crate) fn is_waiting(self) -> bool {
-        self == Self::Waiting
-    }
-}
 
 /// What to do with one runner Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum JobDecision {
     /// Leave it; look again at the instant, if any, when a rule may fire.
-    Keep { recheck_at: Option<Timestamp> },
+    Keep {
+        /// When a grace period or deadline runs out, if any.
+        recheck_at: Option<Timestamp>,
+    },
     /// Delete it.
-    Delete { reason: Reason, message: String },
+    Delete {
+        /// Why.
+        reason: Reason,
+        /// For people.
+        message: String,
+    },
 }
 
 /// What the per-Job decisions read besides the Job.
 pub(crate) struct JobContext<'a> {
+    /// How runners get their credentials (a legacy runner may run any job).
     pub(crate) path: RunnerPath,
+    /// The grace periods and deadlines.
     pub(crate) timeouts: Timeouts,
+    /// The pool's runner registrations by name.
     pub(crate) registrations: &'a BTreeMap<&'a str, Vec<&'a RunnerRegistration>>,
+    /// The time of the plan.
     pub(crate) now: &'a Time,
+}
+
+impl<'a> JobContext<'a> {
+    /// The context of a plan of `input`, narrowed to `view`, at `now`.
+    pub(crate) fn new(input: &PlanInput<'_>, view: &'a PoolView<'_>, now: &'a Time) -> Self {
+        Self {
+            path: input.runner_path,
+            timeouts: input.timeouts,
+            registrations: &view.registrations,
+            now,
+        }
+    }
 }
 
 /// Decides whether `job`, whose Forgejo job attempt stands at `forgejo`, should go.
@@ -309,7 +329,7 @@ pub(crate) fn registration_deletions(
 
 /// A registration with no Job: orphaned unless its Forgejo job still waits (its Job comes).
 fn orphaned(view: &PoolView<'_>, name: &str) -> Option<(Reason, String)> {
-    let key = crate::naming::parse_job_name(name).map(|p| (p.forgejo_job_id, p.attempt));
+    let key = parse_job_name(name).map(|p| (p.forgejo_job_id, p.attempt));
     match key.map_or(ForgejoState::Absent, |key| view.forgejo_state(key)) {
         ForgejoState::Waiting | ForgejoState::Unknown => None,
         ForgejoState::Taken | ForgejoState::Absent => Some((
@@ -359,18 +379,6 @@ pub(crate) fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Tim
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary, with an ellipsis if cut.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

@@ -225,9 +225,3 @@ fn nothing_is_decided_about_a_job_being_deleted_or_when_forgejo_is_unknown() {
         JobDecision::Keep { recheck_at: None }
     );
 }
-
-#[test]
-fn truncate_cuts_at_char_boundaries() {
-    assert_eq!(truncate("héllo", 2), "h…");
-    assert_eq!(truncate("hello", 10), "hello");
-}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::input::RunnerPath;
+use crate::input::{RunnerPath, RunnerRegistration};
 use crate::items::{JobCreation, RegistrationDeletion, SecretRequest};
 use crate::owned::OwnedJob;
 use crate::pool::Pool;
@@ -52,12 +52,18 @@ pub(crate) fn secrets_to_create(
 
 /// A request being built: who it is for, before why.
 pub(crate) struct RequestFor<'v> {
+    /// The Job, and Secret, name.
     job_name: String,
+    /// The Forgejo job id.
     forgejo_job_id: i64,
+    /// The Forgejo job attempt, 0 when unknown.
     attempt: i64,
+    /// Which credentials the Secret holds.
     path: RunnerPath,
+    /// The runner description to register.
     registration_description: String,
-    stale: Vec<&'v crate::input::RunnerRegistration>,
+    /// The registrations already named after the Job.
+    stale: Vec<&'v RunnerRegistration>,
 }
 
 impl SecretRequest {

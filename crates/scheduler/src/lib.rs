@@ -57,15 +57,22 @@
 //! assert_eq!(plan.create_secrets[0].job_name, plan.create_jobs[0].name);
 //! ```
 //!
-//! Modules: [`naming`] (Job names, the base of duplicate prevention), [`labels`] (label
-//! keys and selectors), `pod` (the Job and its pod), `template` (merging the user's
-//! `jobTemplate`), `secret` (the runner credential Secret), `cleanup` (what goes), `status`
-//! (conditions, bounded `scheduledJobs`), `plan` (the entry point).
+//! Modules, in the order [`plan`] runs its decisions: `view` (the input narrowed to one
+//! pool), `cleanup` (which Jobs, Secrets and registrations go, and when to look again),
+//! `capacity` (which waiting jobs get a Job within `maxRunners`), `credentials` (which Jobs
+//! need a credential Secret), `finished` (which Jobs ended since the last status), `report`
+//! (the next status). What they build on: `input` and `items` (the plan's input and
+//! output), `pod` and `template` (the Job and its pod, merged with the user's
+//! `jobTemplate`), `secret` (the credential Secret), `owned` (a Job summarised), `status`
+//! (conditions, bounded `scheduledJobs`), and the leaves [`naming`] (Job names, the base of
+//! duplicate prevention), [`labels`] (label keys and selectors), `containers` and `text`.
+//! No two modules import each other.
 
 mod capacity;
 mod cleanup;
 mod containers;
 mod credentials;
+mod finished;
 mod input;
 mod items;
 pub mod labels;
@@ -79,6 +86,7 @@ mod report;
 mod secret;
 mod status;
 mod template;
+mod text;
 mod view;
 
 pub use input::{

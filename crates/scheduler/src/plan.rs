@@ -15,75 +15,75 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::cleanup::{self, JobContext};
-use crate::input::PlanInput;
-use crate::items::{Plan, PlanSummary};
+use crate::input::{ForgejoJob, PlanInput};
+use crate::items::{Plan, PlanSummary, SecretRequest};
 use crate::pool::{PlanError, Pool};
-use crate::view::{PoolView, holds_slot};
-use crate::{capacity, credentials, report};
+use crate::view::PoolView;
+use crate::{capacity, credentials, finished, report};
 
 /// Decides everything for one pool at `now`. Pure: the same input gives the same plan.
 ///
-/// The decisions, in order: which Jobs go ([`cleanup`](crate::cleanup)), which waiting jobs
-/// get a Job ([`capacity`](crate::capacity)), which Jobs need credentials
-/// ([`credentials`](crate::credentials)), which Secrets and registrations go, and the status
-/// ([`report`](crate::report)).
+/// The decisions, in order: which Jobs go (`cleanup`), which waiting jobs get a Job within
+/// `maxRunners` (`capacity`), which Jobs need credentials (`credentials`), which Secrets and
+/// registrations go (`cleanup`), which Jobs ended (`finished`), and the status (`report`).
 pub fn plan(input: &PlanInput<'_>, now: Time) -> Result<Plan, PlanError> {
     let pool = Pool::from_resource(input.pool)?;
     let view = PoolView::new(&pool, input);
-    let ctx = JobContext {
-        path: input.runner_path,
-        timeouts: input.timeouts,
-        registrations: &view.registrations,
-        now: &now,
-    };
-    let cleanup = cleanup::job_deletions(&view, &ctx);
+    let path = input.runner_path;
+    let cleanup = cleanup::job_deletions(&view, &JobContext::new(input, &view, &now));
     let deleted = &cleanup.deleted;
-    let live = view
-        .owned
-        .values()
-        .filter(|j| holds_slot(j, deleted))
-        .count();
-    let capacity = capacity::jobs_to_create(&pool, &view, input.runner_path, live);
-    let create_secrets = credentials::secrets_to_create(
-        &pool,
-        &view,
-        deleted,
-        &capacity.create_jobs,
-        input.runner_path,
-    );
-    let requested: BTreeSet<&str> = create_secrets.iter().map(|r| r.job_name.as_str()).collect();
+    let capacity = capacity::jobs_to_create(&pool, &view, deleted, path);
+    let created = &capacity.create_jobs;
+    let create_secrets = credentials::secrets_to_create(&pool, &view, deleted, created, path);
     let delete_secrets = cleanup::secret_deletions(&view, deleted);
+    let requested = requested(&create_secrets);
     let delete_registrations = cleanup::registration_deletions(&view, deleted, &requested);
     let previous = input.pool.status.clone().unwrap_or_default();
-    let report = report::report(&pool, &view, deleted, &capacity, previous, &now);
-
-    let recheck_after = cleanup.recheck_at.map(|at| {
-        let wait = at.duration_since(now.0);
-        Duration::try_from(wait)
-            .unwrap_or(Duration::ZERO)
-            .max(Duration::from_secs(1))
-    });
+    let scheduled = report::scheduled_jobs(&view, deleted, created, &previous.scheduled_jobs, &now);
+    let finished = finished::finished_since(&view, deleted, &scheduled, &previous.scheduled_jobs);
+    let active = scheduled.len();
+    let unscheduled = capacity.unscheduled;
+    let status = report::next_status(&pool, &view, previous, scheduled, unscheduled, &now);
     Ok(Plan {
         summary: PlanSummary {
             waiting: capacity.waiting.len(),
-            active: report.active,
+            active,
             max_runners: pool.max_runners,
-            unscheduled: capacity.unscheduled,
+            unscheduled,
         },
-        waiting_jobs: capacity
-            .waiting
-            .iter()
-            .map(|job| (job.id, job.attempt_number()))
-            .collect(),
+        waiting_jobs: attempts(&capacity.waiting),
         create_jobs: capacity.create_jobs,
         create_secrets,
         delete_jobs: cleanup.delete_jobs,
         delete_secrets,
         delete_registrations,
-        finished: report.finished,
-        status: report.status,
-        recheck_after,
+        finished,
+        status,
+        recheck_after: recheck_after(cleanup.recheck_at, &now),
+    })
+}
+
+/// The Jobs whose Secret is requested: their request deletes their stale registrations.
+fn requested(requests: &[SecretRequest]) -> BTreeSet<&str> {
+    requests.iter().map(|r| r.job_name.as_str()).collect()
+}
+
+/// The attempts of `jobs`: (id, attempt with 0 for unknown).
+fn attempts(jobs: &[&ForgejoJob]) -> Vec<(i64, i64)> {
+    jobs.iter()
+        .map(|job| (job.id, job.attempt_number()))
+        .collect()
+}
+
+/// How long until `at`, at least a second (plan again then); `None` for never.
+fn recheck_after(at: Option<Timestamp>, now: &Time) -> Option<Duration> {
+    at.map(|at| {
+        let wait = at.duration_since(now.0);
+        Duration::try_from(wait)
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_secs(1))
     })
 }

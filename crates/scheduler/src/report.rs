@@ -1,41 +1,27 @@
-//! What a plan reports: the Jobs that ended since the last status, and the next status.
+//! The next status: which Jobs `scheduledJobs` lists once the plan is applied, how many are
+//! active, and whether the pool is at capacity. Kept apart from the decisions so that the
+//! status only reports them and never feeds back into them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use api::{RunnerDeploymentStatus, ScheduledJob, condition_types};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::capacity::Capacity;
-use crate::cleanup::truncate;
-use crate::items::FinishedJob;
-use crate::owned::JobState;
+use crate::items::JobCreation;
 use crate::pool::Pool;
-use crate::reason::Reason;
 use crate::status::{bound_scheduled_jobs, condition, reasons, set_condition};
 use crate::view::{PoolView, holds_slot};
 
-/// The next status and what ended since the last one.
-pub(crate) struct Report {
-    /// The status to write.
-    pub(crate) status: RunnerDeploymentStatus,
-    /// Jobs that left the status on their own.
-    pub(crate) finished: Vec<FinishedJob>,
-    /// Runner Jobs active once the plan is applied.
-    pub(crate) active: usize,
-}
-
-/// The live Jobs and the new ones in `scheduledJobs` (bounded), `activeJobs`, and, when
-/// Forgejo answered, `AtCapacity`.
-pub(crate) fn report(
-    pool: &Pool,
+/// The live Jobs and the new ones, each with the `scheduledAt` of the previous status (or
+/// its creation, or `now`), unbounded.
+pub(crate) fn scheduled_jobs(
     view: &PoolView<'_>,
     deleted: &BTreeSet<&str>,
-    capacity: &Capacity<'_>,
-    previous: RunnerDeploymentStatus,
+    created: &[JobCreation],
+    previous: &[ScheduledJob],
     now: &Time,
-) -> Report {
+) -> Vec<ScheduledJob> {
     let previous_at: BTreeMap<&str, &ScheduledJob> = previous
-        .scheduled_jobs
         .iter()
         .map(|s| (s.kubernetes_job_name.as_str(), s))
         .collect();
@@ -57,86 +43,39 @@ pub(crate) fn report(
             scheduled_at: scheduled_at(&j.name, j.created_at.as_ref()),
         })
         .collect();
-    scheduled.extend(capacity.create_jobs.iter().map(|c| ScheduledJob {
+    scheduled.extend(created.iter().map(|c| ScheduledJob {
         forgejo_job_id: c.forgejo_job_id,
         attempt: (c.attempt > 0).then_some(c.attempt),
         kubernetes_job_name: c.name.clone(),
         scheduled_at: scheduled_at(&c.name, None),
     }));
-    let active = scheduled.len();
-    let in_status: BTreeSet<&str> = scheduled
-        .iter()
-        .map(|s| s.kubernetes_job_name.as_str())
-        .collect();
-    let finished = finished_since(view, deleted, &in_status, &previous.scheduled_jobs);
+    scheduled
+}
 
+/// The previous status with `observedGeneration`, `scheduledJobs` (bounded), `activeJobs`
+/// and, when Forgejo answered, `AtCapacity` updated.
+pub(crate) fn next_status(
+    pool: &Pool,
+    view: &PoolView<'_>,
+    previous: RunnerDeploymentStatus,
+    scheduled: Vec<ScheduledJob>,
+    unscheduled: usize,
+    now: &Time,
+) -> RunnerDeploymentStatus {
+    let active = scheduled.len();
     let mut status = previous;
     status.observed_generation = pool.generation;
     status.scheduled_jobs = bound_scheduled_jobs(scheduled);
     status.active_jobs = Some(i32::try_from(active).unwrap_or(i32::MAX));
     if view.forgejo.is_some() {
-        let at_capacity = at_capacity(pool, capacity.unscheduled, active, now);
+        let at_capacity = at_capacity(pool, unscheduled, active, now);
         set_condition(&mut status.conditions, at_capacity, now.clone());
     }
-    Report {
-        status,
-        finished,
-        active,
-    }
+    status
 }
 
-/// The Jobs of the previous status that left it on their own (not deleted by this plan).
-fn finished_since(
-    view: &PoolView<'_>,
-    deleted: &BTreeSet<&str>,
-    in_status: &BTreeSet<&str>,
-    previous: &[ScheduledJob],
-) -> Vec<FinishedJob> {
-    let mut finished = Vec::new();
-    for entry in previous {
-        let name = entry.kubernetes_job_name.as_str();
-        if in_status.contains(name) || deleted.contains(name) {
-            continue;
-        }
-        let id = entry.forgejo_job_id;
-        let (reason, message) = match view.owned.get(name).map(|j| (&j.state, j.deleting)) {
-            Some((JobState::Succeeded, _)) => (
-                Reason::JobSucceeded,
-                format!("Job {name} for Forgejo job {id} succeeded"),
-            ),
-            Some((JobState::Failed { reason, message }, _)) => (
-                Reason::JobFailed,
-                format!(
-                    "Job {name} for Forgejo job {id} failed: {reason}: {}",
-                    truncate(message, 512)
-                ),
-            ),
-            Some((JobState::Active, true)) => (
-                Reason::JobVanished,
-                format!("Job {name} for Forgejo job {id} is being deleted"),
-            ),
-            Some((JobState::Active, false)) => continue,
-            None => (
-                Reason::JobVanished,
-                format!("Job {name} for Forgejo job {id} is gone"),
-            ),
-        };
-        finished.push(FinishedJob {
-            name: name.to_owned(),
-            forgejo_job_id: id,
-            reason,
-            message,
-        });
-    }
-    finished
-}
-
-fn at_capacity(
-    pool: &Pool,
-    unscheduled: usize,
-    active: usize,
-    now: &Time,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+/// The `AtCapacity` condition: true while waiting jobs have no Job for lack of room.
+fn at_capacity(pool: &Pool, unscheduled: usize, active: usize, now: &Time) -> Condition {
     let max = pool.max_runners;
     if unscheduled > 0 {
         condition(

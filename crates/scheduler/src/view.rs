@@ -20,6 +20,13 @@ pub(crate) enum ForgejoState {
     Unknown,
 }
 
+impl ForgejoState {
+    /// Whether the attempt is listed as waiting.
+    pub(crate) fn is_waiting(self) -> bool {
+        self == Self::Waiting
+    }
+}
+
 /// A Forgejo job attempt: (id, attempt with 0 for unknown).
 pub(crate) type JobKey = (i64, i64);
 
