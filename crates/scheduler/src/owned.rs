@@ -237,6 +237,7 @@ fn pod_waiting(pod: &Pod) -> Vec<PodWaiting> {
     waiting
 }
 
+/// Why `container` waits, if it does and Kubernetes says why.
 fn container_waiting(container: &ContainerStatus) -> Option<PodWaiting> {
     let waiting = container.state.as_ref()?.waiting.as_ref()?;
     Some(PodWaiting {
@@ -246,6 +247,7 @@ fn container_waiting(container: &ContainerStatus) -> Option<PodWaiting> {
     })
 }
 
+/// The runner uuid a credential Secret holds, if it holds one.
 fn secret_uuid(secret: &Secret) -> Option<String> {
     if let Some(value) = secret.data.as_ref().and_then(|d| d.get(UUID_KEY)) {
         return String::from_utf8(value.0.clone()).ok();

@@ -152,6 +152,7 @@ fn runner_security_context(read_only_root: bool) -> SecurityContext {
     }
 }
 
+/// CPU and memory requests and limits, each as (cpu, memory).
 fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
     let pair = |(cpu, memory): (&str, &str)| {
         BTreeMap::from([
@@ -166,6 +167,7 @@ fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequiremen
     }
 }
 
+/// A mount of `volume` at `path`.
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: volume.to_owned(),
@@ -175,6 +177,7 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
+/// An `emptyDir` volume.
 fn empty_dir(name: &str) -> Volume {
     Volume {
         name: name.to_owned(),
@@ -183,6 +186,7 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
+/// An environment variable with a literal value.
 fn plain_env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
@@ -253,8 +257,12 @@ fn runner_for_mode(pool: &Pool, mode: &PodMode, pod: &mut PodParts) -> Container
 
 /// What the modes add to a runner pod besides its runner container.
 struct PodParts {
+    /// Environment of the runner container.
     env: Vec<EnvVar>,
+    /// Mounts of the runner container.
     mounts: Vec<VolumeMount>,
+    /// Volumes of the pod.
     volumes: Vec<Volume>,
+    /// Init containers and sidecars.
     init_containers: Vec<Container>,
 }

@@ -42,6 +42,7 @@ pub(crate) fn merge_user_template(
     }
 }
 
+/// `base` with `winning` laid over it; `None` only when both are.
 fn merge_maps(
     base: Option<BTreeMap<String, String>>,
     winning: Option<BTreeMap<String, String>>,
@@ -56,6 +57,7 @@ fn merge_maps(
     }
 }
 
+/// The user's pod spec with our containers, volumes and pod-level settings merged in.
 fn merge_pod_spec(ours: PodSpec, mut spec: PodSpec) -> PodSpec {
     // Our containers first (the runner is the pod's first container), then the user's.
     let mut user_containers = std::mem::take(&mut spec.containers);
@@ -112,11 +114,13 @@ fn merge_pod_spec(ours: PodSpec, mut spec: PodSpec) -> PodSpec {
     spec
 }
 
+/// Removes and returns the container named `name`.
 fn take_named(containers: &mut Vec<Container>, name: &str) -> Option<Container> {
     let index = containers.iter().position(|c| c.name == name)?;
     Some(containers.remove(index))
 }
 
+/// Our container with the user's same-named one (if any) merged in.
 fn merge_container(ours: Container, theirs: Option<Container>) -> Container {
     let Some(theirs) = theirs else {
         return ours;
