@@ -74,6 +74,9 @@ impl<'a> JobContext<'a> {
 }
 
 /// Decides whether `job`, whose Forgejo job attempt stands at `forgejo`, should go.
+///
+/// A finished Job has one rule ([`retry_waiting_job`]); an active one has three, tried in
+/// order ([`forgejo_job_gone`], [`pod_waiting_too_long`], [`pod_not_created`]).
 pub(crate) fn decide_job(
     job: &OwnedJob,
     forgejo: ForgejoState,
@@ -82,96 +85,156 @@ pub(crate) fn decide_job(
     if job.deleting {
         return JobDecision::Keep { recheck_at: None };
     }
-    let mut recheck_at = None;
-    let mut due = |at: Timestamp, reason: Reason, message: String| -> Option<JobDecision> {
-        if ctx.now.0 >= at {
+    let mut deadlines = Deadlines {
+        now: ctx.now,
+        recheck_at: None,
+    };
+    let decision = if let JobState::Succeeded | JobState::Failed { .. } = &job.state {
+        retry_waiting_job(job, forgejo, ctx, &mut deadlines)
+    } else {
+        forgejo_job_gone(job, forgejo, ctx, &mut deadlines)
+            .or_else(|| pod_waiting_too_long(job, ctx, &mut deadlines))
+            .or_else(|| pod_not_created(job, ctx, &mut deadlines))
+    };
+    decision.unwrap_or(JobDecision::Keep {
+        recheck_at: deadlines.recheck_at,
+    })
+}
+
+/// The deadlines of the rules tried on one Job: the earliest not yet reached is when to
+/// look again.
+struct Deadlines<'a> {
+    /// The time of the plan.
+    now: &'a Time,
+    /// The earliest deadline not yet reached.
+    recheck_at: Option<Timestamp>,
+}
+
+impl Deadlines<'_> {
+    /// `Delete` once `at` is reached; until then, remembers `at`.
+    fn due(&mut self, at: Timestamp, reason: Reason, message: String) -> Option<JobDecision> {
+        if self.now.0 >= at {
             Some(JobDecision::Delete { reason, message })
         } else {
-            recheck_at = earliest(recheck_at, Some(at));
+            self.recheck_at = earliest(self.recheck_at, Some(at));
             None
         }
+    }
+}
+
+/// A finished Job whose Forgejo job still waits goes `retry_after` after it ended, so that a
+/// new Job may take the job.
+fn retry_waiting_job(
+    job: &OwnedJob,
+    forgejo: ForgejoState,
+    ctx: &JobContext<'_>,
+    deadlines: &mut Deadlines<'_>,
+) -> Option<JobDecision> {
+    if !forgejo.is_waiting() {
+        return None;
+    }
+    let finished = job.finished_at.as_ref().or(job.created_at.as_ref())?;
+    let message = format!(
+        "Job {} ended without running Forgejo job {}, which still waits; deleting it so that a new runner Job can take the job",
+        job.name, job.forgejo_job_id
+    );
+    deadlines.due(
+        after(finished, ctx.timeouts.retry_after),
+        Reason::RetryWaitingJob,
+        message,
+    )
+}
+
+/// A Job whose Forgejo job no longer waits and whose runner runs nothing goes
+/// `not_waiting_grace` after its runner started (or it was created).
+fn forgejo_job_gone(
+    job: &OwnedJob,
+    forgejo: ForgejoState,
+    ctx: &JobContext<'_>,
+    deadlines: &mut Deadlines<'_>,
+) -> Option<JobDecision> {
+    if !matches!(forgejo, ForgejoState::Taken | ForgejoState::Absent)
+        || runner_may_be_busy(job, ctx)
+    {
+        return None;
+    }
+    let idle_since = job.runner_started_at.as_ref().or(job.created_at.as_ref())?;
+    let whereabouts = if forgejo == ForgejoState::Taken {
+        "was taken by another runner"
+    } else {
+        "is no longer waiting"
     };
+    let message = format!(
+        "Forgejo job {} {whereabouts} and the runner of Job {} runs nothing; deleting the Job",
+        job.forgejo_job_id, job.name
+    );
+    deadlines.due(
+        after(idle_since, ctx.timeouts.not_waiting_grace),
+        Reason::ForgejoJobNotWaiting,
+        message,
+    )
+}
 
-    if let JobState::Succeeded | JobState::Failed { .. } = &job.state {
-        if forgejo.is_waiting()
-            && let Some(finished) = job.finished_at.as_ref().or(job.created_at.as_ref())
-        {
-            let message = format!(
-                "Job {} ended without running Forgejo job {}, which still waits; deleting it so that a new runner Job can take the job",
-                job.name, job.forgejo_job_id
-            );
-            if let Some(decision) = due(
-                after(finished, ctx.timeouts.retry_after),
-                Reason::RetryWaitingJob,
-                message,
-            ) {
-                return decision;
-            }
-        }
-        return JobDecision::Keep { recheck_at };
+/// When the Job was created, if its runner has not started (only such a pod can be stuck).
+fn created_unstarted(job: &OwnedJob) -> Option<&Time> {
+    if job.runner_started_at.is_some() {
+        return None;
     }
+    job.created_at.as_ref()
+}
 
-    if matches!(forgejo, ForgejoState::Taken | ForgejoState::Absent)
-        && !runner_may_be_busy(job, ctx)
-        && let Some(idle_since) = job.runner_started_at.as_ref().or(job.created_at.as_ref())
-    {
-        let whereabouts = if forgejo == ForgejoState::Taken {
-            "was taken by another runner"
-        } else {
-            "is no longer waiting"
+/// A Job whose pod waits on an image or config error, or is unschedulable, goes after the
+/// deadline of that failure (counted from its creation).
+fn pod_waiting_too_long(
+    job: &OwnedJob,
+    ctx: &JobContext<'_>,
+    deadlines: &mut Deadlines<'_>,
+) -> Option<JobDecision> {
+    let created = created_unstarted(job)?;
+    for waiting in &job.pod_waiting {
+        let Some((reason, deadline)) = stuck_reason(&waiting.reason, &ctx.timeouts) else {
+            continue;
         };
+        let container = waiting
+            .container
+            .as_deref()
+            .map(|c| format!(" (container {c})"))
+            .unwrap_or_default();
         let message = format!(
-            "Forgejo job {} {whereabouts} and the runner of Job {} runs nothing; deleting the Job",
-            job.forgejo_job_id, job.name
+            "the pod of Job {} for Forgejo job {} is stuck in {}{container} for {}s: {}; deleting the Job",
+            job.name,
+            job.forgejo_job_id,
+            waiting.reason,
+            deadline.as_secs(),
+            truncate(&waiting.message, 512)
         );
-        if let Some(decision) = due(
-            after(idle_since, ctx.timeouts.not_waiting_grace),
-            Reason::ForgejoJobNotWaiting,
-            message,
-        ) {
-            return decision;
+        if let Some(decision) = deadlines.due(after(created, deadline), reason, message) {
+            return Some(decision);
         }
     }
+    None
+}
 
-    if job.runner_started_at.is_none()
-        && let Some(created) = job.created_at.as_ref()
-    {
-        for waiting in &job.pod_waiting {
-            let Some((reason, deadline)) = stuck_reason(&waiting.reason, &ctx.timeouts) else {
-                continue;
-            };
-            let container = waiting
-                .container
-                .as_deref()
-                .map(|c| format!(" (container {c})"))
-                .unwrap_or_default();
-            let message = format!(
-                "the pod of Job {} for Forgejo job {} is stuck in {}{container} for {}s: {}; deleting the Job",
-                job.name,
-                job.forgejo_job_id,
-                waiting.reason,
-                deadline.as_secs(),
-                truncate(&waiting.message, 512)
-            );
-            if let Some(decision) = due(after(created, deadline), reason, message) {
-                return decision;
-            }
-        }
-        if !job.has_pod {
-            let message = format!(
-                "Kubernetes created no pod for Job {} (Forgejo job {}) in {}s: the namespace's Pod Security level or another admission check refuses it (kubectl describe job {} shows FailedCreate); deleting the Job",
-                job.name,
-                job.forgejo_job_id,
-                ctx.timeouts.pod_create_deadline.as_secs(),
-                job.name
-            );
-            let deadline = after(created, ctx.timeouts.pod_create_deadline);
-            if let Some(decision) = due(deadline, Reason::PodNotCreated, message) {
-                return decision;
-            }
-        }
+/// A Job Kubernetes made no pod for (admission refused it) goes `pod_create_deadline` after
+/// its creation.
+fn pod_not_created(
+    job: &OwnedJob,
+    ctx: &JobContext<'_>,
+    deadlines: &mut Deadlines<'_>,
+) -> Option<JobDecision> {
+    let created = created_unstarted(job)?;
+    if job.has_pod {
+        return None;
     }
-    JobDecision::Keep { recheck_at }
+    let message = format!(
+        "Kubernetes created no pod for Job {} (Forgejo job {}) in {}s: the namespace's Pod Security level or another admission check refuses it (kubectl describe job {} shows FailedCreate); deleting the Job",
+        job.name,
+        job.forgejo_job_id,
+        ctx.timeouts.pod_create_deadline.as_secs(),
+        job.name
+    );
+    let deadline = after(created, ctx.timeouts.pod_create_deadline);
+    deadlines.due(deadline, Reason::PodNotCreated, message)
 }
 
 /// The failure a pod waiting reason stands for, and how long it is tolerated.
