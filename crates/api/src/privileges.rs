@@ -13,10 +13,8 @@
 
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec, SecurityContext};
 
-use crate::resource::SpecError;
-
-/// The operator flag that allows privileged runner pod templates.
-pub const ALLOW_PRIVILEGED_FLAG: &str = "--allow-privileged-runners";
+pub use crate::resource::ALLOW_PRIVILEGED_FLAG;
+use crate::resource::{RunnerDeploymentSpec, SpecError};
 
 /// The capabilities Kubernetes' "baseline" Pod Security Standard lets a container add
 /// (<https://kubernetes.io/docs/concepts/security/pod-security-standards/>, "Capabilities").
@@ -271,6 +269,27 @@ fn check_security_context(sc: &SecurityContext, at: &str, name: &str) -> Result<
         );
     }
     Ok(())
+}
+
+impl RunnerDeploymentSpec {
+    /// Checks `spec.jobTemplate` against what the operator allows runner pods (see
+    /// [`PodPrivileges`]): with [`PodPrivileges::Baseline`] a template asking for a host
+    /// privilege is refused with [`SpecError::PrivilegedTemplate`], naming the field. Call it
+    /// with [`validate`](Self::validate) before planning Jobs; the schema cannot check this,
+    /// as the answer depends on the operator's flags. The controller's own containers (the
+    /// privileged `dind` sidecar of `docker` labels) are not in the template and not checked.
+    pub fn check_pod_privileges(&self, policy: PodPrivileges) -> Result<(), SpecError> {
+        if policy == PodPrivileges::Privileged {
+            return Ok(());
+        }
+        let Some(template) = &self.job_template else {
+            return Ok(());
+        };
+        let template = template
+            .pod_template()
+            .map_err(|e| SpecError::JobTemplate(e.to_string()))?;
+        check_pod_template(&template, policy)
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use crate::names::{
     RESERVED_REPO_SUFFIX_PATTERN, SECRET_KEY_PATTERN, SECRET_KEY_RULE, SECRET_NAME_PATTERN,
     SECRET_NAME_RULE, is_owner_name, is_secret_key, is_secret_name, split_repository,
 };
-use crate::privileges::{ALLOW_PRIVILEGED_FLAG, PodPrivileges, check_pod_template};
 
 /// The API group of our resources.
 pub const GROUP: &str = "forgejo.runners.dev";
@@ -301,6 +300,9 @@ impl std::fmt::Display for Scope {
     }
 }
 
+/// The operator flag that allows privileged runner pod templates.
+pub const ALLOW_PRIVILEGED_FLAG: &str = "--allow-privileged-runners";
+
 /// Why a spec cannot be served. The schema refuses all but
 /// [`SpecError::PrivilegedTemplate`] too; [`RunnerDeploymentSpec::validate`] guards objects
 /// written before a schema change or with validation off.
@@ -456,24 +458,5 @@ impl RunnerDeploymentSpec {
                 .map_err(|e| SpecError::JobTemplate(e.to_string()))?;
         }
         Ok(())
-    }
-
-    /// Checks `spec.jobTemplate` against what the operator allows runner pods (see
-    /// [`PodPrivileges`]): with [`PodPrivileges::Baseline`] a template asking for a host
-    /// privilege is refused with [`SpecError::PrivilegedTemplate`], naming the field. Call it
-    /// with [`validate`](Self::validate) before planning Jobs; the schema cannot check this,
-    /// as the answer depends on the operator's flags. The controller's own containers (the
-    /// privileged `dind` sidecar of `docker` labels) are not in the template and not checked.
-    pub fn check_pod_privileges(&self, policy: PodPrivileges) -> Result<(), SpecError> {
-        if policy == PodPrivileges::Privileged {
-            return Ok(());
-        }
-        let Some(template) = &self.job_template else {
-            return Ok(());
-        };
-        let template = template
-            .pod_template()
-            .map_err(|e| SpecError::JobTemplate(e.to_string()))?;
-        check_pod_template(&template, policy)
     }
 }
