@@ -128,50 +128,41 @@ impl<'a> PoolActor<'a> {
     }
 
     async fn delete_job(&self, deletion: &Deletion) {
-        if !self.may_write() {
-            return;
-        }
-        match self
-            .jobs
-            .delete(&deletion.name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(job = %deletion.name, reason = deletion.reason.as_str(), "runner Job deleted");
-                let cleanups = &self.ctx.metrics.reconcile.cleanups;
-                let (ctx, rd) = (self.ctx, self.rd);
-                record_item(
-                    ctx,
-                    rd,
-                    Some(cleanups),
-                    deletion.reason,
-                    "DeleteJob",
-                    &deletion.message,
-                )
-                .await;
-            }
-            Err(error) if is_not_found(&error) => {}
-            Err(error) => {
-                tracing::warn!(job = %deletion.name, %error, "deleting a runner Job failed");
-            }
+        if self.delete(&self.jobs, "runner Job", deletion).await {
+            let cleanups = &self.ctx.metrics.reconcile.cleanups;
+            let (ctx, rd) = (self.ctx, self.rd);
+            let (reason, message) = (deletion.reason, &deletion.message);
+            record_item(ctx, rd, Some(cleanups), reason, "DeleteJob", message).await;
         }
     }
 
     async fn delete_secret(&self, deletion: &Deletion) {
-        if !self.may_write() {
-            return;
+        if self.delete(&self.secrets, "runner Secret", deletion).await {
+            ReconcileMetrics::count(&self.ctx.metrics.reconcile.cleanups, "SecretDeleted");
         }
-        match self
-            .secrets
+    }
+
+    /// Deletes one object behind the write gate; true if this call deleted it (gone
+    /// already is not a failure, and not counted again).
+    async fn delete<K>(&self, api: &Api<K>, what: &str, deletion: &Deletion) -> bool
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if !self.may_write() {
+            return false;
+        }
+        match api
             .delete(&deletion.name, &DeleteParams::background())
             .await
         {
             Ok(_) => {
-                ReconcileMetrics::count(&self.ctx.metrics.reconcile.cleanups, "SecretDeleted");
+                tracing::info!(name = %deletion.name, reason = deletion.reason.as_str(), "{what} deleted");
+                true
             }
-            Err(error) if is_not_found(&error) => {}
+            Err(error) if is_not_found(&error) => false,
             Err(error) => {
-                tracing::warn!(secret = %deletion.name, %error, "deleting a runner Secret failed");
+                tracing::warn!(name = %deletion.name, %error, "deleting a {what} failed");
+                false
             }
         }
     }
