@@ -119,20 +119,7 @@ async fn the_apiserver_killed_or_frozen_loses_and_duplicates_nothing() {
     );
 
     world.wait_for_polls(3).await;
-    let jobs = world.runner_jobs().await;
-    let mut ids: Vec<String> = jobs
-        .iter()
-        .filter_map(|job| {
-            job.metadata
-                .labels
-                .as_ref()?
-                .get(scheduler::labels::FORGEJO_JOB_ID)
-                .cloned()
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 6, "a duplicate or a lost job: {ids:?}");
+    world.assert_one_job_each(6).await;
     assert!(
         !operator.logs().contains(&world.token),
         "the token is in the operator's log"

@@ -92,22 +92,7 @@ fn outage_lengths() -> Vec<Duration> {
 
 /// The end of every scenario: one Job per waiting job, no registration left, no token leak.
 async fn check_invariants(world: &World, operator: &Operator, waiting: usize) {
-    let jobs = world.runner_jobs().await;
-    let mut ids: Vec<String> = jobs
-        .iter()
-        .filter_map(|job| {
-            job.metadata
-                .labels
-                .as_ref()?
-                .get(scheduler::labels::FORGEJO_JOB_ID)
-                .cloned()
-        })
-        .collect();
-    ids.sort();
-    let before = ids.len();
-    ids.dedup();
-    assert_eq!(before, ids.len(), "duplicate runner Jobs: {ids:?}");
-    assert_eq!(ids.len(), waiting, "a waiting job has no runner Job (lost)");
+    world.assert_one_job_each(waiting).await;
     let registered = world.forgejo.runners().len();
     assert!(
         registered <= waiting,

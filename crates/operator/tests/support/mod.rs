@@ -257,6 +257,32 @@ impl World {
         items
     }
 
+    /// Asserts exactly one runner Job per Forgejo job, for `waiting` jobs: no duplicate, none
+    /// lost.
+    pub async fn assert_one_job_each(&self, waiting: usize) {
+        let mut ids: Vec<String> = self
+            .runner_jobs()
+            .await
+            .iter()
+            .filter_map(|job| {
+                job.metadata
+                    .labels
+                    .as_ref()?
+                    .get(scheduler::labels::FORGEJO_JOB_ID)
+                    .cloned()
+            })
+            .collect();
+        ids.sort();
+        let jobs = ids.len();
+        ids.dedup();
+        assert_eq!(jobs, ids.len(), "duplicate runner Jobs: {ids:?}");
+        assert_eq!(
+            ids.len(),
+            waiting,
+            "a waiting job has no runner Job (lost): {ids:?}"
+        );
+    }
+
     /// The runner Jobs not finished and not being deleted.
     pub async fn live_runner_jobs(&self) -> Vec<Job> {
         self.runner_jobs()
