@@ -168,22 +168,14 @@ mod tests {
 
     #[test]
     fn registration_status_reads_forgejo_words() {
-        assert_eq!(
-            RegistrationStatus::from_api("active"),
-            RegistrationStatus::Active
-        );
-        assert_eq!(
-            RegistrationStatus::from_api("idle"),
-            RegistrationStatus::Idle
-        );
-        assert_eq!(
-            RegistrationStatus::from_api("offline"),
-            RegistrationStatus::Offline
-        );
-        assert_eq!(
-            RegistrationStatus::from_api("?"),
-            RegistrationStatus::Offline
-        );
+        for (word, status) in [
+            ("active", RegistrationStatus::Active),
+            ("idle", RegistrationStatus::Idle),
+            ("offline", RegistrationStatus::Offline),
+            ("?", RegistrationStatus::Offline),
+        ] {
+            assert_eq!(RegistrationStatus::from_api(word), status, "{word}");
+        }
     }
 
     #[test]

@@ -76,50 +76,40 @@ mod tests {
         Time(Timestamp::from_second(1_800_000_000 + seconds).unwrap())
     }
 
+    /// Sets the pool's `AtCapacity` condition at `seconds`, as a reconcile would.
+    fn set_capacity(
+        conditions: &mut Vec<Condition>,
+        (seconds, generation): (i64, i64),
+        full: bool,
+        message: &str,
+    ) {
+        let reason = if full {
+            "MaxRunnersReached"
+        } else {
+            "BelowMaxRunners"
+        };
+        let new = condition(
+            "AtCapacity",
+            full,
+            reason,
+            message,
+            Some(generation),
+            at(seconds),
+        );
+        set_condition(conditions, new, at(seconds));
+    }
+
     #[test]
     fn transition_time_stays_while_the_status_stays() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            condition(
-                "AtCapacity",
-                false,
-                "BelowMaxRunners",
-                "0/2",
-                Some(1),
-                at(0),
-            ),
-            at(0),
-        );
-        set_condition(
-            &mut conditions,
-            condition(
-                "AtCapacity",
-                false,
-                "BelowMaxRunners",
-                "1/2",
-                Some(2),
-                at(10),
-            ),
-            at(10),
-        );
+        set_capacity(&mut conditions, (0, 1), false, "0/2");
+        set_capacity(&mut conditions, (10, 2), false, "1/2");
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, at(0));
         assert_eq!(conditions[0].message, "1/2");
         assert_eq!(conditions[0].observed_generation, Some(2));
 
-        set_condition(
-            &mut conditions,
-            condition(
-                "AtCapacity",
-                true,
-                "MaxRunnersReached",
-                "2/2",
-                Some(2),
-                at(20),
-            ),
-            at(20),
-        );
+        set_capacity(&mut conditions, (20, 2), true, "2/2");
         assert_eq!(conditions[0].last_transition_time, at(20));
         assert_eq!(conditions[0].status, "True");
     }

@@ -128,6 +128,28 @@ mod tests {
 
     const DEADLINE: Duration = Duration::from_secs(300);
 
+    /// One pool's view of the tracker, so each test line is one observation.
+    struct Pool(StartBackoff);
+
+    impl Pool {
+        fn observe(
+            &self,
+            generation: i64,
+            deletions: &[Deletion],
+            started_runner: bool,
+            now: Instant,
+        ) -> Option<Pause> {
+            self.0.observe(
+                "uid",
+                Some(generation),
+                deletions,
+                started_runner,
+                DEADLINE,
+                now,
+            )
+        }
+    }
+
     fn plan_deleting(reason: Option<Reason>) -> Vec<Deletion> {
         plan_deleting_job("forgejo-job-1", reason)
     }
@@ -147,107 +169,42 @@ mod tests {
 
     #[test]
     fn an_image_that_cannot_be_pulled_pauses_new_jobs_doubling_each_time() {
-        let backoff = StartBackoff::default();
+        let pool = Pool(StartBackoff::default());
+        let failed = plan_deleting(Some(Reason::ImagePullFailed));
         let t0 = Instant::now();
-        let first = backoff
-            .observe(
-                "uid",
-                Some(1),
-                &plan_deleting(Some(Reason::ImagePullFailed)),
-                false,
-                DEADLINE,
-                t0,
-            )
-            .expect("paused");
+        let first = pool.observe(1, &failed, false, t0).expect("paused");
         assert_eq!(first.until, t0 + DEADLINE);
         assert!(first.message.contains("registry.example/runner:typo"));
         let t1 = first.until;
         // The same Job's deletion planned again (the cache lags the delete) is not a new failure.
-        let again = backoff
-            .observe(
-                "uid",
-                Some(1),
-                &plan_deleting(Some(Reason::ImagePullFailed)),
-                false,
-                DEADLINE,
-                t0,
-            )
-            .expect("paused");
-        assert_eq!(again, first);
-        let second = backoff
-            .observe(
-                "uid",
-                Some(1),
-                &plan_deleting_job("forgejo-job-2", Some(Reason::ImagePullFailed)),
-                false,
-                DEADLINE,
-                t1,
-            )
-            .expect("paused");
+        assert_eq!(pool.observe(1, &failed, false, t0), Some(first));
+        let another = plan_deleting_job("forgejo-job-2", Some(Reason::ImagePullFailed));
+        let second = pool.observe(1, &another, false, t1).expect("paused");
         assert_eq!((second.failures, second.until), (2, t1 + DEADLINE * 2));
         // Between failures the pause holds, and ends by itself.
-        assert!(
-            backoff
-                .observe("uid", Some(1), &plan_deleting(None), false, DEADLINE, t1)
-                .is_some()
-        );
-        assert!(
-            backoff
-                .observe(
-                    "uid",
-                    Some(1),
-                    &plan_deleting(None),
-                    false,
-                    DEADLINE,
-                    second.until
-                )
-                .is_none()
-        );
+        let nothing = plan_deleting(None);
+        assert!(pool.observe(1, &nothing, false, t1).is_some());
+        assert!(pool.observe(1, &nothing, false, second.until).is_none());
     }
 
     #[test]
     fn a_spec_change_or_a_started_runner_ends_the_pause() {
-        let backoff = StartBackoff::default();
+        let pool = Pool(StartBackoff::default());
         let t0 = Instant::now();
         let failed = plan_deleting(Some(Reason::ContainerConfigError));
-        assert!(
-            backoff
-                .observe("uid", Some(1), &failed, false, DEADLINE, t0)
-                .is_some()
-        );
-        assert!(
-            backoff
-                .observe("uid", Some(2), &plan_deleting(None), false, DEADLINE, t0)
-                .is_none()
-        );
-        assert!(
-            backoff
-                .observe("uid", Some(2), &failed, false, DEADLINE, t0)
-                .is_some()
-        );
-        assert!(
-            backoff
-                .observe("uid", Some(2), &plan_deleting(None), true, DEADLINE, t0)
-                .is_none()
-        );
+        let nothing = plan_deleting(None);
+        assert!(pool.observe(1, &failed, false, t0).is_some());
+        assert!(pool.observe(2, &nothing, false, t0).is_none());
+        assert!(pool.observe(2, &failed, false, t0).is_some());
+        assert!(pool.observe(2, &nothing, true, t0).is_none());
     }
 
     #[test]
     fn other_deletions_do_not_pause() {
-        let backoff = StartBackoff::default();
+        let pool = Pool(StartBackoff::default());
         for reason in [Reason::ForgejoJobNotWaiting, Reason::Unschedulable] {
-            assert!(
-                backoff
-                    .observe(
-                        "uid",
-                        Some(1),
-                        &plan_deleting(Some(reason)),
-                        false,
-                        DEADLINE,
-                        Instant::now()
-                    )
-                    .is_none()
-            );
+            let deleting = plan_deleting(Some(reason));
+            assert!(pool.observe(1, &deleting, false, Instant::now()).is_none());
         }
     }
 }
