@@ -116,17 +116,7 @@ impl Client {
             let took = began.elapsed();
             self.observe(call, &result, status, number, took);
             let failure = match result {
-                Ok(answer) => {
-                    tracing::debug!(
-                        endpoint = call.endpoint.name,
-                        path = %call.endpoint.path,
-                        status = answer.status.as_u16(),
-                        attempt = number,
-                        took_ms = took.as_millis() as u64,
-                        "Forgejo request succeeded"
-                    );
-                    return Ok(answer);
-                }
+                Ok(answer) => return Ok(answer),
                 Err(failure) => failure,
             };
             if let Some(delay) = failure.retry_after {
@@ -156,6 +146,7 @@ impl Client {
         }
     }
 
+    /// Logs a success and reports every attempt to the observer (the metrics).
     pub(super) fn observe(
         &self,
         call: &Call,
@@ -164,6 +155,16 @@ impl Client {
         attempt: u32,
         duration: Duration,
     ) {
+        if let Ok(answer) = result {
+            tracing::debug!(
+                endpoint = call.endpoint.name,
+                path = %call.endpoint.path,
+                status = answer.status.as_u16(),
+                attempt,
+                took_ms = duration.as_millis() as u64,
+                "Forgejo request succeeded"
+            );
+        }
         if let Some(observer) = &self.inner.options.observer {
             observer(RequestOutcome {
                 endpoint: call.endpoint.name,

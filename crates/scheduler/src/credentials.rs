@@ -20,34 +20,25 @@ pub(crate) fn secrets_to_create(
 ) -> Vec<SecretRequest> {
     let lost =
         |j: &OwnedJob| holds_slot(j, deleted) && !j.secret_exists && j.runner_started_at.is_none();
-    let mut requests: Vec<SecretRequest> = view
-        .owned
-        .values()
-        .filter(|j| lost(j))
-        .map(|job| {
-            let message = format!("Job {} has no runner Secret: creating it", job.name);
-            SecretRequest::for_job(
-                pool,
-                view,
-                &job.name,
-                (job.forgejo_job_id, job.attempt),
-                path,
-            )
-            .because(Reason::SecretMissing, Reason::CredentialsLost, message)
-        })
-        .collect();
-    requests.extend(created.iter().map(|new| {
-        let message = format!("creating the runner Secret of new Job {}", new.name);
-        SecretRequest::for_job(
-            pool,
-            view,
-            &new.name,
-            (new.forgejo_job_id, new.attempt),
-            path,
+    let request =
+        |name: &str, id_attempt| SecretRequest::for_job(pool, view, name, id_attempt, path);
+    let lost_secrets = view.owned.values().filter(|j| lost(j)).map(|job| {
+        let message = format!("Job {} has no runner Secret: creating it", job.name);
+        request(&job.name, (job.forgejo_job_id, job.attempt)).because(
+            Reason::SecretMissing,
+            Reason::CredentialsLost,
+            message,
         )
-        .because(Reason::NewJob, Reason::RegistrationOrphaned, message)
-    }));
-    requests
+    });
+    let new_secrets = created.iter().map(|new| {
+        let message = format!("creating the runner Secret of new Job {}", new.name);
+        request(&new.name, (new.forgejo_job_id, new.attempt)).because(
+            Reason::NewJob,
+            Reason::RegistrationOrphaned,
+            message,
+        )
+    });
+    lost_secrets.chain(new_secrets).collect()
 }
 
 /// A request being built: who it is for, before why.
