@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -98,41 +98,6 @@ pub(crate) fn build_operator(root: &Path, release: bool) -> anyhow::Result<PathB
         .context("cargo metadata has no target_directory")?;
     let profile = if release { "release" } else { "debug" };
     Ok(PathBuf::from(target).join(profile).join("operator"))
-}
-
-/// Starts the operator binary as the operator's ServiceAccount, watching `namespace`, without
-/// leader election, logging to `log_path`.
-pub(crate) fn spawn_operator(
-    binary: &Path,
-    kubeconfig: &Path,
-    namespace: &str,
-    log_path: &Path,
-    extra: &[&str],
-) -> anyhow::Result<OperatorProcess> {
-    let log = std::fs::File::create(log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let child = Command::new(binary)
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--namespace={namespace}"))
-        .args(["--leader-election=false", "--admin-addr=127.0.0.1:0"])
-        .args(extra)
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the operator")?;
-    Ok(OperatorProcess(child))
-}
-
-/// Kills the operator when the demo ends, however it ends.
-pub(crate) struct OperatorProcess(pub(crate) Child);
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn demo(

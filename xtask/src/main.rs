@@ -48,6 +48,14 @@ enum Task {
     },
     /// Measure the design targets on the local control plane; prints figures (docs/benchmarks.md).
     Bench {
+        /// The stages to run, comma-separated (default: all, in this order).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "plan,burst,shared,memory,scale"
+        )]
+        only: Vec<bench::Stage>,
         /// Waiting jobs that appear at once, for the latency run.
         #[arg(long, default_value_t = 50)]
         burst: usize,
@@ -60,6 +68,9 @@ enum Task {
         /// Live Jobs per pool in the memory run.
         #[arg(long, default_value_t = 10)]
         jobs_per_pool: usize,
+        /// Waiting jobs, then live Jobs, in the scale run (spread over the pools).
+        #[arg(long, default_value_t = 10_000)]
+        scale_jobs: usize,
         /// Measure a release build of the operator (as deployed).
         #[arg(long)]
         release: bool,
@@ -98,18 +109,22 @@ fn main() -> anyhow::Result<()> {
         Task::GenCrds { check } => gen_crds::run(&root, check),
         Task::Test => test::run(&root),
         Task::Bench {
+            only,
             burst,
             shared_pools,
             pools,
             jobs_per_pool,
+            scale_jobs,
             release,
         } => bench::run(
             &root,
             &bench::BenchArgs {
+                stages: only,
                 burst,
                 shared_pools,
                 pools,
                 jobs_per_pool,
+                scale_jobs,
                 release,
             },
         ),

@@ -419,6 +419,15 @@ impl StandIn {
         lock(&self.inner.state).requests.clone()
     }
 
+    /// How many recorded requests match `which`, without copying them.
+    pub fn count_requests(&self, which: impl Fn(&RecordedRequest) -> bool) -> usize {
+        lock(&self.inner.state)
+            .requests
+            .iter()
+            .filter(|r| which(r))
+            .count()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         lock(&self.inner.state).requests.clear();

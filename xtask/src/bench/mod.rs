@@ -1,0 +1,105 @@
+//! `cargo xtask bench`: measures the targets of DESIGN.md and prints the figures (recorded in
+//! docs/benchmarks.md). Separate from the tests: nothing here asserts a time.
+//!
+//! Stages (`--only` picks some):
+//! - `plan`: `scheduler::plan` on large inputs (pure, no cluster);
+//! - on the local control plane, with the Forgejo stand-in and the operator binary:
+//!   `burst` (N waiting jobs → N Jobs), `shared` (Forgejo listings per interval with many
+//!   pools on one server+scope+token), `memory` (100 pools, 1,000 live Jobs: creation time,
+//!   RSS, idle CPU) and `scale` (the same with 10,000).
+//!
+//! `FRC_BENCH_WRAP` prefixes the operator's command line, e.g. `heaptrack -o /tmp/operator`
+//! to profile its heap (the figures are then the profiler's, not the operator's).
+
+mod burst;
+mod fleet;
+mod plan;
+mod setup;
+mod shared;
+
+use std::path::Path;
+
+use crate::cluster;
+use crate::demo::build_operator;
+
+const TOKEN: &str = "bench-token-not-a-secret";
+
+/// One part of the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// `scheduler::plan` on 1,000 waiting jobs.
+    Plan,
+    /// N waiting jobs at once → N Jobs.
+    Burst,
+    /// Forgejo listings per interval with many pools sharing a server, scope and token.
+    Shared,
+    /// Memory, CPU and creation time with 100 pools and 1,000 live Jobs.
+    Memory,
+    /// The same with 10,000 waiting jobs and live Jobs.
+    Scale,
+}
+
+/// What to measure, and how big.
+pub struct BenchArgs {
+    /// The stages to run, in this order.
+    pub stages: Vec<Stage>,
+    /// Waiting jobs in the latency run.
+    pub burst: usize,
+    /// Pools sharing one server+scope+token in the request-count run.
+    pub shared_pools: usize,
+    /// Pools in the memory and scale runs.
+    pub pools: usize,
+    /// Live Jobs per pool in the memory run.
+    pub jobs_per_pool: usize,
+    /// Waiting jobs, then live Jobs, in the scale run (spread over the pools).
+    pub scale_jobs: usize,
+    /// Measure a release build of the operator (as deployed) instead of a debug build.
+    pub release: bool,
+}
+
+/// Runs the chosen stages and prints their figures.
+pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.stages.contains(&Stage::Plan) {
+        plan::bench_plan();
+    }
+    if args.stages.iter().all(|s| *s == Stage::Plan) {
+        return Ok(());
+    }
+    println!("==> bench: starting the local control plane");
+    let info = cluster::up(root)?;
+    let result = (|| {
+        let operator_kubeconfig = cluster::install_operator_identity(root, &info.admin_kubeconfig)?;
+        let operator = setup::OperatorBinary {
+            path: build_operator(root, args.release)?,
+            kubeconfig: operator_kubeconfig,
+            build: if args.release { "release" } else { "debug" },
+        };
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(async {
+            let client = setup::admin_client(&info.admin_kubeconfig).await?;
+            for stage in &args.stages {
+                match stage {
+                    Stage::Plan => {}
+                    Stage::Burst => burst::bench_burst(&client, &operator, args.burst).await?,
+                    Stage::Shared => {
+                        shared::bench_shared_polls(&client, &operator, args.shared_pools).await?;
+                    }
+                    Stage::Memory => {
+                        let size = fleet::Fleet::new("memory", args.pools, args.jobs_per_pool);
+                        fleet::bench_fleet(&client, &operator, &size).await?;
+                    }
+                    Stage::Scale => {
+                        let per_pool = args.scale_jobs.div_ceil(args.pools.max(1));
+                        let size = fleet::Fleet::new("scale", args.pools, per_pool);
+                        fleet::bench_fleet(&client, &operator, &size).await?;
+                    }
+                }
+            }
+            anyhow::Ok(())
+        })
+    })();
+    println!("==> bench: stopping the local control plane");
+    let stopped = cluster::down(root);
+    result?;
+    stopped
+}
