@@ -34,10 +34,12 @@ mod events;
 mod finalize;
 mod latency;
 mod observe;
+mod recent;
 mod reconcile;
 mod start_backoff;
 mod status;
 mod token_watch;
+mod trim;
 mod watches;
 
 #[cfg(test)]
@@ -106,6 +108,10 @@ pub struct Context {
     pub start_backoff: start_backoff::StartBackoff,
     /// Runner registrations deleted lately, so that an older listing does not repeat it.
     pub deleted: deleted::DeletedRegistrations,
+    /// The pools' token Secrets, as their watches see them.
+    pub tokens: token_watch::TokenSecrets,
+    /// Runner Jobs and Secrets created lately, which the caches may not show yet.
+    pub recent: recent::RecentWrites,
 }
 
 impl Context {
@@ -240,6 +246,7 @@ where
         .map_err(|e| Error::kube(format!("list RunnerDeployments {where_} (is the CRD installed, and does the operator's RBAC cover this namespace? kubectl apply --server-side -k deploy/)"), e))?;
 
     let owned = watches::owned(jobs, pods, secrets);
+    let tokens = token_watch::TokenSecrets::default();
     let stores = owned.stores.clone();
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_owned(),
@@ -258,6 +265,8 @@ where
         failures: Mutex::default(),
         start_backoff: start_backoff::StartBackoff::default(),
         deleted: deleted::DeletedRegistrations::default(),
+        tokens: tokens.clone(),
+        recent: recent::RecentWrites::default(),
     });
 
     let (pool_store, pool_stream) = watches::pools(pools);
@@ -266,7 +275,8 @@ where
     let pod_pools = pool_store.clone();
     let secret_pools = pool_store.clone();
     // Token Secrets are not ours and carry no label: each is watched alone, by name.
-    let token_changes = token_watch::token_secret_changes(client.clone(), pool_store.clone());
+    let token_changes =
+        token_watch::token_secret_changes(client.clone(), pool_store.clone(), tokens);
 
     // Becoming the leader reconciles every pool at once.
     let leadership_gained =

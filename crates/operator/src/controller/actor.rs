@@ -129,6 +129,8 @@ impl<'a> PoolActor<'a> {
 
     async fn delete_job(&self, deletion: &Deletion) {
         if self.delete(&self.jobs, "runner Job", deletion).await {
+            let namespace = self.rd.namespace().unwrap_or_default();
+            self.ctx.recent.job_deleted(&namespace, &deletion.name);
             let cleanups = &self.ctx.metrics.reconcile.cleanups;
             let (ctx, rd) = (self.ctx, self.rd);
             let (reason, message) = (deletion.reason, &deletion.message);
@@ -178,7 +180,11 @@ impl<'a> PoolActor<'a> {
             ..PostParams::default()
         };
         match self.jobs.create(&params, &creation.job).await {
-            Ok(job) => {
+            Ok(mut job) => {
+                // The answer is the whole Job, template and managed fields: keep what the
+                // caches keep (the Secret's owner reference needs only the metadata).
+                super::trim::job(&mut job);
+                self.ctx.recent.job_created(&job);
                 metrics.jobs_created.inc();
                 super::latency::observe_latency(
                     self.ctx,
@@ -370,7 +376,8 @@ impl<'a> PoolActor<'a> {
             ..PostParams::default()
         };
         match self.secrets.create(&params, &secret).await {
-            Ok(_) => {
+            Ok(created) => {
+                self.ctx.recent.secret_created(&created);
                 tracing::info!(job = %request.job_name, reason = request.reason.as_str(), "runner Secret created");
                 None
             }

@@ -15,28 +15,23 @@ use crate::error::{Error, Result};
 pub async fn read_token(ctx: &Context, rd: &RunnerDeployment) -> Result<forgejo::Token> {
     let namespace = rd.namespace().unwrap_or_default();
     let reference = &rd.spec.token_secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret = secrets
-        .get_opt(&reference.name)
-        .await
-        .map_err(|e| Error::kube(format!("read Secret {}", reference.name), e))?
-        .ok_or_else(|| Error::SecretNotFound {
-            namespace: namespace.clone(),
-            name: reference.name.clone(),
-        })?;
-    let from_data = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(&reference.key))
-        .map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_owned());
-    let from_string_data = || {
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|data| data.get(&reference.key))
-            .map(|s| s.trim().to_owned())
+    let data = match ctx.tokens.get(&namespace, &reference.name) {
+        Some(watched) => watched,
+        // Its watch has not listed it yet (the pool is new): read it once.
+        None => Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| Error::kube(format!("read Secret {}", reference.name), e))?
+            .map(|secret| secret.data.unwrap_or_default()),
     };
-    match from_data.or_else(from_string_data) {
+    let data = data.ok_or_else(|| Error::SecretNotFound {
+        namespace: namespace.clone(),
+        name: reference.name.clone(),
+    })?;
+    match data
+        .get(&reference.key)
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_owned())
+    {
         Some(token) if !token.is_empty() => Ok(forgejo::Token::new(token)),
         _ => Err(Error::SecretKeyMissing {
             name: reference.name.clone(),
@@ -115,7 +110,7 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
         return Vec::new();
     };
     let namespace = rd.namespace().unwrap_or_default();
-    let jobs: Vec<std::sync::Arc<Job>> = ctx
+    let mut jobs: Vec<std::sync::Arc<Job>> = ctx
         .stores
         .jobs
         .state()
@@ -126,11 +121,17 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
                     == Some(uid.as_str())
         })
         .collect();
+    let mut names: std::collections::HashSet<String> =
+        jobs.iter().map(|job| job.name_any()).collect();
+    let created = ctx
+        .recent
+        .jobs_missing_from(&namespace, &uid, &|name| names.contains(name));
+    names.extend(created.iter().map(|job| job.name_any()));
+    jobs.extend(created);
     if jobs.is_empty() {
         return Vec::new();
     }
     // Only this pool's pods are copied: a namespace may hold thousands of other runner pods.
-    let names: std::collections::HashSet<String> = jobs.iter().map(|job| job.name_any()).collect();
     let pods: Vec<Pod> = ctx
         .stores
         .pods
@@ -147,10 +148,12 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
         .collect();
     jobs.iter()
         .filter_map(|job| {
+            let name = job.name_any();
             let secret = ctx
                 .stores
                 .secrets
-                .get(&kube::runtime::reflector::ObjectRef::new(&job.name_any()).within(&namespace));
+                .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace))
+                .or_else(|| ctx.recent.secret(&namespace, &name));
             OwnedJob::from_objects(job, &pods, secret.as_deref())
         })
         .collect()

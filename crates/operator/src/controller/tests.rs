@@ -18,7 +18,7 @@ use forgejo::stand_in::{StandIn, StandInConfig};
 use scheduler::{Deletion, ForgejoJob, Plan, PlanInput, Reason, RunnerPath};
 
 use super::actor::{CreateOutcome, PoolActor};
-use super::{Context, Stores, deleted, finalize, start_backoff};
+use super::{Context, Stores, deleted, finalize, recent, start_backoff, token_watch};
 use crate::metrics::Metrics;
 use crate::polls::{ForgejoSettings, SharedPolls};
 
@@ -132,6 +132,8 @@ impl Unit {
             failures: Mutex::default(),
             start_backoff: start_backoff::StartBackoff::default(),
             deleted: deleted::DeletedRegistrations::default(),
+            tokens: token_watch::TokenSecrets::default(),
+            recent: recent::RecentWrites::default(),
         };
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
         Self {

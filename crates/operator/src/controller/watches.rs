@@ -17,15 +17,15 @@ use serde::de::DeserializeOwned;
 
 use api::RunnerDeployment;
 
-use super::Stores;
+use super::{Stores, trim};
 use crate::admin::Readiness;
 
 /// A cache and the stream of the objects it saw change.
 pub type Watched<K> = (Store<K>, BoxStream<'static, Result<K, watcher::Error>>);
 
-/// Watches `api` with `config` into a cache. Managed fields are a large share of every object
-/// and the reconciler never reads them, so they are dropped before caching.
-pub fn cached<K>(api: Api<K>, config: watcher::Config) -> Watched<K>
+/// Watches `api` with `config` into a cache that keeps what `trim` leaves of each object
+/// (see [`super::trim`]).
+pub fn cached<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Watched<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -33,7 +33,7 @@ where
     let (store, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
+        .modify(trim)
         .reflect(writer)
         .touched_objects()
         .boxed();
@@ -45,9 +45,9 @@ pub fn owned(jobs: Api<Job>, pods: Api<Pod>, secrets: Api<Secret>) -> OwnedWatch
     let owned = watcher::Config::default().labels(&scheduler::labels::owned_jobs_selector());
     let runner_secrets =
         watcher::Config::default().labels(&scheduler::labels::runner_secrets_selector());
-    let (job_store, jobs) = cached(jobs, owned.clone());
-    let (pod_store, pods) = cached(pods, owned);
-    let (secret_store, secrets) = cached(secrets, runner_secrets);
+    let (job_store, jobs) = cached(jobs, owned.clone(), trim::job);
+    let (pod_store, pods) = cached(pods, owned, trim::pod);
+    let (secret_store, secrets) = cached(secrets, runner_secrets, trim::secret);
     OwnedWatches {
         stores: Stores {
             jobs: job_store,
