@@ -76,10 +76,17 @@ pub fn run(root: &Path, exit_when_done: bool) -> anyhow::Result<()> {
     stopped
 }
 
-pub(crate) fn build_operator(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_operator(
+    root: &Path,
+    release: bool,
+    features: &str,
+) -> anyhow::Result<PathBuf> {
     let mut args = vec!["build", "--quiet", "-p", "operator"];
     if release {
         args.push("--release");
+    }
+    if !features.is_empty() {
+        args.extend(["--features", features]);
     }
     let status = Command::new("cargo")
         .args(&args)

@@ -74,6 +74,9 @@ enum Task {
         /// Measure a release build of the operator (as deployed).
         #[arg(long)]
         release: bool,
+        /// Cargo features of the operator build, e.g. `mimalloc` or `jemalloc`.
+        #[arg(long, default_value = "")]
+        features: String,
     },
     /// Build the container images (operator, runner test, label, pause) as docker-archives
     /// under target/images/, without Docker.
@@ -116,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             jobs_per_pool,
             scale_jobs,
             release,
+            features,
         } => bench::run(
             &root,
             &bench::BenchArgs {
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
                 jobs_per_pool,
                 scale_jobs,
                 release,
+                features,
             },
         ),
         Task::TestCluster { args } => test::cluster_tier(&root, &args),

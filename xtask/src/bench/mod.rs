@@ -55,6 +55,8 @@ pub struct BenchArgs {
     pub scale_jobs: usize,
     /// Measure a release build of the operator (as deployed) instead of a debug build.
     pub release: bool,
+    /// Cargo features of the operator build (e.g. an allocator: `mimalloc`, `jemalloc`).
+    pub features: String,
 }
 
 /// Runs the chosen stages and prints their figures.
@@ -70,7 +72,7 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     let result = (|| {
         let operator_kubeconfig = cluster::install_operator_identity(root, &info.admin_kubeconfig)?;
         let operator = setup::OperatorBinary {
-            path: build_operator(root, args.release)?,
+            path: build_operator(root, args.release, &args.features)?,
             kubeconfig: operator_kubeconfig,
             build: if args.release { "release" } else { "debug" },
         };
