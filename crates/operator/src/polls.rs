@@ -96,12 +96,17 @@ pub struct SharedPolls {
     polls: Mutex<HashMap<PollKey, (Instant, PollSlot)>>,
     /// Pools whose last poll of a key failed: woken together when one poll of it succeeds.
     failed: Mutex<HashMap<PollKey, HashSet<PoolRef>>>,
+    /// The pools that asked for each key, and when they last did: woken when its listing
+    /// changes, so one listing per interval serves every pool at once.
+    users: Mutex<HashMap<PollKey, HashMap<PoolRef, Instant>>>,
+    /// Where woken pools go (the controller reconciles them now).
     recovered: mpsc::UnboundedSender<PoolRef>,
 }
 
 impl SharedPolls {
     /// Creates the shared state; every client reports its requests to `metrics`. Pools whose
-    /// poll failed are sent to `recovered` as soon as another pool's poll of the same key works.
+    /// poll failed are sent to `recovered` as soon as another pool's poll of the same key
+    /// works, and the pools sharing a listing as soon as a new one differs from the last.
     pub fn new(
         settings: ForgejoSettings,
         metrics: ForgejoMetrics,
@@ -131,6 +136,7 @@ impl SharedPolls {
             versions: Mutex::default(),
             polls: Mutex::default(),
             failed: Mutex::default(),
+            users: Mutex::default(),
             recovered,
         }
     }
@@ -164,6 +170,11 @@ impl SharedPolls {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|key, _| polls.contains_key(key));
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users.retain(|key, _| polls.contains_key(key));
+        for pools in users.values_mut() {
+            pools.retain(|_, asked| now.duration_since(*asked) < UNUSED_TTL);
+        }
         self.versions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -226,9 +237,15 @@ impl SharedPolls {
             scope: scope.clone(),
             labels: labels.clone(),
         };
+        let now = Instant::now();
+        self.users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .insert(pool.clone(), now);
         let slot = {
             let mut polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
             let (used, slot) = polls
                 .entry(key.clone())
                 .or_insert_with(|| (now, PollSlot::default()));
@@ -247,10 +264,30 @@ impl SharedPolls {
                 return result.clone();
             }
         }
+        let before = slot
+            .as_ref()
+            .and_then(|(_, result)| result.as_ref().ok())
+            .map(|data| jobs_fingerprint(&data.jobs));
         let result = fetch(client, version, scope, labels.as_deref()).await;
         *slot = Some((Instant::now(), result.clone()));
+        if let (Some(before), Ok(data)) = (before, &result)
+            && before != jobs_fingerprint(&data.jobs)
+        {
+            self.wake_users(&key, pool);
+        }
         self.note_outcome(key, pool, result.is_ok());
         result
+    }
+
+    /// Wakes every other pool that shares `key`'s listing: they read the new listing now
+    /// rather than at their own next interval.
+    fn wake_users(&self, key: &PollKey, pool: &PoolRef) {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        for other in users.get(key).into_iter().flat_map(HashMap::keys) {
+            if other != pool {
+                let _ = self.recovered.send(other.clone());
+            }
+        }
     }
 
     /// Remembers a pool whose poll failed; after a success, wakes every other pool that
@@ -288,6 +325,19 @@ async fn fetch(
         runners,
         at: Instant::now(),
     }))
+}
+
+/// What a listing says that pools act on: which jobs, in which attempt and status.
+fn jobs_fingerprint(jobs: &[ActionRunJob]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut seen: Vec<(i64, Option<i64>, &str)> = jobs
+        .iter()
+        .map(|job| (job.id, job.attempt, job.status.as_str()))
+        .collect();
+    seen.sort_unstable();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    seen.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn client_key(server: &str, token: &Token) -> ClientKey {
@@ -345,6 +395,18 @@ mod tests {
         }
 
         async fn poll(&self, pool_name: &str, token: &str, labels: &[&str]) -> PollResult {
+            self.poll_within(pool_name, token, labels, Duration::from_secs(30))
+                .await
+        }
+
+        /// A poll that takes a shared listing only if it is younger than `max_age`.
+        async fn poll_within(
+            &self,
+            pool_name: &str,
+            token: &str,
+            labels: &[&str],
+            max_age: Duration,
+        ) -> PollResult {
             let token = Token::new(token);
             let client = self.polls.client(&self.forgejo.url(), &token).unwrap();
             let labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
@@ -356,10 +418,35 @@ mod tests {
                     version: &self.version,
                     scope: &self.scope,
                     label_names: &labels,
-                    max_age: Duration::from_secs(30),
+                    max_age,
                 })
                 .await
         }
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_changed_wakes_the_other_pools_sharing_it_at_once() {
+        let mut setup = Setup::new().await;
+        setup.poll("a", "good", &["docker"]).await.unwrap();
+        setup.poll("b", "good", &["other"]).await.unwrap();
+        setup.poll("c", "wrong", &["docker"]).await.unwrap_err();
+        // The same jobs again: nobody is woken (an idle fleet stays idle).
+        setup
+            .poll_within("a", "good", &["docker"], Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(setup.recovered.try_recv().is_err());
+        // A new job: the other pool of the listing is woken, not the asker, not another key.
+        setup
+            .forgejo
+            .add_job(StandInJob::new("faro/app", "test", &["other"]));
+        setup
+            .poll_within("a", "good", &["docker"], Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(setup.recovered.try_recv().ok(), Some(pool("b")));
+        assert!(setup.recovered.try_recv().is_err());
+        assert_eq!(listings(&setup.forgejo), 4);
     }
 
     #[tokio::test]
