@@ -112,7 +112,15 @@ pub struct Context {
     pub tokens: token_watch::TokenSecrets,
     /// Runner Jobs and Secrets created lately, which the caches may not show yet.
     pub recent: recent::RecentWrites,
+    /// Bounds the requests reconciles make at once (see [`MAX_CONCURRENT_REQUESTS`]).
+    pub requests: tokio::sync::Semaphore,
 }
+
+/// Requests (to the apiserver and Forgejo) that the reconciles of one controller make at
+/// once. Each request in flight holds an HTTP/1.1 connection with its TLS state and
+/// buffers: unbounded, a burst of 1,000 jobs opened about as many connections (tens of MiB)
+/// and gained no speed, as the apiserver was the bottleneck.
+pub const MAX_CONCURRENT_REQUESTS: usize = 32;
 
 impl Context {
     /// The write gate: whether this replica may write now (it holds the Lease). Every write
@@ -267,6 +275,7 @@ where
         deleted: deleted::DeletedRegistrations::default(),
         tokens: tokens.clone(),
         recent: recent::RecentWrites::default(),
+        requests: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
     });
 
     let (pool_store, pool_stream) = watches::pools(pools);

@@ -74,6 +74,15 @@ impl<'a> PoolActor<'a> {
         self.ctx.may_write()
     }
 
+    /// Runs one request to the apiserver or Forgejo within the process-wide bound
+    /// ([`Context::requests`]): a burst of plans then reuses a few connections instead of
+    /// opening one per request.
+    async fn limited<T>(&self, request: impl std::future::Future<Output = T>) -> T {
+        // The semaphore is never closed, so a permit always comes.
+        let _permit = self.ctx.requests.acquire().await.ok();
+        request.await
+    }
+
     /// Carries out a plan in the order that never strands a runner: registrations, Jobs and
     /// Secrets go first, then Jobs are created, then their credentials.
     pub async fn carry_out(&self, plan: &Plan) -> CarryOutProblems {
@@ -153,8 +162,8 @@ impl<'a> PoolActor<'a> {
         if !self.may_write() {
             return false;
         }
-        match api
-            .delete(&deletion.name, &DeleteParams::background())
+        match self
+            .limited(api.delete(&deletion.name, &DeleteParams::background()))
             .await
         {
             Ok(_) => {
@@ -179,7 +188,7 @@ impl<'a> PoolActor<'a> {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         };
-        match self.jobs.create(&params, &creation.job).await {
+        match self.limited(self.jobs.create(&params, &creation.job)).await {
             Ok(mut job) => {
                 // The answer is the whole Job, template and managed fields: keep what the
                 // caches keep (the Secret's owner reference needs only the metadata).
@@ -281,7 +290,7 @@ impl<'a> PoolActor<'a> {
     /// The Job a request is for, unless its Secret exists already (the cache may lag our
     /// own write: the apiserver has the last word) or the Job is gone.
     async fn job_without_secret(&self, request: &SecretRequest, created: &[Job]) -> Option<Job> {
-        match self.secrets.get_opt(&request.job_name).await {
+        match self.limited(self.secrets.get_opt(&request.job_name)).await {
             Ok(Some(_)) => return None,
             Ok(None) => {}
             Err(error) => {
@@ -295,7 +304,7 @@ impl<'a> PoolActor<'a> {
         {
             return Some(job.clone());
         }
-        match self.jobs.get_opt(&request.job_name).await {
+        match self.limited(self.jobs.get_opt(&request.job_name)).await {
             Ok(job) => job,
             Err(error) => {
                 tracing::warn!(job = %request.job_name, %error, "reading a runner Job failed");
@@ -314,7 +323,10 @@ impl<'a> PoolActor<'a> {
             description: request.registration_description.clone(),
             ephemeral: true,
         };
-        match self.client.register_runner(self.scope, &registration).await {
+        match self
+            .limited(self.client.register_runner(self.scope, &registration))
+            .await
+        {
             Ok(runner) => Ok((
                 RunnerCredentials::Ephemeral {
                     uuid: runner.uuid.clone(),
@@ -339,7 +351,10 @@ impl<'a> PoolActor<'a> {
 
     /// The scope's registration token (Forgejo before 15), fetched once per reconcile.
     async fn fetch_registration_token(&self) -> Option<forgejo::Token> {
-        match self.client.registration_token(self.scope).await {
+        match self
+            .limited(self.client.registration_token(self.scope))
+            .await
+        {
             Ok(token) => Some(token),
             Err(error) => {
                 let metrics = &self.ctx.metrics.reconcile;
@@ -375,7 +390,7 @@ impl<'a> PoolActor<'a> {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         };
-        match self.secrets.create(&params, &secret).await {
+        match self.limited(self.secrets.create(&params, &secret)).await {
             Ok(created) => {
                 self.ctx.recent.secret_created(&created);
                 tracing::info!(job = %request.job_name, reason = request.reason.as_str(), "runner Secret created");
@@ -390,7 +405,9 @@ impl<'a> PoolActor<'a> {
                 }
                 // Nobody will ever use the runner just registered: remove it now.
                 if let Some(id) = registered_id
-                    && let Err(error) = self.client.delete_runner(self.scope, id).await
+                    && let Err(error) = self
+                        .limited(self.client.delete_runner(self.scope, id))
+                        .await
                 {
                     tracing::warn!(job = %request.job_name, %error, "removing an unused runner registration failed");
                 }
@@ -409,7 +426,10 @@ impl<'a> PoolActor<'a> {
         if !self.may_write() {
             return;
         }
-        match self.client.delete_runner(self.scope, deletion.id).await {
+        match self
+            .limited(self.client.delete_runner(self.scope, deletion.id))
+            .await
+        {
             Ok(()) => {
                 self.ctx.deleted.remember(self.client.server(), deletion.id);
                 tracing::info!(runner = %deletion.name, id = deletion.id, reason = deletion.reason.as_str(), "runner registration deleted");

@@ -50,6 +50,8 @@ pub async fn publish(
         action: action.to_owned(),
         secondary: None,
     };
+    // Events count against the same bound as the reconcile's other requests.
+    let _permit = ctx.requests.acquire().await.ok();
     if let Err(error) = ctx.recorder.publish(&event, &rd.object_ref(&())).await {
         tracing::debug!(%error, "publishing an event failed");
     }

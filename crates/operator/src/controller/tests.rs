@@ -134,6 +134,7 @@ impl Unit {
             deleted: deleted::DeletedRegistrations::default(),
             tokens: token_watch::TokenSecrets::default(),
             recent: recent::RecentWrites::default(),
+            requests: tokio::sync::Semaphore::new(super::MAX_CONCURRENT_REQUESTS),
         };
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
         Self {
