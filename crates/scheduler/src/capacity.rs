@@ -1,6 +1,7 @@
 //! Which waiting jobs get a runner Job now: the oldest first, within `maxRunners`.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::input::{ForgejoJob, RunnerPath};
 use crate::items::JobCreation;
@@ -24,7 +25,7 @@ pub(crate) struct Capacity<'a> {
 /// Fills the free slots (`maxRunners` minus the Jobs that hold one once the `deleted` ones
 /// are gone) with the oldest waiting jobs that have no Job yet.
 pub(crate) fn jobs_to_create<'a>(
-    pool: &Pool,
+    pool: &Arc<Pool>,
     view: &PoolView<'a>,
     deleted: &BTreeSet<&str>,
     path: RunnerPath,
@@ -44,9 +45,11 @@ pub(crate) fn jobs_to_create<'a>(
             unscheduled += 1;
             continue;
         }
-        let Ok(built) = runner_job(pool, job, path) else {
+        // A job whose Job cannot be built is left waiting; the Job itself is built when
+        // it is created (see `JobCreation::job`).
+        if runner_job(pool, job, path).is_err() {
             continue;
-        };
+        }
         let mode = pick_label(&pool.labels, &job.runs_on)
             .map(PodMode::for_label)
             .unwrap_or(PodMode::Host);
@@ -62,7 +65,9 @@ pub(crate) fn jobs_to_create<'a>(
                 mode.as_str()
             ),
             name: name.into_string(),
-            job: built,
+            pool: Arc::clone(pool),
+            forgejo_job: (*job).clone(),
+            path,
             forgejo_job_id: job.id,
             attempt: job.attempt_number(),
             mode,

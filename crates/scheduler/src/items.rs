@@ -1,12 +1,14 @@
 //! What a plan asks for: the items the operator carries out, and the plan itself.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::RunnerDeploymentStatus;
 use k8s_openapi::api::batch::v1::Job;
 
-use crate::input::RunnerPath;
-use crate::pod::PodMode;
+use crate::input::{ForgejoJob, RunnerPath};
+use crate::pod::{PodError, PodMode, runner_job};
+use crate::pool::Pool;
 use crate::reason::Reason;
 
 /// A runner Job to create.
@@ -14,8 +16,12 @@ use crate::reason::Reason;
 pub struct JobCreation {
     /// The Job name.
     pub name: String,
-    /// The complete `batch/v1` Job.
-    pub job: Job,
+    /// The pool, shared by the plan's creations: see [`JobCreation::job`].
+    pub(crate) pool: Arc<Pool>,
+    /// The Forgejo job it runs.
+    pub(crate) forgejo_job: ForgejoJob,
+    /// How its runner gets credentials.
+    pub(crate) path: RunnerPath,
     /// The Forgejo job id.
     pub forgejo_job_id: i64,
     /// The Forgejo job attempt, 0 when unknown.
@@ -26,6 +32,15 @@ pub struct JobCreation {
     pub reason: Reason,
     /// For people.
     pub message: String,
+}
+
+impl JobCreation {
+    /// The complete `batch/v1` Job, built when it is about to be created: a plan of thousands
+    /// of creations then holds none of them (each is tens of KiB). The plan built it once
+    /// already, so this fails only if building is not deterministic.
+    pub fn job(&self) -> Result<Job, PodError> {
+        runner_job(&self.pool, &self.forgejo_job, self.path)
+    }
 }
 
 /// A runner Job that needs its credential Secret (created just now, or lost after a crash).

@@ -270,7 +270,8 @@ proptest! {
                 &job_name(UID, created.forgejo_job_id, created.attempt),
                 "the name is the pure function of the attempt, so a stale cache only hits AlreadyExists"
             );
-            prop_assert_eq!(created.job.metadata.name.as_deref(), Some(created.name.as_str()));
+            let job = created.job().expect("a planned Job builds");
+            prop_assert_eq!(job.metadata.name.as_deref(), Some(created.name.as_str()));
         }
     }
 

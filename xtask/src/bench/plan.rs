@@ -44,7 +44,7 @@ pub(super) fn bench_plan() {
         .create_jobs
         .iter()
         .filter_map(|creation| {
-            let mut job = creation.job.clone();
+            let mut job = creation.job().expect("a planned Job builds");
             job.metadata.creation_timestamp = Some(now.clone());
             scheduler::OwnedJob::from_objects(&job, &[], None)
         })

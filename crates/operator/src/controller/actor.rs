@@ -188,7 +188,26 @@ impl<'a> PoolActor<'a> {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         };
-        match self.limited(self.jobs.create(&params, &creation.job)).await {
+        // The Job is built once a request slot is free, so that a plan's Jobs do not all
+        // exist at once; the slot is released before the event below takes one.
+        let created = self
+            .limited(async {
+                let job = creation.job()?;
+                Ok::<_, scheduler::PodError>(self.jobs.create(&params, &job).await)
+            })
+            .await;
+        let created = match created {
+            Ok(created) => created,
+            Err(error) => {
+                let message = format!(
+                    "building runner Job {} for Forgejo job {} failed: {error}",
+                    creation.name, creation.forgejo_job_id
+                );
+                tracing::warn!(job = %creation.name, %error, "building a runner Job failed");
+                return CreateOutcome::Refused(message);
+            }
+        };
+        match created {
             Ok(mut job) => {
                 // The answer is the whole Job, template and managed fields: keep what the
                 // caches keep (the Secret's owner reference needs only the metadata).
