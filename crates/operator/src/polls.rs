@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::RunnerDeployment;
-use forgejo::{ActionRunJob, Client, ClientOptions, Runner, Scope, ServerVersion, Token};
+use forgejo::{Client, ClientOptions, Scope, ServerVersion, Token};
 use kube::runtime::reflector::ObjectRef;
+use scheduler::{ForgejoJob, RegistrationStatus, RunnerRegistration};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -24,15 +25,16 @@ const UNUSED_TTL: Duration = Duration::from_secs(3600);
 /// How long a failed poll answers other callers.
 const FAILURE_TTL: Duration = Duration::from_millis(500);
 
-/// What one poll of a (server, scope, token) found.
+/// What one poll of a (server, scope, token) found, in the scheduler's terms: converted
+/// once per listing, and read (not copied) by every pool that shares it.
 #[derive(Debug)]
 pub struct PollData {
     /// The server's version.
     pub version: ServerVersion,
     /// The jobs listed (waiting and running), unfiltered on 14+.
-    pub jobs: Vec<ActionRunJob>,
+    pub jobs: Vec<ForgejoJob>,
     /// The scope's runner registrations (15+), `None` before 15.
-    pub runners: Option<Vec<Runner>>,
+    pub runners: Option<Vec<RunnerRegistration>>,
     /// When the poll finished.
     pub at: Instant,
 }
@@ -315,20 +317,21 @@ async fn fetch(
 ) -> PollResult {
     let jobs = client.list_jobs(scope, labels).await.map_err(Arc::new)?;
     let runners = if version.supports_ephemeral_runners() {
-        Some(client.list_runners(scope).await.map_err(Arc::new)?)
+        let runners = client.list_runners(scope).await.map_err(Arc::new)?;
+        Some(registrations(&runners))
     } else {
         None
     };
     Ok(Arc::new(PollData {
         version: version.clone(),
-        jobs,
+        jobs: forgejo_jobs(&jobs),
         runners,
         at: Instant::now(),
     }))
 }
 
 /// What a listing says that pools act on: which jobs, in which attempt and status.
-fn jobs_fingerprint(jobs: &[ActionRunJob]) -> u64 {
+fn jobs_fingerprint(jobs: &[ForgejoJob]) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut seen: Vec<(i64, Option<i64>, &str)> = jobs
         .iter()
@@ -338,6 +341,36 @@ fn jobs_fingerprint(jobs: &[ActionRunJob]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     seen.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The listed jobs, in the scheduler's terms.
+fn forgejo_jobs(jobs: &[forgejo::ActionRunJob]) -> Vec<ForgejoJob> {
+    jobs.iter()
+        .map(|job| ForgejoJob {
+            id: job.id,
+            attempt: job.attempt,
+            handle: job.handle.clone(),
+            repo_id: job.repo_id,
+            owner_id: job.owner_id,
+            name: job.name.clone(),
+            runs_on: job.runs_on.clone(),
+            status: job.status.clone(),
+            task_id: job.task_id,
+        })
+        .collect()
+}
+
+/// Runner registrations in the scheduler's terms.
+fn registrations(runners: &[forgejo::Runner]) -> Vec<RunnerRegistration> {
+    runners
+        .iter()
+        .map(|runner| RunnerRegistration {
+            id: runner.id,
+            uuid: runner.uuid.clone(),
+            name: runner.name.clone(),
+            status: RegistrationStatus::from_api(&runner.status),
+        })
+        .collect()
 }
 
 fn client_key(server: &str, token: &Token) -> ClientKey {

@@ -12,18 +12,18 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
 use api::{RunnerDeployment, RunnerDeploymentStatus};
-use scheduler::{ForgejoJob, OwnedJob, Plan, PlanInput, Reason, RunnerPath, RunnerRegistration};
+use scheduler::{OwnedJob, Plan, PlanInput, Reason, RunnerPath, RunnerRegistration};
 
 use super::actor::{CarryOutProblems, PoolActor};
 use super::events::publish;
-use super::observe::{self, forgejo_jobs, forgejo_scope, owned_jobs, read_token};
+use super::observe::{self, forgejo_scope, owned_jobs, read_token};
 use super::start_backoff::Pause;
 use super::status::apply_status;
 use super::status::{reasons, record_failure, record_not_ready, record_success};
 use super::{Context, latency};
 use crate::error::{Error, Result};
 use crate::metrics::{PoolLabels, ReconcileMetrics};
-use crate::polls::PollRequest;
+use crate::polls::{PollData, PollRequest};
 
 /// The apply path: observe, decide, act, write the status.
 pub async fn apply(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Action> {
@@ -113,8 +113,20 @@ struct Observed {
 
 /// The pool's share of one poll.
 struct Polled {
-    jobs: Vec<ForgejoJob>,
-    registrations: Vec<RunnerRegistration>,
+    /// The shared poll: the whole listing of the scope (the scheduler keeps what the pool's
+    /// labels run: the label rule, applied once).
+    data: Arc<PollData>,
+    /// Its registrations without those this replica deleted since, when there are such.
+    registrations: Option<Vec<RunnerRegistration>>,
+}
+
+impl Polled {
+    fn registrations(&self) -> &[RunnerRegistration] {
+        match &self.registrations {
+            Some(filtered) => filtered,
+            None => self.data.runners.as_deref().unwrap_or_default(),
+        }
+    }
 }
 
 /// Observes a pool: checks its spec, reads its token, asks Forgejo (through the shared
@@ -178,18 +190,15 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
         Ok(data) => {
             ReconcileMetrics::count(&metrics.polls, "Ok");
             // Registrations this replica deleted after the listing was made are gone already.
-            let registrations = data
-                .runners
-                .as_deref()
-                .map(observe::registrations)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|r| !ctx.deleted.deleted_after(client.server(), r.id, data.at))
-                .collect();
+            let all = data.runners.as_deref().unwrap_or_default();
+            let gone =
+                |r: &RunnerRegistration| ctx.deleted.deleted_after(client.server(), r.id, data.at);
+            let registrations = all
+                .iter()
+                .any(gone)
+                .then(|| all.iter().filter(|r| !gone(r)).cloned().collect());
             Ok(Polled {
-                // The whole listing of the scope: the scheduler keeps what the pool's labels
-                // run (the label rule, applied once).
-                jobs: forgejo_jobs(&data.jobs),
+                data,
                 registrations,
             })
         }
@@ -224,9 +233,9 @@ async fn decide(
     let polled = observed.polled.as_ref().ok();
     let input = PlanInput {
         pool: rd,
-        forgejo_jobs: polled.map(|p| p.jobs.as_slice()),
+        forgejo_jobs: polled.map(|p| p.data.jobs.as_slice()),
         owned_jobs: &observed.owned,
-        registrations: polled.map_or(&[], |p| p.registrations.as_slice()),
+        registrations: polled.map_or(&[], Polled::registrations),
         runner_path: observed.runner_path,
         timeouts: ctx.timeouts,
     };

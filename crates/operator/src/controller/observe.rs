@@ -6,7 +6,7 @@ use kube::ResourceExt as _;
 use kube::api::Api;
 
 use api::{RunnerDeployment, Scope};
-use scheduler::{ForgejoJob, OwnedJob, RegistrationStatus, RunnerRegistration};
+use scheduler::OwnedJob;
 
 use crate::controller::Context;
 use crate::error::{Error, Result};
@@ -72,36 +72,6 @@ pub fn forgejo_scope(scope: &Scope) -> forgejo::Scope {
         Scope::User(_) => forgejo::Scope::User,
         Scope::Instance => forgejo::Scope::Instance,
     }
-}
-
-/// The listed jobs this pool's labels run (Forgejo's `ItRunsOn`), in the scheduler's terms.
-pub fn forgejo_jobs(jobs: &[forgejo::ActionRunJob]) -> Vec<ForgejoJob> {
-    jobs.iter()
-        .map(|job| ForgejoJob {
-            id: job.id,
-            attempt: job.attempt,
-            handle: job.handle.clone(),
-            repo_id: job.repo_id,
-            owner_id: job.owner_id,
-            name: job.name.clone(),
-            runs_on: job.runs_on.clone(),
-            status: job.status.clone(),
-            task_id: job.task_id,
-        })
-        .collect()
-}
-
-/// Runner registrations in the scheduler's terms.
-pub fn registrations(runners: &[forgejo::Runner]) -> Vec<RunnerRegistration> {
-    runners
-        .iter()
-        .map(|runner| RunnerRegistration {
-            id: runner.id,
-            uuid: runner.uuid.clone(),
-            name: runner.name.clone(),
-            status: RegistrationStatus::from_api(&runner.status),
-        })
-        .collect()
 }
 
 /// The runner Jobs this pool owns, summarised from the watch caches.
