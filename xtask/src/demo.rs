@@ -85,8 +85,11 @@ pub(crate) fn build_operator(
     if release {
         args.push("--release");
     }
-    if !features.is_empty() {
-        args.extend(["--features", features]);
+    // `system` measures glibc's malloc: the operator without its default jemalloc.
+    match features {
+        "" => {}
+        "system" => args.push("--no-default-features"),
+        features => args.extend(["--features", features]),
     }
     let status = Command::new("cargo")
         .args(&args)

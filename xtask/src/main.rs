@@ -74,7 +74,7 @@ enum Task {
         /// Measure a release build of the operator (as deployed).
         #[arg(long)]
         release: bool,
-        /// Cargo features of the operator build, e.g. `mimalloc` or `jemalloc`.
+        /// Cargo features of the operator build; `system` builds it without jemalloc.
         #[arg(long, default_value = "")]
         features: String,
     },

@@ -55,7 +55,7 @@ pub struct BenchArgs {
     pub scale_jobs: usize,
     /// Measure a release build of the operator (as deployed) instead of a debug build.
     pub release: bool,
-    /// Cargo features of the operator build (e.g. an allocator: `mimalloc`, `jemalloc`).
+    /// Cargo features of the operator build (`system`: without jemalloc, glibc's malloc).
     pub features: String,
 }
 
