@@ -53,7 +53,7 @@ enum Task {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "plan,burst,shared,memory,scale"
+            default_value = "plan,burst,shared,memory,scale,start"
         )]
         only: Vec<bench::Stage>,
         /// Waiting jobs that appear at once, for the latency run.
@@ -71,6 +71,9 @@ enum Task {
         /// Waiting jobs, then live Jobs, in the scale run (spread over the pools).
         #[arg(long, default_value_t = 10_000)]
         scale_jobs: usize,
+        /// Waiting jobs in the start-latency run on the real node.
+        #[arg(long, default_value_t = 50)]
+        start_burst: usize,
         /// Measure a release build of the operator (as deployed).
         #[arg(long)]
         release: bool,
@@ -118,6 +121,7 @@ fn main() -> anyhow::Result<()> {
             pools,
             jobs_per_pool,
             scale_jobs,
+            start_burst,
             release,
             features,
         } => bench::run(
@@ -129,6 +133,7 @@ fn main() -> anyhow::Result<()> {
                 pools,
                 jobs_per_pool,
                 scale_jobs,
+                start_burst,
                 release,
                 features,
             },

@@ -6,7 +6,8 @@
 //! - on the local control plane, with the Forgejo stand-in and the operator binary:
 //!   `burst` (N waiting jobs → N Jobs), `shared` (Forgejo listings per interval with many
 //!   pools on one server+scope+token), `memory` (100 pools, 1,000 live Jobs: creation time,
-//!   RSS, idle CPU) and `scale` (the same with 10,000).
+//!   RSS, idle CPU), `scale` (the same with 10,000) and `start` (a burst on the real node:
+//!   poll answer → runner pod Running, p50 and p95, and where the time goes).
 //!
 //! `FRC_BENCH_WRAP` prefixes the operator's command line, e.g. `heaptrack -o /tmp/operator`
 //! to profile its heap (the figures are then the profiler's, not the operator's).
@@ -16,6 +17,7 @@ mod fleet;
 mod plan;
 mod setup;
 mod shared;
+mod start;
 
 use std::path::Path;
 
@@ -37,6 +39,8 @@ pub enum Stage {
     Memory,
     /// The same with 10,000 waiting jobs and live Jobs.
     Scale,
+    /// A burst on the real node: poll answer → runner pod Running.
+    Start,
 }
 
 /// What to measure, and how big.
@@ -53,6 +57,8 @@ pub struct BenchArgs {
     pub jobs_per_pool: usize,
     /// Waiting jobs, then live Jobs, in the scale run (spread over the pools).
     pub scale_jobs: usize,
+    /// Waiting jobs in the start-latency run on the real node.
+    pub start_burst: usize,
     /// Measure a release build of the operator (as deployed) instead of a debug build.
     pub release: bool,
     /// Cargo features of the operator build (`system`: without jemalloc, glibc's malloc).
@@ -89,6 +95,9 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
                     Stage::Memory => {
                         let size = fleet::Fleet::new("memory", args.pools, args.jobs_per_pool);
                         fleet::bench_fleet(&client, &operator, &size).await?;
+                    }
+                    Stage::Start => {
+                        start::bench_start(root, &client, &operator, args.start_burst).await?;
                     }
                     Stage::Scale => {
                         let per_pool = args.scale_jobs.div_ceil(args.pools.max(1));
