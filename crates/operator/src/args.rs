@@ -111,8 +111,9 @@ pub struct Args {
     #[arg(long, env = "FRC_UNSCHEDULABLE_DEADLINE", default_value = "10m", value_parser = parse_period)]
     pub unschedulable_deadline: Duration,
 
-    /// How long a runner Job may stay without any pod before it is reported and deleted:
-    /// admission (e.g. the namespace's Pod Security level) refuses its pods, e.g. `60s`.
+    /// How long a runner Job whose pods Kubernetes refuses (a `FailedCreate` event, e.g. the
+    /// namespace's Pod Security level) may stay without any pod before it is reported and
+    /// deleted, e.g. `60s`. A Job merely waiting for the job controller stays.
     #[arg(long, env = "FRC_POD_CREATE_DEADLINE", default_value = "60s", value_parser = parse_period)]
     pub pod_create_deadline: Duration,
 

@@ -215,8 +215,10 @@ fn pod_waiting_too_long(
     None
 }
 
-/// A Job Kubernetes made no pod for (admission refused it) goes `pod_create_deadline` after
-/// its creation.
+/// A Job whose pod Kubernetes refused to make (admission) goes `pod_create_deadline` after
+/// its creation. A Job that merely has no pod yet stays: the job controller may be behind
+/// (it made 10,000 pods at about 100 a second in the scale bench), and a new Job would wait
+/// in the same queue.
 fn pod_not_created(
     job: &OwnedJob,
     ctx: &JobContext<'_>,
@@ -226,8 +228,9 @@ fn pod_not_created(
     if job.has_pod {
         return None;
     }
+    let refused = job.pod_create_refused.as_deref()?;
     let message = format!(
-        "Kubernetes created no pod for Job {} (Forgejo job {}) in {}s: the namespace's Pod Security level or another admission check refuses it (kubectl describe job {} shows FailedCreate); deleting the Job",
+        "Kubernetes created no pod for Job {} (Forgejo job {}) in {}s: the namespace's Pod Security level or another admission check refuses it (kubectl describe job {} shows FailedCreate); deleting the Job; Kubernetes says: {refused}",
         job.name,
         job.forgejo_job_id,
         ctx.timeouts.pod_create_deadline.as_secs(),

@@ -18,6 +18,7 @@ fn active_job() -> OwnedJob {
         runner_started_at: None,
         pod_waiting: Vec::new(),
         has_pod: true,
+        pod_create_refused: None,
         secret_exists: true,
         runner_uuid: Some("u-5".into()),
     }
@@ -149,6 +150,7 @@ fn image_pull_errors_fail_the_job_after_the_deadline() {
 fn a_job_kubernetes_makes_no_pod_for_goes_after_the_pod_create_deadline() {
     let job = OwnedJob {
         has_pod: false,
+        pod_create_refused: Some("pods \"x\" is forbidden: violates PodSecurity".into()),
         ..active_job()
     };
     assert_eq!(
@@ -163,11 +165,25 @@ fn a_job_kubernetes_makes_no_pod_for_goes_after_the_pod_create_deadline() {
     };
     assert_eq!(reason, Reason::PodNotCreated);
     assert!(message.contains("FailedCreate"), "{message}");
+    assert!(message.contains("violates PodSecurity"), "{message}");
     // With a pod, however slow, the Job stays.
     assert_eq!(
         decide(&active_job(), ForgejoState::Waiting, &[], 10_000),
         JobDecision::Keep { recheck_at: None }
     );
+}
+
+#[test]
+fn a_job_whose_pod_is_only_late_stays() {
+    // No FailedCreate: the job controller is behind, and a new Job would queue behind it too.
+    let job = OwnedJob {
+        has_pod: false,
+        ..active_job()
+    };
+    assert!(matches!(
+        decide(&job, ForgejoState::Waiting, &[], 10_000),
+        JobDecision::Keep { .. }
+    ));
 }
 
 #[test]

@@ -70,6 +70,10 @@ pub struct OwnedJob {
     pub pod_waiting: Vec<PodWaiting>,
     /// Whether Kubernetes made any pod for it yet (none: admission may refuse them).
     pub has_pod: bool,
+    /// Kubernetes' words when it refused to make the Job's pod (its latest `FailedCreate`
+    /// event); the operator reads them only for Jobs still without a pod past
+    /// `pod_create_deadline`, and `from_objects` leaves them `None`.
+    pub pod_create_refused: Option<String>,
     /// Whether its runner credential Secret exists.
     pub secret_exists: bool,
     /// The runner uuid in that Secret (Forgejo v15+ path), if known.
@@ -116,6 +120,7 @@ impl OwnedJob {
             runner_started_at,
             pod_waiting,
             has_pod: !own_pods.is_empty() || job_counted_pods(job),
+            pod_create_refused: None,
             secret_exists: secret.is_some(),
             runner_uuid,
         })

@@ -121,6 +121,7 @@ fn owned_jobs() -> impl Strategy<Value = Vec<OwnedJob>> {
                     runner_started_at: started.map(|s| at(created + s)),
                     pod_waiting,
                     has_pod: true,
+                    pod_create_refused: None,
                     secret_exists: secret,
                 },
             );

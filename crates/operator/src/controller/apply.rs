@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
 use api::{RunnerDeployment, RunnerDeploymentStatus};
-use scheduler::{OwnedJob, Plan, PlanInput, Reason, RunnerPath, RunnerRegistration};
+use scheduler::{OwnedJob, Plan, PlanInput, RunnerPath, RunnerRegistration};
 
 use super::actor::{CarryOutProblems, PoolActor};
 use super::events::publish;
@@ -169,6 +169,10 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
         RunnerPath::Legacy
     };
 
+    let mut owned = owned_jobs(ctx, rd);
+    let namespace = rd.namespace().unwrap_or_default();
+    observe::note_refused_pods(ctx, &namespace, &mut owned).await;
+
     let poll_started = Instant::now();
     let polled = ctx
         .polls
@@ -214,7 +218,7 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
         version,
         runner_path,
         polled,
-        owned: owned_jobs(ctx, rd),
+        owned,
     })
 }
 
@@ -240,18 +244,6 @@ async fn decide(
         timeouts: ctx.timeouts,
     };
     let mut plan = scheduler::plan(&input, now.clone())?;
-    let namespace = rd.namespace().unwrap_or_default();
-    for deletion in plan
-        .delete_jobs
-        .iter_mut()
-        .filter(|d| d.reason == Reason::PodNotCreated)
-    {
-        if let Some(why) = observe::failed_create_reason(ctx, &namespace, &deletion.name).await {
-            deletion
-                .message
-                .push_str(&format!("; Kubernetes says: {why}"));
-        }
-    }
     let pool_uid = rd.uid().unwrap_or_default();
     let started_runner = ctx
         .start_backoff

@@ -1,7 +1,10 @@
 //! Observing a pool: its token, what Forgejo lists, and what it owns in the cluster.
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
 use kube::api::Api;
 
@@ -40,24 +43,54 @@ pub async fn read_token(ctx: &Context, rd: &RunnerDeployment) -> Result<forgejo:
     }
 }
 
-/// Why Kubernetes made no pod for runner Job `job`: its latest `FailedCreate` event, if any.
-pub async fn failed_create_reason(ctx: &Context, namespace: &str, job: &str) -> Option<String> {
+/// Reads Kubernetes' `FailedCreate` words for the pool's Jobs still without a pod past
+/// `pod_create_deadline`, so that the scheduler deletes those refused by admission and keeps
+/// those the job controller has not reached yet. One list of the namespace's `FailedCreate`
+/// events, and only when there is such a Job; a failed read keeps the Jobs (next poll).
+pub async fn note_refused_pods(ctx: &Context, namespace: &str, owned: &mut [OwnedJob]) {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let deadline = i64::try_from(ctx.timeouts.pod_create_deadline.as_secs()).unwrap_or(i64::MAX);
+    let overdue = |job: &OwnedJob| {
+        !job.has_pod
+            && job.is_live()
+            && job
+                .created_at
+                .as_ref()
+                .is_some_and(|created| now.saturating_sub(created.0.as_second()) >= deadline)
+    };
+    if !owned.iter().any(overdue) {
+        return;
+    }
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(ctx.client.clone(), namespace);
-    let params = kube::api::ListParams::default().fields(&format!(
-        "involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"
-    ));
-    match events.list(&params).await {
-        Ok(list) => list
-            .items
-            .into_iter()
-            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
-            .and_then(|e| e.message)
-            .map(|message| message.chars().take(400).collect()),
+    let params =
+        kube::api::ListParams::default().fields("involvedObject.kind=Job,reason=FailedCreate");
+    let list = {
+        let _permit = ctx.requests.acquire().await.ok();
+        events.list(&params).await
+    };
+    let list = match list {
+        Ok(list) => list,
         Err(error) => {
-            tracing::debug!(%error, job, "reading a runner Job's FailedCreate events failed");
-            None
+            tracing::debug!(%error, namespace, "reading FailedCreate events failed");
+            return;
         }
+    };
+    let mut latest: HashMap<String, (Option<Timestamp>, String)> = HashMap::new();
+    for event in list.items {
+        let (Some(name), Some(message)) = (event.involved_object.name, event.message) else {
+            continue;
+        };
+        let at = event.last_timestamp.map(|t| t.0);
+        match latest.get(&name) {
+            Some((seen, _)) if *seen >= at => {}
+            _ => {
+                latest.insert(name, (at, message.chars().take(400).collect()));
+            }
+        }
+    }
+    for job in owned.iter_mut().filter(|job| overdue(job)) {
+        job.pod_create_refused = latest.get(&job.name).map(|(_, message)| message.clone());
     }
 }
 

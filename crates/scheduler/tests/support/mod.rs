@@ -92,6 +92,7 @@ pub fn live_job(name: &str, id: i64, attempt: i64, created: i64) -> OwnedJob {
         runner_started_at: None,
         pod_waiting: Vec::new(),
         has_pod: true,
+        pod_create_refused: None,
         secret_exists: true,
         runner_uuid: Some(format!("uuid-{name}")),
     }
@@ -164,6 +165,7 @@ impl World {
                 runner_started_at: None,
                 pod_waiting: Vec::new(),
                 has_pod: true,
+                pod_create_refused: None,
                 secret_exists: false,
                 runner_uuid: None,
             });
