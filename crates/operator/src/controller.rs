@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt as _};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Controller;
@@ -75,9 +74,9 @@ pub struct ControllerConfig {
 #[derive(Clone)]
 pub struct Stores {
     /// Runner Jobs of every pool.
-    pub jobs: Store<Job>,
+    pub jobs: Store<trim::RunnerJob>,
     /// Runner pods of every pool.
-    pub pods: Store<Pod>,
+    pub pods: Store<trim::RunnerPod>,
     /// Runner credential Secrets of every pool.
     pub secrets: Store<Secret>,
 }
@@ -232,8 +231,8 @@ where
     let (pools, jobs, pods, secrets) = match &scope {
         Some(ns) => (
             Api::<RunnerDeployment>::namespaced(client.clone(), ns),
-            Api::<Job>::namespaced(client.clone(), ns),
-            Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<trim::RunnerJob>::namespaced(client.clone(), ns),
+            Api::<trim::RunnerPod>::namespaced(client.clone(), ns),
             Api::<Secret>::namespaced(client.clone(), ns),
         ),
         None => (
@@ -296,7 +295,7 @@ where
 
     controller
         .owns_stream(owned.jobs)
-        .watches_stream(owned.pods, move |pod: Pod| {
+        .watches_stream(owned.pods, move |pod: trim::RunnerPod| {
             pool_of(&pod, &pod_pools).into_iter()
         })
         .watches_stream(owned.secrets, move |secret: Secret| {

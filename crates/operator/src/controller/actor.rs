@@ -208,11 +208,11 @@ impl<'a> PoolActor<'a> {
             }
         };
         match created {
-            Ok(mut job) => {
+            Ok(job) => {
                 // The answer is the whole Job, template and managed fields: keep what the
                 // caches keep (the Secret's owner reference needs only the metadata).
-                super::trim::job(&mut job);
-                self.ctx.recent.job_created(&job);
+                let job = super::trim::RunnerJob::from(job);
+                self.ctx.recent.job_created(job.clone());
                 metrics.jobs_created.inc();
                 super::latency::observe_latency(
                     self.ctx,
@@ -231,7 +231,7 @@ impl<'a> PoolActor<'a> {
                     &creation.message,
                 )
                 .await;
-                CreateOutcome::Created(Box::new(job))
+                CreateOutcome::Created(Box::new(job.to_job()))
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 tracing::debug!(job = %creation.name, "runner Job already exists");

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
@@ -12,6 +11,7 @@ use api::{RunnerDeployment, Scope};
 use scheduler::OwnedJob;
 
 use crate::controller::Context;
+use crate::controller::trim::RunnerJob;
 use crate::error::{Error, Result};
 
 /// Reads the Forgejo API token from the pool's Secret.
@@ -113,7 +113,7 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
         return Vec::new();
     };
     let namespace = rd.namespace().unwrap_or_default();
-    let mut jobs: Vec<std::sync::Arc<Job>> = ctx
+    let mut jobs: Vec<std::sync::Arc<RunnerJob>> = ctx
         .stores
         .jobs
         .state()
@@ -147,7 +147,7 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
                     .get("batch.kubernetes.io/job-name")
                     .is_some_and(|job| names.contains(job))
         })
-        .map(|pod| pod.as_ref().clone())
+        .map(|pod| pod.to_pod())
         .collect();
     jobs.iter()
         .filter_map(|job| {
@@ -157,7 +157,7 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
                 .secrets
                 .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace))
                 .or_else(|| ctx.recent.secret(&namespace, &name));
-            OwnedJob::from_objects(job, &pods, secret.as_deref())
+            OwnedJob::from_objects(&job.to_job(), &pods, secret.as_deref())
         })
         .collect()
 }

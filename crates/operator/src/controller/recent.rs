@@ -8,11 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
 
-use super::trim;
+use super::trim::{self, RunnerJob};
 
 /// How long a write is remembered at most: a watch that lags longer has failed, and its
 /// relist brings the object.
@@ -24,14 +23,14 @@ type Written<K> = HashMap<(String, String), (Arc<K>, Instant)>;
 /// Jobs and Secrets created lately, trimmed as the caches keep them.
 #[derive(Default)]
 pub struct RecentWrites {
-    jobs: Mutex<Written<Job>>,
+    jobs: Mutex<Written<RunnerJob>>,
     secrets: Mutex<Written<Secret>>,
 }
 
 impl RecentWrites {
-    /// Remembers a runner Job this replica created (trimmed as the caches keep it).
-    pub fn job_created(&self, job: &Job) {
-        remember(&self.jobs, job.clone());
+    /// Remembers a runner Job this replica created, as the caches keep it.
+    pub fn job_created(&self, job: RunnerJob) {
+        remember(&self.jobs, job);
     }
 
     /// Remembers a runner Secret this replica created.
@@ -48,7 +47,7 @@ impl RecentWrites {
         namespace: &str,
         pool_uid: &str,
         cached: &dyn Fn(&str) -> bool,
-    ) -> Vec<Arc<Job>> {
+    ) -> Vec<Arc<RunnerJob>> {
         let mut jobs = lock(&self.jobs);
         jobs.retain(|(ns, name), (_, at)| {
             at.elapsed() < REMEMBER_FOR && !(ns == namespace && cached(name))
@@ -95,8 +94,8 @@ mod tests {
 
     use super::*;
 
-    fn job(name: &str, pool_uid: &str) -> Job {
-        Job {
+    fn job(name: &str, pool_uid: &str) -> RunnerJob {
+        RunnerJob {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ci".into()),
@@ -106,17 +105,18 @@ mod tests {
                 )])),
                 ..ObjectMeta::default()
             },
-            ..Job::default()
+            status: None,
         }
     }
 
     #[test]
     fn a_created_job_shows_until_the_cache_has_it() {
         let recent = RecentWrites::default();
-        recent.job_created(&job("a", "pool-1"));
-        recent.job_created(&job("b", "pool-2"));
-        let names =
-            |jobs: Vec<Arc<Job>>| -> Vec<String> { jobs.iter().map(|j| j.name_any()).collect() };
+        recent.job_created(job("a", "pool-1"));
+        recent.job_created(job("b", "pool-2"));
+        let names = |jobs: Vec<Arc<RunnerJob>>| -> Vec<String> {
+            jobs.iter().map(|j| j.name_any()).collect()
+        };
         assert_eq!(
             names(recent.jobs_missing_from("ci", "pool-1", &|_| false)),
             ["a"]

@@ -3,19 +3,125 @@
 //!
 //! A runner Job's pod template and a pod's spec are most of their size, and the reconciler
 //! never reads them; a runner Secret's credentials are needed only by the runner itself.
+//! Jobs and pods are cached as [`RunnerJob`] and [`RunnerPod`], which have no spec at all:
+//! a `batch/v1` Job value is 2.6 KiB before any of its strings, and one without its spec
+//! still is, as the spec is stored inline.
 
-use k8s_openapi::api::batch::v1::Job;
+use std::borrow::Cow;
+
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+
+/// A runner Job as the cache keeps it: metadata and status (the API's other fields are
+/// not read from the wire).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RunnerJob {
+    /// The Job's metadata, trimmed.
+    pub metadata: ObjectMeta,
+    /// The Job's status.
+    #[serde(default)]
+    pub status: Option<JobStatus>,
+}
+
+/// A runner pod as the cache keeps it: metadata and the status fields a reconcile reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RunnerPod {
+    /// The pod's metadata, trimmed.
+    pub metadata: ObjectMeta,
+    /// The pod's status, trimmed.
+    #[serde(default)]
+    pub status: Option<PodStatus>,
+}
+
+/// Implements `kube::Resource` for a slim type of a built-in kind.
+macro_rules! slim_resource {
+    ($type:ty, $group:literal, $version:literal, $kind:literal, $plural:literal) => {
+        impl kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($kind)
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($group)
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($version)
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed($plural)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+slim_resource!(RunnerJob, "batch", "v1", "Job", "jobs");
+slim_resource!(RunnerPod, "", "v1", "Pod", "pods");
+
+impl RunnerJob {
+    /// The cached Job as a `batch/v1` Job (without spec), for the scheduler.
+    pub fn to_job(&self) -> Job {
+        Job {
+            metadata: self.metadata.clone(),
+            spec: None,
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl From<Job> for RunnerJob {
+    fn from(job: Job) -> Self {
+        let mut slim = Self {
+            metadata: job.metadata,
+            status: job.status,
+        };
+        self::job(&mut slim);
+        slim
+    }
+}
+
+impl RunnerPod {
+    /// The cached pod as a `v1` Pod (without spec), for the scheduler.
+    pub fn to_pod(&self) -> Pod {
+        Pod {
+            metadata: self.metadata.clone(),
+            spec: None,
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// The labels a reconcile reads: the pool a Job, pod or Secret belongs to, the Forgejo job
+/// a Job runs, and the Job a pod belongs to.
+const KEPT_LABELS: [&str; 5] = [
+    scheduler::labels::RUNNER_DEPLOYMENT_UID,
+    scheduler::labels::FORGEJO_JOB_ID,
+    scheduler::labels::FORGEJO_JOB_ATTEMPT,
+    "batch.kubernetes.io/job-name",
+    "job-name",
+];
 
 /// The metadata a reconcile reads: identity, labels, owners and the two timestamps.
 fn trim_metadata(metadata: &mut ObjectMeta) {
+    let labels = metadata.labels.take().map(|mut labels| {
+        labels.retain(|key, _| KEPT_LABELS.contains(&key.as_str()));
+        labels
+    });
     let kept = ObjectMeta {
         name: metadata.name.take(),
         namespace: metadata.namespace.take(),
         uid: metadata.uid.take(),
         resource_version: metadata.resource_version.take(),
-        labels: metadata.labels.take(),
+        labels,
         owner_references: metadata.owner_references.take(),
         creation_timestamp: metadata.creation_timestamp.take(),
         deletion_timestamp: metadata.deletion_timestamp.take(),
@@ -24,16 +130,14 @@ fn trim_metadata(metadata: &mut ObjectMeta) {
     *metadata = kept;
 }
 
-/// A runner Job: its metadata and status (the pod template is dropped).
-pub fn job(job: &mut Job) {
+/// A runner Job: its metadata and status.
+pub fn job(job: &mut RunnerJob) {
     trim_metadata(&mut job.metadata);
-    job.spec = None;
 }
 
 /// A runner pod: its metadata, phase, scheduling condition and container states.
-pub fn pod(pod: &mut Pod) {
+pub fn pod(pod: &mut RunnerPod) {
     trim_metadata(&mut pod.metadata);
-    pod.spec = None;
     pod.status = pod.status.take().map(|status| PodStatus {
         phase: status.phase,
         conditions: status.conditions.map(|conditions| {
@@ -98,6 +202,7 @@ mod tests {
                     "batch.kubernetes.io/job-name".to_owned(),
                     "forgejo-job-7-1-abc".to_owned(),
                 ),
+                ("app.kubernetes.io/name".to_owned(), "x".to_owned()),
             ])),
             annotations: Some(BTreeMap::from([("a".to_owned(), "x".repeat(4096))])),
             owner_references: Some(vec![OwnerReference {
@@ -145,6 +250,10 @@ mod tests {
         }
     }
 
+    fn wire<T: serde::Serialize>(value: &T) -> serde_json::Value {
+        serde_json::to_value(value).unwrap()
+    }
+
     #[test]
     fn a_trimmed_job_pod_and_secret_summarise_as_the_full_ones() {
         let full_job = Job {
@@ -167,21 +276,26 @@ mod tests {
             ])),
             ..Secret::default()
         };
-        let (mut trimmed_job, mut trimmed_pod, mut trimmed_secret) =
-            (full_job.clone(), full_pod.clone(), full_secret.clone());
+        // As the watch reads them: the wire's JSON into the slim types, then trimmed.
+        let mut trimmed_job: RunnerJob = serde_json::from_value(wire(&full_job)).unwrap();
+        let mut trimmed_pod: RunnerPod = serde_json::from_value(wire(&full_pod)).unwrap();
+        let mut trimmed_secret = full_secret.clone();
         job(&mut trimmed_job);
         pod(&mut trimmed_pod);
         secret(&mut trimmed_secret);
 
         let full = OwnedJob::from_objects(&full_job, &[full_pod], Some(&full_secret));
-        let trimmed =
-            OwnedJob::from_objects(&trimmed_job, &[trimmed_pod.clone()], Some(&trimmed_secret));
+        let trimmed = OwnedJob::from_objects(
+            &trimmed_job.to_job(),
+            &[trimmed_pod.to_pod()],
+            Some(&trimmed_secret),
+        );
         assert!(full.as_ref().is_some_and(|j| !j.pod_waiting.is_empty()));
         assert_eq!(trimmed, full);
 
-        assert_eq!(trimmed_job.spec, None);
         assert_eq!(trimmed_job.metadata.annotations, None);
-        assert_eq!(trimmed_pod.spec, None);
+        let labels = trimmed_job.metadata.labels.clone().unwrap_or_default();
+        assert!(!labels.contains_key("app.kubernetes.io/name"), "{labels:?}");
         let status = trimmed_pod.status.unwrap_or_default();
         assert_eq!(status.host_ip, None);
         assert_eq!(status.conditions.map(|c| c.len()), Some(1));

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Predicate as _, WatchStreamExt as _, predicates, watcher};
@@ -17,7 +16,8 @@ use serde::de::DeserializeOwned;
 
 use api::RunnerDeployment;
 
-use super::{Stores, trim};
+use super::Stores;
+use super::trim::{self, RunnerJob, RunnerPod};
 use crate::admin::Readiness;
 
 /// A cache and the stream of the objects it saw change.
@@ -41,7 +41,7 @@ where
 }
 
 /// The Jobs, pods and runner Secrets the pools own, by label.
-pub fn owned(jobs: Api<Job>, pods: Api<Pod>, secrets: Api<Secret>) -> OwnedWatches {
+pub fn owned(jobs: Api<RunnerJob>, pods: Api<RunnerPod>, secrets: Api<Secret>) -> OwnedWatches {
     let owned = watcher::Config::default().labels(&scheduler::labels::owned_jobs_selector());
     let runner_secrets =
         watcher::Config::default().labels(&scheduler::labels::runner_secrets_selector());
@@ -65,9 +65,9 @@ pub struct OwnedWatches {
     /// The caches.
     pub stores: Stores,
     /// Changed runner Jobs.
-    pub jobs: BoxStream<'static, Result<Job, watcher::Error>>,
+    pub jobs: BoxStream<'static, Result<RunnerJob, watcher::Error>>,
     /// Changed runner pods.
-    pub pods: BoxStream<'static, Result<Pod, watcher::Error>>,
+    pub pods: BoxStream<'static, Result<RunnerPod, watcher::Error>>,
     /// Changed runner Secrets.
     pub secrets: BoxStream<'static, Result<Secret, watcher::Error>>,
 }
