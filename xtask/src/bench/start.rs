@@ -118,9 +118,12 @@ pub(super) async fn bench_start(
     });
     let mut pool = pool_value("start", &forgejo.url(), "linux:host", n, "30s");
     pool["spec"]["runnerImage"] = runner.reference.clone().into();
-    pool["spec"]
-        .as_object_mut()
-        .map(|spec| spec.remove("jobTemplate"));
+    // The default request (250m CPU per runner) fits 8 runner pods on this 2-core node, so
+    // 50 would start in waves and measure capacity: ask for little, to measure the start.
+    pool["spec"]["jobTemplate"] = serde_json::json!({"spec": {"containers": [{
+        "name": scheduler::RUNNER_CONTAINER,
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}
+    }]}});
     apply_pool(client, ns, pool).await?;
     let timeline = Timeline::default();
     let watches = watch(client, ns, &timeline);
