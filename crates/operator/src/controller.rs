@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::Secret;
@@ -99,8 +99,8 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     /// Grace periods and deadlines of the scheduler.
     pub timeouts: scheduler::Timeouts,
-    /// When each waiting job (pool uid, job id, attempt) was first seen, for the latency metric.
-    pub first_seen: Mutex<HashMap<(String, i64, i64), Instant>>,
+    /// When each waiting job was first seen, by pool uid, for the latency metric.
+    pub first_seen: Mutex<HashMap<String, latency::FirstSeen>>,
     /// Consecutive failures per pool, for backoff.
     pub failures: Mutex<HashMap<ObjectRef<RunnerDeployment>, u32>>,
     /// Pools whose runner pods cannot start, and until when their new Jobs wait.
