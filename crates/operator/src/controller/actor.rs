@@ -1,8 +1,8 @@
 //! Carrying out a plan for one pool: the only code that writes to the cluster and to Forgejo
 //! for it, each write behind the leadership gate.
 
-use futures::Future;
-use futures::future::join_all;
+use futures::stream::FuturesUnordered;
+use futures::{Future, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
@@ -87,9 +87,9 @@ impl<'a> PoolActor<'a> {
     /// Carries out a plan in the order that never strands a runner: registrations, Jobs and
     /// Secrets go first, then Jobs are created, then their credentials.
     pub async fn carry_out(&self, plan: &Plan) -> CarryOutProblems {
-        in_chunks(&plan.delete_registrations, |d| self.delete_registration(d)).await;
-        in_chunks(&plan.delete_jobs, |d| self.delete_job(d)).await;
-        in_chunks(&plan.delete_secrets, |d| self.delete_secret(d)).await;
+        bounded(&plan.delete_registrations, |d| self.delete_registration(d)).await;
+        bounded(&plan.delete_jobs, |d| self.delete_job(d)).await;
+        bounded(&plan.delete_secrets, |d| self.delete_secret(d)).await;
         for finished in &plan.finished {
             let (ctx, rd) = (self.ctx, self.rd);
             record_item(
@@ -103,7 +103,7 @@ impl<'a> PoolActor<'a> {
             .await;
         }
 
-        let outcomes = in_chunks(&plan.create_jobs, |c| self.create_job(c)).await;
+        let outcomes = bounded(&plan.create_jobs, |c| self.create_job(c)).await;
         let mut created = Vec::new();
         let mut job_refused = None;
         for outcome in outcomes {
@@ -117,13 +117,29 @@ impl<'a> PoolActor<'a> {
         }
 
         let registration_token = OnceCell::new();
-        let failed: Vec<String> = in_chunks(&plan.create_secrets, |request| {
+        let created_names: std::collections::HashSet<String> = created
+            .iter()
+            .filter_map(|job| job.metadata.name.clone())
+            .collect();
+        let failed: Vec<String> = bounded(&plan.create_secrets, |request| {
             self.give_credentials(request, &created, &registration_token)
         })
         .await
         .into_iter()
         .flatten()
         .collect();
+        // Events last: they are for people, and a runner waits for its Job and Secret.
+        let announced: Vec<&JobCreation> = plan
+            .create_jobs
+            .iter()
+            .filter(|c| created_names.contains(&c.name))
+            .collect();
+        bounded(&announced, |creation| {
+            let (ctx, rd) = (self.ctx, self.rd);
+            let kind = (EventType::Normal, "JobCreated", "CreateJob");
+            publish(ctx, rd, kind.0, kind.1, kind.2, &creation.message)
+        })
+        .await;
         CarryOutProblems {
             job_refused,
             without_credentials: failed.first().map(|first| (failed.len(), first.clone())),
@@ -215,16 +231,7 @@ impl<'a> PoolActor<'a> {
                     creation.attempt,
                 );
                 tracing::info!(job = %creation.name, forgejo_job_id = creation.forgejo_job_id, "runner Job created");
-                let (ctx, rd) = (self.ctx, self.rd);
-                publish(
-                    ctx,
-                    rd,
-                    EventType::Normal,
-                    "JobCreated",
-                    "CreateJob",
-                    &creation.message,
-                )
-                .await;
+                // Its `JobCreated` event goes after the credentials (see `carry_out`).
                 CreateOutcome::Created(Box::new(job.to_job()))
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -466,16 +473,26 @@ impl<'a> PoolActor<'a> {
     }
 }
 
-/// Runs `run` on every item, concurrently in chunks as large as the request slots: each
-/// run is a future of several KiB, and a plan of the scale bench had 100 creations per pool.
-async fn in_chunks<'a, I, T, F, Fut>(items: &'a [I], run: F) -> Vec<T>
+/// Runs `run` on every item, at most as many at once as there are request slots (another
+/// starts as one ends): each run is a future of several KiB, and a plan of the scale bench
+/// had 100 creations per pool.
+async fn bounded<'a, I, T, F, Fut>(items: &'a [I], run: F) -> Vec<T>
 where
     F: Fn(&'a I) -> Fut,
     Fut: Future<Output = T>,
 {
-    let mut done = Vec::with_capacity(items.len());
-    for chunk in items.chunks(super::MAX_CONCURRENT_REQUESTS) {
-        done.extend(join_all(chunk.iter().map(&run)).await);
+    let mut items = items.iter();
+    let mut running: FuturesUnordered<Fut> = items
+        .by_ref()
+        .take(super::MAX_CONCURRENT_REQUESTS)
+        .map(&run)
+        .collect();
+    let mut done = Vec::with_capacity(running.len());
+    while let Some(output) = running.next().await {
+        done.push(output);
+        if let Some(item) = items.next() {
+            running.push(run(item));
+        }
     }
     done
 }
