@@ -172,6 +172,11 @@ impl Unit {
 
 /// The plan for one waiting job, plus the deletion of a stale Job.
 fn plan_for_one_job(rd: &RunnerDeployment) -> Plan {
+    plan_with_owned(rd, &[])
+}
+
+/// The scheduler's plan for one waiting job (id 7) given the Jobs the pool owns.
+fn plan_with_owned(rd: &RunnerDeployment, owned: &[scheduler::OwnedJob]) -> Plan {
     let waiting = ForgejoJob {
         id: 7,
         attempt: Some(1),
@@ -186,7 +191,7 @@ fn plan_for_one_job(rd: &RunnerDeployment) -> Plan {
     let input = PlanInput {
         pool: rd,
         forgejo_jobs: Some(&[waiting]),
-        owned_jobs: &[],
+        owned_jobs: owned,
         registrations: &[],
         runner_path: RunnerPath::Ephemeral,
         timeouts: scheduler::Timeouts::default(),
@@ -337,5 +342,33 @@ async fn cleanup_lets_a_pool_go_only_after_ten_minutes_of_unreachable_forgejo() 
             .any(|c| c.starts_with("POST") && c.contains("/events")),
         "no CleanupIncomplete event: {:?}",
         unit.calls.all()
+    );
+}
+
+#[tokio::test]
+async fn a_job_just_created_counts_as_owned_before_the_watch_shows_it() {
+    let unit = Unit::new(|_, _| None);
+    let rd = unit.pool();
+    let client = unit.client();
+    let scope = scope();
+    let actor = PoolActor::new(&unit.ctx, &rd, &client, &scope);
+    let problems = actor.carry_out(&plan_for_one_job(&rd)).await;
+    assert!(problems.without_credentials.is_none(), "{problems:?}");
+    // The caches are empty (no watch runs here), as they are for a moment after a create.
+    assert!(unit.ctx.stores.jobs.state().is_empty());
+    let owned = super::observe::owned_jobs(&unit.ctx, &rd);
+    let names: Vec<&str> = owned.iter().map(|job| job.name.as_str()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        owned[0].secret_exists,
+        "the Secret created with it counts too"
+    );
+    // So a second reconcile creates nothing again: no Job, no Secret, no registration.
+    let again = plan_with_owned(&rd, &owned);
+    assert!(again.create_jobs.is_empty(), "{:?}", again.create_jobs);
+    assert!(
+        again.create_secrets.is_empty(),
+        "{:?}",
+        again.create_secrets
     );
 }
