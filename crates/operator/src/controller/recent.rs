@@ -41,13 +41,15 @@ impl RecentWrites {
     }
 
     /// The pool's Jobs created lately that `cached` (the names the cache has) lacks;
-    /// forgets those the cache has and those older than [`REMEMBER_FOR`].
+    /// forgets those the cache has, and Jobs and Secrets older than [`REMEMBER_FOR`]
+    /// (once per reconcile, here, rather than at each Secret looked up).
     pub fn jobs_missing_from(
         &self,
         namespace: &str,
         pool_uid: &str,
         cached: &dyn Fn(&str) -> bool,
     ) -> Vec<Arc<RunnerJob>> {
+        lock(&self.secrets).retain(|_, (_, at)| at.elapsed() < REMEMBER_FOR);
         let mut jobs = lock(&self.jobs);
         jobs.retain(|(ns, name), (_, at)| {
             at.elapsed() < REMEMBER_FOR && !(ns == namespace && cached(name))
@@ -69,10 +71,9 @@ impl RecentWrites {
 
     /// A Secret created lately, unless older than [`REMEMBER_FOR`].
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        let mut secrets = lock(&self.secrets);
-        secrets.retain(|_, (_, at)| at.elapsed() < REMEMBER_FOR);
-        secrets
+        lock(&self.secrets)
             .get(&(namespace.to_owned(), name.to_owned()))
+            .filter(|(_, at)| at.elapsed() < REMEMBER_FOR)
             .map(|(secret, _)| Arc::clone(secret))
     }
 }
