@@ -5,12 +5,17 @@
 //! schema. It does no I/O: the operator reads and writes these types, the scheduler plans
 //! with them, and `xtask gen-crds` prints their CRD.
 
+mod cache;
 mod duration;
 mod labels;
 pub mod names;
 mod privileges;
 mod resource;
 
+pub use cache::{
+    CacheMode, CacheSecretRef, CacheSpec, CacheStorage, DEFAULT_CACHE_SECRET_KEY,
+    DEFAULT_CACHE_SIZE, ExternalCache,
+};
 pub use duration::{DurationError, parse_duration};
 pub use labels::{
     DEFAULT_DOCKER_IMAGE, LABELS_PATTERN, LabelError, LabelScheme, RunnerLabel, parse_labels,

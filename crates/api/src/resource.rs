@@ -8,6 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{CacheMode, CacheSpec};
 use crate::duration::{DurationError, parse_duration};
 use crate::labels::{LABELS_PATTERN, LabelError, RunnerLabel, parse_labels};
 use crate::names::{
@@ -33,6 +34,8 @@ pub mod condition_types {
     pub const FORGEJO_REACHABLE: &str = "ForgejoReachable";
     /// `maxRunners` Jobs are active and more jobs wait.
     pub const AT_CAPACITY: &str = "AtCapacity";
+    /// The pool's shared Actions cache is serving (see `spec.cache`).
+    pub const CACHE_READY: &str = "CacheReady";
 }
 
 /// A pool of one-shot Forgejo runners: one Kubernetes Job per Forgejo job waiting on `labels`.
@@ -58,7 +61,7 @@ pub mod condition_types {
 #[serde(rename_all = "camelCase")]
 pub struct RunnerDeploymentSpec {
     /// Base URL of the Forgejo server, e.g. `https://code.example.com`.
-    #[x_kube(validation = Rule::new(URL_RULE).message("must be an http:// or https:// URL, e.g. https://code.example.com"))]
+    #[x_kube(validation = Rule::new(URL_RULE).message(URL_MESSAGE))]
     #[schemars(length(min = 1, max = 2048))]
     pub forgejo_server: String,
 
@@ -129,13 +132,20 @@ pub struct RunnerDeploymentSpec {
     /// without `automountServiceAccountToken: false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<JobTemplate>,
+
+    /// A shared Actions cache for the pool's runners, so `actions/cache` entries outlive
+    /// the one-shot pods: see docs/caching.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
 }
 
 const SCOPE_RULE: &str = "[has(self.organization), has(self.repository), has(self.user), \
      has(self.instance) && self.instance].exists_one(x, x)";
 const SCOPE_MESSAGE: &str =
     "set exactly one scope: organization, repository, user or instance: true";
-const URL_RULE: &str = r"self.matches('^https?://[^/?#\\s]+([/?#][^\\s]*)?$')";
+pub(crate) const URL_RULE: &str = r"self.matches('^https?://[^/?#\\s]+([/?#][^\\s]*)?$')";
+pub(crate) const URL_MESSAGE: &str =
+    "must be an http:// or https:// URL, e.g. https://code.example.com";
 const REPOSITORY_MESSAGE: &str = "must be owner/name: the owner a Forgejo user or \
      organization name (ASCII letters, digits, '-', '_' and '.', starting and ending with a \
      letter or digit, without two of '-_.' in a row), the name ASCII letters, digits, '-', \
@@ -155,7 +165,7 @@ fn owner_message() -> String {
 }
 
 /// A CEL rule matching `self` against an RE2 pattern (which must hold no `'`).
-fn matches_rule(pattern: &str) -> String {
+pub(crate) fn matches_rule(pattern: &str) -> String {
     format!("self.matches('{}')", pattern.replace('\\', "\\\\"))
 }
 
@@ -338,6 +348,18 @@ pub enum SpecError {
     /// `spec.maxRunners` is below 1.
     #[error("spec.maxRunners must be at least 1, got {0}")]
     MaxRunners(i32),
+    /// `spec.cache.mode` is External without `spec.cache.external`.
+    #[error("spec.cache.external: mode External needs external.url and external.secretRef")]
+    CacheExternal,
+    /// `spec.cache.external.url` is not an http(s) URL.
+    #[error("spec.cache.external.url {0:?} must be an http:// or https:// URL")]
+    CacheUrl(String),
+    /// `spec.cache.external.secretRef.name` is not a Secret name.
+    #[error("spec.cache.external.secretRef.name: {0:?} is not a Secret name: {SECRET_NAME_RULE}")]
+    CacheSecretName(String),
+    /// `spec.cache.external.secretRef.key` is not a Secret key.
+    #[error("spec.cache.external.secretRef.key: {0:?} is not a Secret key: {SECRET_KEY_RULE}")]
+    CacheSecretKey(String),
     /// `spec.jobTemplate` is not a PodTemplateSpec.
     #[error("spec.jobTemplate is not a valid pod template: {0}")]
     JobTemplate(String),
@@ -365,6 +387,16 @@ impl SpecError {
             _ => "InvalidSpec",
         }
     }
+}
+
+/// Whether `url` is what [`URL_RULE`] accepts: `http(s)://` and a host part.
+pub(crate) fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        !r.is_empty() && !r.starts_with(['/', '?', '#']) && !r.contains(char::is_whitespace)
+    })
 }
 
 /// Bounds of `spec.pollInterval`.
@@ -428,16 +460,19 @@ impl RunnerDeploymentSpec {
         Ok(interval)
     }
 
+    /// The cache mode in effect (`spec.cache.mode` or its default for `runnerImage`).
+    pub fn cache_mode(&self) -> CacheMode {
+        CacheSpec::effective_mode(self.cache.as_ref(), &self.runner_image)
+    }
+
     /// Checks every field the schema checks, for objects that got past it.
     pub fn validate(&self) -> Result<(), SpecError> {
         let server = self.forgejo_server.as_str();
-        let rest = server
-            .strip_prefix("https://")
-            .or_else(|| server.strip_prefix("http://"));
-        if !rest.is_some_and(|r| {
-            !r.is_empty() && !r.starts_with(['/', '?', '#']) && !r.contains(char::is_whitespace)
-        }) {
+        if !is_http_url(server) {
             return Err(SpecError::Server(server.to_owned()));
+        }
+        if let Some(cache) = &self.cache {
+            cache.validate()?;
         }
         self.scope()?;
         let secret = &self.token_secret_ref;

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::cache::RunnerCache;
 use api::RunnerDeployment;
 
 use crate::owned::OwnedJob;
@@ -148,6 +149,8 @@ pub struct PlanInput<'a> {
     pub runner_path: RunnerPath,
     /// Grace periods and deadlines.
     pub timeouts: Timeouts,
+    /// The shared cache runner pods mount (`None`: none).
+    pub cache: Option<&'a RunnerCache>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@ pub const MANAGED_BY_VALUE: &str = "forgejo-runner-controller";
 pub const COMPONENT_RUNNER: &str = "runner";
 /// Value of [`APP_COMPONENT`] on runner credential Secrets.
 pub const COMPONENT_CREDENTIALS: &str = "runner-credentials";
+/// Value of [`APP_COMPONENT`] on a pool's cache server (Deployment, Service, claim, Secret).
+pub const COMPONENT_CACHE_SERVER: &str = "cache-server";
+/// Value of [`APP_COMPONENT`] on a pool's forgejo-runner config (the cache settings).
+pub const COMPONENT_CACHE_CONFIG: &str = "cache-config";
 
 /// The Forgejo job id.
 pub const FORGEJO_JOB_ID: &str = "forgejo.runners.dev/job-id";
@@ -51,6 +55,11 @@ pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 /// The selector of every runner Job the controller made, in any pool.
 pub fn owned_jobs_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE},{APP_COMPONENT}={COMPONENT_RUNNER}")
+}
+
+/// The selector of every cache server Deployment the controller made, in any pool.
+pub fn cache_servers_selector() -> String {
+    format!("{MANAGED_BY}={MANAGED_BY_VALUE},{APP_COMPONENT}={COMPONENT_CACHE_SERVER}")
 }
 
 /// The selector of every runner credential Secret the controller made, in any pool.

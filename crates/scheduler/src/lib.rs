@@ -30,6 +30,7 @@
 //!     ttl_seconds_after_finished: 300,
 //!     active_deadline_seconds: 3600,
 //!     job_template: None,
+//!     cache: None,
 //! });
 //! pool.metadata.namespace = Some("ci".into());
 //! pool.metadata.uid = Some("5f0c8a2e-0d1b-4c3a-9e8f-7a6b5c4d3e2f".into());
@@ -49,6 +50,7 @@
 //!     registrations: &[],
 //!     runner_path: RunnerPath::Ephemeral,
 //!     timeouts: Timeouts::default(),
+//!     cache: None,
 //! };
 //! let now = Time(Timestamp::from_second(1_800_000_000).unwrap());
 //! let plan = plan(&input, now).unwrap();
@@ -68,6 +70,8 @@
 //! duplicate prevention), [`labels`] (label keys and selectors), `containers` and `text`.
 //! No two modules import each other.
 
+mod cache;
+mod cache_server;
 mod capacity;
 mod cleanup;
 mod containers;
@@ -89,6 +93,14 @@ mod template;
 mod text;
 mod view;
 
+pub use cache::{
+    CACHE_DATA_DIR, CACHE_PORT, CACHE_SECRET_DIR, CACHE_SECRET_FILE, CACHE_SECRET_VOLUME,
+    CONFIG_DIR, CONFIG_FILE, CONFIG_VOLUME, CacheNames, DIND_BRIDGE_CIDR, DIND_BRIDGE_IP,
+    DOCKER_RUNNER_CONFIG_KEY, MANAGED_SECRET_KEY, RUNNER_CONFIG_KEY, RunnerCache,
+    SERVER_CONFIG_KEY, cache_config_map, cache_labels, cache_secret, managed_server_url,
+    runner_config, server_config,
+};
+pub use cache_server::{CACHE_SERVER_CONTAINER, cache_claim, cache_deployment, cache_service};
 pub use input::{
     ForgejoJob, PlanInput, RUNNING, RegistrationStatus, RunnerPath, RunnerRegistration, Timeouts,
     WAITING, runs_on_labels,

@@ -30,7 +30,9 @@ use crate::{capacity, credentials, finished, report};
 /// `maxRunners` (`capacity`), which Jobs need credentials (`credentials`), which Secrets and
 /// registrations go (`cleanup`), which Jobs ended (`finished`), and the status (`report`).
 pub fn plan(input: &PlanInput<'_>, now: Time) -> Result<Plan, PlanError> {
-    let pool = std::sync::Arc::new(Pool::from_resource(input.pool)?);
+    let mut pool = Pool::from_resource(input.pool)?;
+    pool.cache = input.cache.cloned();
+    let pool = std::sync::Arc::new(pool);
     let view = PoolView::new(&pool, input);
     let path = input.runner_path;
     let cleanup = cleanup::job_deletions(&view, &JobContext::new(input, &view, &now));

@@ -27,6 +27,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::cache::{
+    CACHE_SECRET_DIR, CACHE_SECRET_VOLUME, CONFIG_DIR, CONFIG_FILE, CONFIG_VOLUME,
+    DIND_BRIDGE_CIDR, DOCKER_RUNNER_CONFIG_KEY, RUNNER_CONFIG_KEY, RunnerCache,
+};
+use crate::cache_server::{config_volume, secret_volume};
 use crate::input::{ForgejoJob, RunnerPath};
 use crate::labels;
 use crate::naming::{NameError, RunnerJobName, is_label_value};
@@ -77,10 +82,12 @@ pub const DOCKER_CERTS_VOLUME: &str = "docker-certs";
 pub const DOCKER_DATA_VOLUME: &str = "docker-data";
 
 /// The shell script of legacy pods: register with the registration token read from its
-/// file, then run one job. `$1` binary, `$2` server, `$3` runner name, `$4` labels.
+/// file, then run one job. `$1` binary, `$2` server, `$3` runner name, `$4` labels, `$5`
+/// (optional) the config file of the pool's cache.
 pub const LEGACY_SCRIPT: &str = "set -eu
 IFS= read -r token < /var/run/forgejo-runner/registration-token || [ -n \"$token\" ]
 \"$1\" register --no-interactive --instance \"$2\" --token \"$token\" --name \"$3\" --labels \"$4\"
+if [ -n \"${5:-}\" ]; then exec \"$1\" -c \"$5\" one-job --wait; fi
 exec \"$1\" one-job --wait
 ";
 

@@ -20,7 +20,17 @@ pub(super) fn pod_spec(
         RunnerPath::Ephemeral => handle,
         RunnerPath::Legacy => None,
     };
-    let (command, args) = runner_command(binary, &pool.server, runner_name, declared, handle, path);
+    let (command, mut args) =
+        runner_command(binary, &pool.server, runner_name, declared, handle, path);
+    if pool.cache.is_some() {
+        // `-c` is global: before the command (`one-job`), or the legacy script's `$5`.
+        match path {
+            RunnerPath::Ephemeral => {
+                args.splice(0..0, ["-c".to_owned(), CONFIG_FILE.to_owned()]);
+            }
+            RunnerPath::Legacy => args.push(CONFIG_FILE.to_owned()),
+        }
+    }
 
     // forgejo-runner writes its caches under $HOME: a job image's own HOME may not be
     // writable (or may be the image's user's), so point it at the pod's data volume.
@@ -70,6 +80,9 @@ pub(super) fn pod_spec(
         volumes,
         init_containers: Vec::new(),
     };
+    if let Some(cache) = &pool.cache {
+        mount_cache(cache, mode, &mut parts);
+    }
     let runner = runner_for_mode(pool, mode, &mut parts);
     let PodParts {
         env,
@@ -220,7 +233,13 @@ fn runner_for_mode(pool: &Pool, mode: &PodMode, pod: &mut PodParts) -> Container
             mounts.push(mount(DOCKER_CERTS_VOLUME, DOCKER_CERTS_DIR, true));
             volumes.push(empty_dir(DOCKER_CERTS_VOLUME));
             volumes.push(empty_dir(DOCKER_DATA_VOLUME));
-            init_containers.push(dind_sidecar());
+            let mut dind = dind_sidecar();
+            if pool.cache.is_some() {
+                // Step containers reach the runner's cache proxy at the bridge's address,
+                // which `cache.host` names: pin it rather than let dockerd pick a free range.
+                dind.args = Some(vec![format!("--bip={DIND_BRIDGE_CIDR}")]);
+            }
+            init_containers.push(dind);
             Container {
                 image: Some(pool.runner_image.clone()),
                 resources: Some(resources(("100m", "128Mi"), ("1", "1Gi"))),
@@ -253,6 +272,21 @@ fn runner_for_mode(pool: &Pool, mode: &PodMode, pod: &mut PodParts) -> Container
             }
         }
     }
+}
+
+/// Mounts the forgejo-runner config (docker mode's names the dind bridge as the proxy's
+/// host) and the cache's HMAC secret into the runner container.
+fn mount_cache(cache: &RunnerCache, mode: &PodMode, pod: &mut PodParts) {
+    let key = match mode {
+        PodMode::Docker => DOCKER_RUNNER_CONFIG_KEY,
+        PodMode::Host | PodMode::Kubernetes { .. } => RUNNER_CONFIG_KEY,
+    };
+    pod.mounts.push(mount(CONFIG_VOLUME, CONFIG_DIR, true));
+    pod.mounts
+        .push(mount(CACHE_SECRET_VOLUME, CACHE_SECRET_DIR, true));
+    pod.volumes.push(config_volume(&cache.config_map, key));
+    pod.volumes
+        .push(secret_volume(&cache.secret_name, &cache.secret_key));
 }
 
 /// What the modes add to a runner pod besides its runner container.

@@ -5,6 +5,7 @@ use api::{RunnerDeployment, RunnerLabel, SpecError};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use crate::cache::RunnerCache;
 use crate::input::runs_on_labels;
 
 /// `apiVersion` of RunnerDeployment, for owner references.
@@ -58,6 +59,9 @@ pub struct Pool {
     pub active_deadline_seconds: i64,
     /// The user's pod template, merged into every runner pod.
     pub template: Option<PodTemplateSpec>,
+    /// The shared Actions cache runner pods mount; set by the operator once the cache's
+    /// config and secret exist (`None`: each runner keeps its own, as without `spec.cache`).
+    pub cache: Option<RunnerCache>,
 }
 
 impl Pool {
@@ -98,6 +102,7 @@ impl Pool {
             ttl_seconds_after_finished: spec.ttl_seconds_after_finished,
             active_deadline_seconds: spec.active_deadline_seconds,
             template,
+            cache: None,
         })
     }
 

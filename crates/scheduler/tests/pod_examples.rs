@@ -372,6 +372,7 @@ fn legacy_pod_registers_with_the_registration_token_file_then_runs_one_job() {
         "set -eu\n\
          IFS= read -r token < /var/run/forgejo-runner/registration-token || [ -n \"$token\" ]\n\
          \"$1\" register --no-interactive --instance \"$2\" --token \"$token\" --name \"$3\" --labels \"$4\"\n\
+         if [ -n \"${5:-}\" ]; then exec \"$1\" -c \"$5\" one-job --wait; fi\n\
          exec \"$1\" one-job --wait\n"
     );
     assert!(

@@ -212,6 +212,7 @@ fn run_with(
         registrations,
         runner_path: s.path,
         timeouts: Timeouts::default(),
+        cache: None,
     };
     scheduler::plan(&input, at(s.now)).unwrap()
 }
@@ -477,6 +478,7 @@ impl Simulation {
             registrations: &self.world.registrations,
             runner_path: self.path,
             timeouts: Timeouts::default(),
+            cache: None,
         };
         let plan = scheduler::plan(&input, at(self.now)).unwrap();
         self.world.apply(&plan, &at(self.now));

@@ -242,6 +242,7 @@ async fn decide(
         registrations: polled.map_or(&[], Polled::registrations),
         runner_path: observed.runner_path,
         timeouts: ctx.timeouts,
+        cache: None,
     };
     let mut plan = scheduler::plan(&input, now.clone())?;
     let pool_uid = rd.uid().unwrap_or_default();

@@ -195,6 +195,7 @@ fn plan_with_owned(rd: &RunnerDeployment, owned: &[scheduler::OwnedJob]) -> Plan
         registrations: &[],
         runner_path: RunnerPath::Ephemeral,
         timeouts: scheduler::Timeouts::default(),
+        cache: None,
     };
     let now =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());

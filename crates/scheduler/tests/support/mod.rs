@@ -45,6 +45,7 @@ pub fn pool(uid: &str, labels: &str, max_runners: i32) -> RunnerDeployment {
             ttl_seconds_after_finished: 300,
             active_deadline_seconds: 10_800,
             job_template: None,
+            cache: None,
         },
     );
     rd.metadata.namespace = Some("ci".into());
@@ -113,6 +114,7 @@ pub fn plan_for(
         registrations,
         runner_path: RunnerPath::Ephemeral,
         timeouts: Timeouts::default(),
+        cache: None,
     };
     scheduler::plan(&input, now).unwrap()
 }

@@ -1,0 +1,279 @@
+//! The managed cache server of a pool: a one-replica Deployment of the pool's runner image
+//! running `forgejo-runner cache-server` on a PersistentVolumeClaim, and its Service.
+//!
+//! The server pod takes from the pool's `jobTemplate` only where it may run and how its
+//! image is pulled (node selector, tolerations, affinity, image pull secrets): the rest of
+//! the template is about runner pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, KeyToPath,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::cache::{
+    CACHE_DATA_DIR, CACHE_PORT, CACHE_SECRET_DIR, CACHE_SECRET_FILE_NAME, CACHE_SECRET_MODE,
+    CACHE_SECRET_VOLUME, CONFIG_DIR, CONFIG_FILE, CONFIG_FILE_NAME, CONFIG_VOLUME, CacheNames,
+    MANAGED_SECRET_KEY, SERVER_CONFIG_KEY, cache_meta,
+};
+use crate::labels;
+use crate::pod::{RUNNER_BINARY, RUNNER_UID};
+use crate::pool::Pool;
+
+/// The cache server's container.
+pub const CACHE_SERVER_CONTAINER: &str = "cache-server";
+/// Volume: the cache entries (the claim).
+const CACHE_DATA_VOLUME: &str = "cache-data";
+/// Volume: scratch space, as the root filesystem is read-only.
+const TMP_VOLUME: &str = "tmp";
+
+/// The labels that select the server's pods.
+fn selector_labels(pool: &Pool) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (
+            labels::APP_COMPONENT.to_owned(),
+            labels::COMPONENT_CACHE_SERVER.to_owned(),
+        ),
+        (labels::RUNNER_DEPLOYMENT_UID.to_owned(), pool.uid.clone()),
+    ])
+}
+
+/// The claim of `size` (a Quantity string) in `storage_class` (the default class if none).
+pub fn cache_claim(
+    pool: &Pool,
+    names: &CacheNames,
+    size: &Quantity,
+    storage_class: Option<&str>,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: cache_meta(pool, names.server(), labels::COMPONENT_CACHE_SERVER),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: storage_class.map(str::to_owned),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), size.clone())])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The ClusterIP Service in front of the server.
+pub fn cache_service(pool: &Pool, names: &CacheNames) -> Service {
+    Service {
+        metadata: cache_meta(pool, names.server(), labels::COMPONENT_CACHE_SERVER),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(selector_labels(pool)),
+            ports: Some(vec![ServicePort {
+                name: Some("cache".to_owned()),
+                port: CACHE_PORT,
+                target_port: Some(IntOrString::String("cache".to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The server's Deployment: one replica, replaced (not rolled) as the claim is
+/// ReadWriteOnce.
+pub fn cache_deployment(pool: &Pool, names: &CacheNames) -> Deployment {
+    let mut pod_labels = crate::cache::cache_labels(pool, labels::COMPONENT_CACHE_SERVER);
+    pod_labels.extend(selector_labels(pool));
+    Deployment {
+        metadata: cache_meta(pool, names.server(), labels::COMPONENT_CACHE_SERVER),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(pool)),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".to_owned()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(server_pod(pool, names)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn server_pod(pool: &Pool, names: &CacheNames) -> PodSpec {
+    let user = pool.template.as_ref().and_then(|t| t.spec.as_ref());
+    let tcp_probe = |period: i32| Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("cache".to_owned()),
+            host: None,
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: CACHE_SERVER_CONTAINER.to_owned(),
+        image: Some(pool.runner_image.clone()),
+        command: Some(vec![RUNNER_BINARY.to_owned()]),
+        args: Some(
+            [
+                "-c",
+                CONFIG_FILE,
+                "cache-server",
+                "--dir",
+                CACHE_DATA_DIR,
+                "--port",
+                &CACHE_PORT.to_string(),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        ports: Some(vec![ContainerPort {
+            name: Some("cache".to_owned()),
+            container_port: CACHE_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(tcp_probe(2)),
+        liveness_probe: Some(tcp_probe(10)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("50m".to_owned())),
+                ("memory".to_owned(), Quantity("64Mi".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("1".to_owned())),
+                ("memory".to_owned(), Quantity("1Gi".to_owned())),
+            ])),
+            claims: None,
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUNNER_UID),
+            run_as_group: Some(RUNNER_UID),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            mount(CONFIG_VOLUME, CONFIG_DIR),
+            mount(CACHE_SECRET_VOLUME, CACHE_SECRET_DIR),
+            VolumeMount {
+                read_only: None,
+                ..mount(CACHE_DATA_VOLUME, CACHE_DATA_DIR)
+            },
+            VolumeMount {
+                read_only: None,
+                ..mount(TMP_VOLUME, "/tmp")
+            },
+        ]),
+        ..Container::default()
+    };
+    PodSpec {
+        containers: vec![container],
+        volumes: Some(vec![
+            config_volume(&names.config_map(), SERVER_CONFIG_KEY),
+            secret_volume(names.server(), MANAGED_SECRET_KEY),
+            Volume {
+                name: CACHE_DATA_VOLUME.to_owned(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: names.server().to_owned(),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: TMP_VOLUME.to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            fs_group: Some(RUNNER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        node_selector: user.and_then(|s| s.node_selector.clone()),
+        tolerations: user.and_then(|s| s.tolerations.clone()),
+        affinity: user.and_then(|s| s.affinity.clone()),
+        image_pull_secrets: user.and_then(|s| s.image_pull_secrets.clone()),
+        ..PodSpec::default()
+    }
+}
+
+/// A read-only mount of `volume` at `path`.
+fn mount(volume: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The forgejo-runner config volume: `key` of the ConfigMap `config_map` as
+/// [`CONFIG_FILE_NAME`].
+pub(crate) fn config_volume(config_map: &str, key: &str) -> Volume {
+    Volume {
+        name: CONFIG_VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.to_owned(),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: CONFIG_FILE_NAME.to_owned(),
+                mode: None,
+            }]),
+            default_mode: None,
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The HMAC secret volume: `key` of the Secret `secret` as [`CACHE_SECRET_FILE_NAME`].
+pub(crate) fn secret_volume(secret: &str, key: &str) -> Volume {
+    Volume {
+        name: CACHE_SECRET_VOLUME.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: CACHE_SECRET_FILE_NAME.to_owned(),
+                mode: None,
+            }]),
+            default_mode: Some(CACHE_SECRET_MODE),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
