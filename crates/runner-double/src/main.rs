@@ -3,9 +3,16 @@
 //! headers, retries and exit codes as forgejo-runner v12.8.2 (FORGEJO.md, "Runner
 //! protocol"), and `run:` steps executed with `sh`. Test-only: never shipped in an image a
 //! user runs. `FRC_E2E_RUNNER` swaps it for the real runner in the same tier.
+//!
+//! The shared Actions cache (FORGEJO.md, "Caches"): the global `-c FILE` config's `cache`
+//! section; `cache-server` serves the real server's `/_apis/artifactcache` endpoints and
+//! checks each request's HMAC.
 
+mod cache_server;
 mod cli;
+mod config;
 mod connect;
+mod signing;
 mod task;
 
 use std::process::ExitCode;
