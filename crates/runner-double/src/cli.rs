@@ -147,7 +147,7 @@ pub async fn run(cli: Cli) -> u8 {
     };
     match cli.command {
         Command::Register(register) => run_register(register).await,
-        Command::OneJob(one_job) => run_one_job(one_job).await,
+        Command::OneJob(one_job) => run_one_job(one_job, &config).await,
         Command::CacheServer(server) => run_cache_server(server, config).await,
     }
 }
@@ -278,7 +278,7 @@ fn connection_settings(one_job: &OneJob) -> Result<(String, String, String, Vec<
     Ok((url.clone(), uuid.clone(), token, one_job.labels.clone()))
 }
 
-async fn run_one_job(one_job: OneJob) -> u8 {
+async fn run_one_job(one_job: OneJob, config: &Config) -> u8 {
     let (url, uuid, token, labels) = match connection_settings(&one_job) {
         Ok(settings) => settings,
         Err(e) => {
@@ -331,7 +331,11 @@ async fn run_one_job(one_job: OneJob) -> u8 {
         tokio::time::sleep(one_job.fetch_interval).await;
     };
     println!("runner: task {} received", task.id);
-    crate::task::run(&connection, task).await;
+    let cache_row = crate::cache_lookup::lookup(&config.cache, &task).await;
+    if let Some(row) = &cache_row {
+        eprintln!("{row}");
+    }
+    crate::task::run(&connection, task, cache_row).await;
     EXIT_OK
 }
 

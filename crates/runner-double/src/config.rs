@@ -97,6 +97,10 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct CacheConfig {
+    /// `cache.enabled` (default true).
+    pub enabled: Option<bool>,
+    /// `cache.external_server`: the shared server's URL.
+    pub external_server: Option<String>,
     /// `cache.secret`, or after loading the content of `cache.secret_url`.
     pub secret: Option<Secret>,
     /// `cache.secret_url`: `file:` URL of the secret.
@@ -107,6 +111,18 @@ pub struct CacheConfig {
     pub port: Option<u16>,
     /// `cache.dir`: where the server keeps its entries.
     pub dir: Option<PathBuf>,
+}
+
+impl CacheConfig {
+    /// Whether the cache is on (`cache.enabled`, true when absent).
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+
+    /// The external server, if one is set and not empty.
+    pub fn external_server(&self) -> Option<&str> {
+        self.external_server.as_deref().filter(|s| !s.is_empty())
+    }
 }
 
 impl Config {
@@ -158,7 +174,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_pod_config_parses_and_unknown_keys_are_ignored() {
+    fn runner_pod_config_parses_and_unknown_keys_are_ignored() {
+        let config = Config::parse(
+            "log:\n  level: info\ncache:\n  enabled: true\n  external_server: \"http://10.96.0.12:4000/\"\n  host: \"172.17.0.1\"\n  other: 1\n",
+        )
+        .unwrap();
+        assert!(config.cache.enabled());
+        assert_eq!(
+            config.cache.external_server(),
+            Some("http://10.96.0.12:4000/")
+        );
+        assert_eq!(config.cache.host.as_deref(), Some("172.17.0.1"));
+        assert!(config.cache.secret.is_none());
+    }
+
+    #[test]
+    fn server_pod_config_parses() {
         let config = Config::parse(
             "log:\n  level: info\ncache:\n  dir: /var/lib/c\n  port: 4000\n  host: \"172.17.0.1\"\n  other: 1\n",
         )
@@ -168,6 +199,23 @@ mod tests {
         assert_eq!(config.cache.host.as_deref(), Some("172.17.0.1"));
         assert!(config.cache.secret.is_none());
         assert!(Config::parse("").unwrap().cache.port.is_none());
+    }
+
+    #[test]
+    fn cache_is_enabled_by_default_and_an_empty_file_is_the_default() {
+        assert!(Config::parse("").unwrap().cache.enabled());
+        assert!(
+            Config::parse("runner:\n  capacity: 1\n")
+                .unwrap()
+                .cache
+                .enabled()
+        );
+        assert!(
+            !Config::parse("cache:\n  enabled: false\n")
+                .unwrap()
+                .cache
+                .enabled()
+        );
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //!
 //! The shared Actions cache (FORGEJO.md, "Caches"): the global `-c FILE` config's `cache`
 //! section; `cache-server` serves the real server's `/_apis/artifactcache` endpoints and
-//! checks each request's HMAC.
+//! checks each request's HMAC; and `one-job` with `cache.external_server` sends that server
+//! one lookup signed as the real runner's cache proxy forwards it, logging the outcome as
+//! the task's first row (`cache: URL accepted the signed request (204)`, `... refused the
+//! signed request (403)`, `... failed: why`) without failing the job.
 
+mod cache_lookup;
 mod cache_server;
 mod cli;
 mod config;

@@ -43,8 +43,7 @@ fn message(repo: &str, run_number: &str, timestamp: &str, write_isolation_key: &
     format!("{repo}>{run_number}>{timestamp}>{write_isolation_key}")
 }
 
-/// The MAC header's value for these fields (the server's tests sign with it).
-#[cfg(test)]
+/// The MAC header's value for these fields.
 pub fn sign(
     secret: &Secret,
     repo: &str,
