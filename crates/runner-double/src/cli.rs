@@ -10,6 +10,8 @@ use forgejo::runner_proto::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cache_server;
+use crate::config::{Config, Secret};
 use crate::connect::{CallError, Connection};
 use crate::{EXIT_CONFIG, EXIT_NO_TASK, EXIT_OK};
 
@@ -22,7 +24,7 @@ const RUNNER_FILE: &str = ".runner";
 #[derive(Debug, Parser)]
 #[command(name = "forgejo-runner", version = VERSION)]
 pub struct Cli {
-    /// Config file (read for existence only: the double has no settings of its own).
+    /// Config file (YAML; the double reads its `cache` section).
     #[arg(short = 'c', long = "config", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -35,6 +37,29 @@ enum Command {
     OneJob(OneJob),
     /// Register a runner with a registration token (legacy path) and write `.runner`.
     Register(Register),
+    /// Serve a shared Actions cache to runners' cache proxies.
+    CacheServer(CacheServer),
+}
+
+#[derive(Debug, Args)]
+struct CacheServer {
+    /// Where the entries are kept (overrides `cache.dir`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The host runners reach the server by (overrides `cache.host`).
+    #[arg(long)]
+    host: Option<String>,
+    /// The port; 0 takes a free one (overrides `cache.port`).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The secret shared with the runners' proxies (overrides `cache.secret`).
+    #[arg(long, value_parser = parse_secret)]
+    secret: Option<Secret>,
+}
+
+/// Clap's parser for `--secret`: the bytes as given, wrapped so `Debug` hides them.
+fn parse_secret(text: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(text))
 }
 
 #[derive(Debug, Args)]
@@ -113,19 +138,38 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the command; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
-    if let Some(config) = &cli.config
-        && !config.is_file()
-    {
-        eprintln!(
-            "Error: open {}: no such file or directory",
-            config.display()
-        );
-        return EXIT_CONFIG;
-    }
+    let config = match cli.config.as_deref().map(Config::load).transpose() {
+        Ok(config) => config.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     match cli.command {
         Command::Register(register) => run_register(register).await,
-        Command::OneJob(one_job) => run_one_job(one_job).await,
+        Command::OneJob(one_job) => run_one_job(one_job, &config).await,
+        Command::CacheServer(server) => run_cache_server(server, config).await,
     }
+}
+
+async fn run_cache_server(flags: CacheServer, config: Config) -> u8 {
+    let cache = config.cache;
+    let Some(secret) = flags.secret.or(cache.secret) else {
+        eprintln!(
+            "Error: cache-server: no secret: give --secret, or cache.secret or cache.secret_url in the config file"
+        );
+        return EXIT_CONFIG;
+    };
+    let settings = cache_server::Settings {
+        dir: flags.dir.or(cache.dir),
+        host: flags
+            .host
+            .or(cache.host)
+            .unwrap_or_else(|| "127.0.0.1".to_owned()),
+        port: flags.port.or(cache.port).unwrap_or(0),
+        secret,
+    };
+    cache_server::run(settings).await
 }
 
 async fn run_register(register: Register) -> u8 {
@@ -234,7 +278,7 @@ fn connection_settings(one_job: &OneJob) -> Result<(String, String, String, Vec<
     Ok((url.clone(), uuid.clone(), token, one_job.labels.clone()))
 }
 
-async fn run_one_job(one_job: OneJob) -> u8 {
+async fn run_one_job(one_job: OneJob, config: &Config) -> u8 {
     let (url, uuid, token, labels) = match connection_settings(&one_job) {
         Ok(settings) => settings,
         Err(e) => {
@@ -287,7 +331,11 @@ async fn run_one_job(one_job: OneJob) -> u8 {
         tokio::time::sleep(one_job.fetch_interval).await;
     };
     println!("runner: task {} received", task.id);
-    crate::task::run(&connection, task).await;
+    let cache_row = crate::cache_lookup::lookup(&config.cache, &task).await;
+    if let Some(row) = &cache_row {
+        eprintln!("{row}");
+    }
+    crate::task::run(&connection, task, cache_row).await;
     EXIT_OK
 }
 

@@ -3,9 +3,20 @@
 //! headers, retries and exit codes as forgejo-runner v12.8.2 (FORGEJO.md, "Runner
 //! protocol"), and `run:` steps executed with `sh`. Test-only: never shipped in an image a
 //! user runs. `FRC_E2E_RUNNER` swaps it for the real runner in the same tier.
+//!
+//! The shared Actions cache (FORGEJO.md, "Caches"): the global `-c FILE` config's `cache`
+//! section; `cache-server` serves the real server's `/_apis/artifactcache` endpoints and
+//! checks each request's HMAC; and `one-job` with `cache.external_server` sends that server
+//! one lookup signed as the real runner's cache proxy forwards it, logging the outcome as
+//! the task's first row (`cache: URL accepted the signed request (204)`, `... refused the
+//! signed request (403)`, `... failed: why`) without failing the job.
 
+mod cache_lookup;
+mod cache_server;
 mod cli;
+mod config;
 mod connect;
+mod signing;
 mod task;
 
 use std::process::ExitCode;

@@ -74,9 +74,13 @@ fn steps_of(task: &Task) -> Result<Vec<String>, String> {
 }
 
 /// Runs the task to its end and reports it; never fails (a failed job is a result).
-pub async fn run(connection: &Connection, task: Task) {
+/// `first_row` (the cache lookup's outcome) is logged before the steps' rows.
+pub async fn run(connection: &Connection, task: Task, first_row: Option<String>) {
     let started = now();
     let progress = Arc::new(Mutex::new(Progress::default()));
+    if let Some(row) = first_row {
+        log(&progress, row);
+    }
     let mut result = TaskResult::Success;
     let mut cancelled = false;
     match steps_of(&task) {

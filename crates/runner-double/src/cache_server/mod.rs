@@ -1,0 +1,117 @@
+//! `cache-server`: the shared Actions cache a pool's runners' proxies forward to (FORGEJO.md,
+//! "Caches"). Entries live in memory; `--dir` is created as the real server does, but the
+//! double writes nothing there (a test cache is small, and a restart empties it).
+
+mod routes;
+mod store;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Secret;
+use crate::{EXIT_CONFIG, EXIT_OK};
+
+pub use routes::State;
+
+/// The server's settings: flags over the config file.
+#[derive(Debug)]
+pub struct Settings {
+    /// Where entries would be kept.
+    pub dir: Option<PathBuf>,
+    /// The host proxies reach it by (only printed: archive URLs use the proxy's host).
+    pub host: String,
+    /// The port; 0 takes a free one.
+    pub port: u16,
+    /// The HMAC key.
+    pub secret: Secret,
+}
+
+/// Serves until SIGTERM or SIGINT; returns the exit code.
+pub async fn run(settings: Settings) -> u8 {
+    if let Some(dir) = &settings.dir
+        && let Err(e) = tokio::fs::create_dir_all(dir).await
+    {
+        eprintln!("Error: cache-server: creating {}: {e}", dir.display());
+        return EXIT_CONFIG;
+    }
+    // The handlers go in before the address is printed: a test that stops the server as
+    // soon as it reads the address must not kill it with the default action.
+    let (mut terminate, mut interrupt) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("Error: cache-server: cannot handle signals: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let listener = match TcpListener::bind(("0.0.0.0", settings.port)).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "Error: cache-server: listening on 0.0.0.0:{}: {e}",
+                settings.port
+            );
+            return EXIT_CONFIG;
+        }
+    };
+    let port = match listener.local_addr() {
+        Ok(addr) => addr.port(),
+        Err(e) => {
+            eprintln!("Error: cache-server: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    println!("cache-server listening on 0.0.0.0:{port}");
+    println!(
+        "cache-server: runners reach it as http://{}:{port}/",
+        settings.host
+    );
+    let state = Arc::new(State::new(settings.secret));
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(state.clone(), stream));
+                }
+                Err(e) => eprintln!("cache-server: accept: {e}"),
+            },
+        }
+    }
+    println!("cache-server: stopped");
+    EXIT_OK
+}
+
+async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
+    let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let state = state.clone();
+        async move {
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let response = routes::handle(&state, request).await;
+            // Method, path and status only: the query holds no secret, but the headers
+            // hold the MAC, and none of them is printed.
+            println!(
+                "cache-server: {method} {path} {}",
+                response.status().as_u16()
+            );
+            Ok::<_, Infallible>(response)
+        }
+    });
+    if let Err(e) = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        eprintln!("cache-server: connection: {e}");
+    }
+}
