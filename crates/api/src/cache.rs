@@ -40,7 +40,10 @@ pub struct CacheSpec {
     pub storage: Option<CacheStorage>,
 }
 
-/// How a pool's cache is provided.
+/// How a pool's cache is provided: `Managed` (a cache server per pool, run by the operator
+/// on a PersistentVolumeClaim), `External` (the server at `external.url`) or `Disabled`
+/// (each runner keeps its own cache, lost with its pod). Default: `Managed` when
+/// `runnerImage` is the default image, else `Disabled`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum CacheMode {
     /// A cache server per pool, run and owned by the operator.

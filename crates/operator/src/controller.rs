@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
@@ -28,6 +29,8 @@ use crate::polls::{ForgejoSettings, PoolRef, SharedPolls};
 mod actor;
 mod apply;
 mod backoff;
+mod cache;
+mod cache_objects;
 mod deleted;
 mod events;
 mod finalize;
@@ -79,6 +82,8 @@ pub struct Stores {
     pub pods: Store<trim::RunnerPod>,
     /// Runner credential Secrets of every pool.
     pub secrets: Store<Secret>,
+    /// Cache server Deployments of every pool.
+    pub cache_servers: Store<Deployment>,
 }
 
 /// What every reconcile shares.
@@ -113,6 +118,8 @@ pub struct Context {
     pub recent: recent::RecentWrites,
     /// Bounds the requests reconciles make at once (see [`MAX_CONCURRENT_REQUESTS`]).
     pub requests: tokio::sync::Semaphore,
+    /// The cache objects last applied per pool.
+    pub caches: cache::AppliedCaches,
 }
 
 /// Requests (to the apiserver and Forgejo) that the reconciles of one controller make at
@@ -228,14 +235,16 @@ where
         polls,
         recovered,
     } = run;
-    let (pools, jobs, pods, secrets) = match &scope {
+    let (pools, jobs, pods, secrets, servers) = match &scope {
         Some(ns) => (
             Api::<RunnerDeployment>::namespaced(client.clone(), ns),
             Api::<trim::RunnerJob>::namespaced(client.clone(), ns),
             Api::<trim::RunnerPod>::namespaced(client.clone(), ns),
             Api::<Secret>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
         ),
         None => (
+            Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
@@ -252,7 +261,7 @@ where
         .await
         .map_err(|e| Error::kube(format!("list RunnerDeployments {where_} (is the CRD installed, and does the operator's RBAC cover this namespace? kubectl apply --server-side -k deploy/)"), e))?;
 
-    let owned = watches::owned(jobs, pods, secrets);
+    let owned = watches::owned(jobs, pods, secrets, servers);
     let tokens = token_watch::TokenSecrets::default();
     let stores = owned.stores.clone();
     let reporter = Reporter {
@@ -275,6 +284,7 @@ where
         tokens: tokens.clone(),
         recent: recent::RecentWrites::default(),
         requests: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
+        caches: cache::AppliedCaches::default(),
     });
 
     let (pool_store, pool_stream) = watches::pools(pools);
@@ -295,6 +305,7 @@ where
 
     controller
         .owns_stream(owned.jobs)
+        .owns_stream(owned.cache_servers)
         .watches_stream(owned.pods, move |pod: trim::RunnerPod| {
             pool_of(&pod, &pod_pools).into_iter()
         })

@@ -67,6 +67,8 @@ pub struct ReconcileMetrics {
     pub cleanups: Family<ReasonLabels, Counter>,
     /// Time from first seeing a waiting job to its Kubernetes Job existing.
     pub job_scheduling_latency: Histogram,
+    /// Whether the pool's shared cache is ready (`CacheReady`), per pool.
+    pub cache_ready: Family<PoolLabels, Gauge>,
 }
 
 impl Default for ReconcileMetrics {
@@ -83,6 +85,7 @@ impl Default for ReconcileMetrics {
             create_failures: Family::default(),
             cleanups: Family::default(),
             job_scheduling_latency: latency_histogram(),
+            cache_ready: Family::default(),
         }
     }
 }
@@ -120,6 +123,11 @@ impl ReconcileMetrics {
             "active_jobs",
             "Active runner Jobs",
             self.active_jobs.clone(),
+        );
+        registry.register(
+            "cache_ready",
+            "Whether the pool's shared Actions cache is ready (1) or not (0)",
+            self.cache_ready.clone(),
         );
         registry.register(
             "jobs_created",

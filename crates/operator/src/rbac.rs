@@ -77,6 +77,20 @@ pub const OPERATOR_GRANTS: &[Grant] = &[
         why: "read the Forgejo token Secret; create and delete each runner's credential Secret",
     },
     Grant {
+        api_group: "apps",
+        resources: &["deployments"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        scope: GrantScope::Cluster,
+        why: "run each pool's managed cache server (spec.cache), owned by the pool",
+    },
+    Grant {
+        api_group: "",
+        resources: &["services", "persistentvolumeclaims", "configmaps"],
+        verbs: &["get", "create", "patch", "delete"],
+        scope: GrantScope::Cluster,
+        why: "the cache server's Service and volume, and the runner config pointing at it",
+    },
+    Grant {
         api_group: "",
         resources: &["pods"],
         verbs: &["get", "list", "watch"],

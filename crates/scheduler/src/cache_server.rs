@@ -124,6 +124,45 @@ pub fn cache_deployment(pool: &Pool, names: &CacheNames) -> Deployment {
 
 fn server_pod(pool: &Pool, names: &CacheNames) -> PodSpec {
     let user = pool.template.as_ref().and_then(|t| t.spec.as_ref());
+    PodSpec {
+        containers: vec![server_container(pool)],
+        volumes: Some(vec![
+            config_volume(&names.config_map(), SERVER_CONFIG_KEY),
+            secret_volume(names.server(), MANAGED_SECRET_KEY),
+            Volume {
+                name: CACHE_DATA_VOLUME.to_owned(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: names.server().to_owned(),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: TMP_VOLUME.to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            fs_group: Some(RUNNER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        node_selector: user.and_then(|s| s.node_selector.clone()),
+        tolerations: user.and_then(|s| s.tolerations.clone()),
+        affinity: user.and_then(|s| s.affinity.clone()),
+        image_pull_secrets: user.and_then(|s| s.image_pull_secrets.clone()),
+        ..PodSpec::default()
+    }
+}
+
+/// `forgejo-runner cache-server`, non-root on a read-only root filesystem.
+fn server_container(pool: &Pool) -> Container {
     let tcp_probe = |period: i32| Probe {
         tcp_socket: Some(TCPSocketAction {
             port: IntOrString::String("cache".to_owned()),
@@ -132,7 +171,7 @@ fn server_pod(pool: &Pool, names: &CacheNames) -> PodSpec {
         period_seconds: Some(period),
         ..Probe::default()
     };
-    let container = Container {
+    Container {
         name: CACHE_SERVER_CONTAINER.to_owned(),
         image: Some(pool.runner_image.clone()),
         command: Some(vec![RUNNER_BINARY.to_owned()]),
@@ -193,41 +232,6 @@ fn server_pod(pool: &Pool, names: &CacheNames) -> PodSpec {
             },
         ]),
         ..Container::default()
-    };
-    PodSpec {
-        containers: vec![container],
-        volumes: Some(vec![
-            config_volume(&names.config_map(), SERVER_CONFIG_KEY),
-            secret_volume(names.server(), MANAGED_SECRET_KEY),
-            Volume {
-                name: CACHE_DATA_VOLUME.to_owned(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: names.server().to_owned(),
-                    read_only: None,
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: TMP_VOLUME.to_owned(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            },
-        ]),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        security_context: Some(PodSecurityContext {
-            fs_group: Some(RUNNER_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
-        node_selector: user.and_then(|s| s.node_selector.clone()),
-        tolerations: user.and_then(|s| s.tolerations.clone()),
-        affinity: user.and_then(|s| s.affinity.clone()),
-        image_pull_secrets: user.and_then(|s| s.image_pull_secrets.clone()),
-        ..PodSpec::default()
     }
 }
 

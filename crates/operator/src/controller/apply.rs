@@ -20,7 +20,7 @@ use super::observe::{self, forgejo_scope, owned_jobs, read_token};
 use super::start_backoff::Pause;
 use super::status::apply_status;
 use super::status::{reasons, record_failure, record_not_ready, record_success};
-use super::{Context, latency};
+use super::{Context, cache, latency};
 use crate::error::{Error, Result};
 use crate::metrics::{PoolLabels, ReconcileMetrics};
 use crate::polls::{PollData, PollRequest};
@@ -63,7 +63,12 @@ async fn observe_and_act(
 ) -> Result<Action> {
     let observed = observe(rd, ctx).await?;
     status.forgejo_version = Some(observed.version.raw.clone());
-    let decision = decide(rd, ctx, &observed, now).await?;
+    if !ctx.may_write() {
+        return Ok(Action::await_change());
+    }
+    let pool = scheduler::Pool::from_resource(rd)?;
+    let cache = cache::reconcile_cache(ctx, rd, &pool).await;
+    let decision = decide(rd, ctx, &observed, cache.runner_cache.as_ref(), now).await?;
     let labels = PoolLabels {
         namespace: rd.namespace().unwrap_or_default(),
         pool: rd.name_any(),
@@ -89,6 +94,7 @@ async fn observe_and_act(
         forgejo_version: status.forgejo_version.take(),
         ..plan.status.clone()
     };
+    cache::record(ctx, rd, &cache, status, now).await;
     if let Err(error) = &observed.polled {
         return Err(Error::Forgejo(error.clone()));
     }
@@ -232,6 +238,7 @@ async fn decide(
     rd: &RunnerDeployment,
     ctx: &Context,
     observed: &Observed,
+    cache: Option<&scheduler::RunnerCache>,
     now: &Time,
 ) -> Result<Decision> {
     let polled = observed.polled.as_ref().ok();
@@ -242,7 +249,7 @@ async fn decide(
         registrations: polled.map_or(&[], Polled::registrations),
         runner_path: observed.runner_path,
         timeouts: ctx.timeouts,
-        cache: None,
+        cache,
     };
     let mut plan = scheduler::plan(&input, now.clone())?;
     let pool_uid = rd.uid().unwrap_or_default();

@@ -64,6 +64,8 @@ fn forget_pool(ctx: &Context, rd: &RunnerDeployment) {
     };
     ctx.metrics.reconcile.waiting_jobs.remove(&labels);
     ctx.metrics.reconcile.active_jobs.remove(&labels);
+    ctx.metrics.reconcile.cache_ready.remove(&labels);
+    ctx.caches.forget(&uid);
 }
 
 async fn remove_registrations(rd: &RunnerDeployment, ctx: &Context) -> Result<usize> {

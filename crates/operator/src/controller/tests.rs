@@ -125,6 +125,7 @@ impl Unit {
                 jobs: reflector::store().0,
                 pods: reflector::store().0,
                 secrets: reflector::store().0,
+                cache_servers: reflector::store().0,
             },
             leader: receiver,
             timeouts: scheduler::Timeouts::default(),
@@ -135,6 +136,7 @@ impl Unit {
             tokens: token_watch::TokenSecrets::default(),
             recent: recent::RecentWrites::default(),
             requests: tokio::sync::Semaphore::new(super::MAX_CONCURRENT_REQUESTS),
+            caches: super::cache::AppliedCaches::default(),
         };
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
         Self {

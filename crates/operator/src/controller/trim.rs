@@ -164,6 +164,12 @@ fn container_states(statuses: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
         .collect()
 }
 
+/// A cache server Deployment keeps its metadata, and its status for `CacheReady`.
+pub fn deployment(deployment: &mut k8s_openapi::api::apps::v1::Deployment) {
+    trim_metadata(&mut deployment.metadata);
+    deployment.spec = None;
+}
+
 /// A runner Secret: its metadata and the runner uuid, without the credentials.
 pub fn secret(secret: &mut Secret) {
     trim_metadata(&mut secret.metadata);

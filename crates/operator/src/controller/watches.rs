@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -41,22 +42,32 @@ where
 }
 
 /// The Jobs, pods and runner Secrets the pools own, by label.
-pub fn owned(jobs: Api<RunnerJob>, pods: Api<RunnerPod>, secrets: Api<Secret>) -> OwnedWatches {
+pub fn owned(
+    jobs: Api<RunnerJob>,
+    pods: Api<RunnerPod>,
+    secrets: Api<Secret>,
+    servers: Api<Deployment>,
+) -> OwnedWatches {
     let owned = watcher::Config::default().labels(&scheduler::labels::owned_jobs_selector());
     let runner_secrets =
         watcher::Config::default().labels(&scheduler::labels::runner_secrets_selector());
     let (job_store, jobs) = cached(jobs, owned.clone(), trim::job);
     let (pod_store, pods) = cached(pods, owned, trim::pod);
     let (secret_store, secrets) = cached(secrets, runner_secrets, trim::secret);
+    let cache_servers =
+        watcher::Config::default().labels(&scheduler::labels::cache_servers_selector());
+    let (server_store, servers) = cached(servers, cache_servers, trim::deployment);
     OwnedWatches {
         stores: Stores {
             jobs: job_store,
             pods: pod_store,
             secrets: secret_store,
+            cache_servers: server_store,
         },
         jobs,
         pods,
         secrets,
+        cache_servers: servers,
     }
 }
 
@@ -70,6 +81,8 @@ pub struct OwnedWatches {
     pub pods: BoxStream<'static, Result<RunnerPod, watcher::Error>>,
     /// Changed runner Secrets.
     pub secrets: BoxStream<'static, Result<Secret, watcher::Error>>,
+    /// Changed cache server Deployments.
+    pub cache_servers: BoxStream<'static, Result<Deployment, watcher::Error>>,
 }
 
 /// The pools, and the changes that trigger a reconcile: only spec changes, finalizer changes
@@ -100,7 +113,7 @@ pub fn report_readiness(
     scope: Option<String>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let waits: [(&str, futures::future::BoxFuture<'static, bool>); 4] = [
+        let waits: [(&str, futures::future::BoxFuture<'static, bool>); 5] = [
             (
                 "RunnerDeployments",
                 Box::pin(async move { store_synced(&pools).await }),
@@ -115,7 +128,11 @@ pub fn report_readiness(
             ),
             (
                 "Secrets",
-                Box::pin(async move { store_synced(&stores.secrets).await }),
+                Box::pin(async move { store_synced(&stores.secrets.clone()).await }),
+            ),
+            (
+                "Deployments",
+                Box::pin(async move { store_synced(&stores.cache_servers).await }),
             ),
         ];
         let results = futures::future::join_all(waits.into_iter().map(|(name, wait)| async move {
