@@ -485,3 +485,82 @@ async fn under_restricted_pod_security_host_mode_runs_and_a_refused_mode_is_repo
         .unwrap_or(0.0);
     assert!(freed >= 1.0, "the cleanup was not counted");
 }
+
+/// A step that looks an entry up in the shared cache through the runner's cache proxy, as
+/// `actions/cache` does (`$ACTIONS_CACHE_URL`), and prints the status line it got.
+const CACHE_LOOKUP_STEP: &str = "wget -S -O /dev/null \"${ACTIONS_CACHE_URL}_apis/artifactcache/cache?keys=frc-node&version=1\" 2>&1 | grep 'HTTP/'";
+
+/// The status line job `job_id`'s cache lookup step printed.
+async fn cache_status(world: &World, job_id: i64) -> String {
+    wait_until(&format!("job {job_id}'s cache lookup"), LONG, || async {
+        world
+            .forgejo
+            .log_lines(job_id)
+            .into_iter()
+            .find(|line| line.contains("HTTP/1.1 "))
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn a_runner_pod_reaches_its_pools_cache_server_and_a_wrong_secret_is_refused() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, Secret};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let world = World::on_node("cache").await;
+    // A volume for the claim: the node has no provisioner, so the test plays the admin.
+    let class = format!("frc-cache-{}", world.ns);
+    let volumes: Api<PersistentVolume> = Api::all(world.client.clone());
+    let volume: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": class},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": class,
+            "hostPath": {"path": format!("/tmp/{class}"), "type": "DirectoryOrCreate"},
+        }
+    }))
+    .expect("volume");
+    volumes
+        .create(&PostParams::default(), &volume)
+        .await
+        .expect("creating the volume");
+    let mut pool = node_pool(&world, "pool", "linux:host", 2);
+    pool["spec"]["cache"] =
+        json!({"mode": "Managed", "storage": {"storageClassName": class, "size": "1Gi"}});
+    world.create_pool_from(pool).await;
+    let _operator = Operator::start(&world.ns);
+    world
+        .wait_for_condition("pool", "CacheReady", "True", "ServerAvailable")
+        .await;
+
+    // The runner's proxy reaches the server through the Service (a miss: 204), signed with
+    // the pool's secret.
+    let first = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]).with_steps(&[CACHE_LOOKUP_STEP]));
+    let status = cache_status(&world, first.id).await;
+    assert!(status.contains("HTTP/1.1 204"), "{status}");
+
+    // A runner with another secret than the server's is refused.
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns);
+    let patch = json!({"stringData": {"secret": "not-the-servers-secret"}});
+    secrets
+        .patch("pool-cache", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("changing the runners' secret");
+    let second = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "test", &["linux"]).with_steps(&[CACHE_LOOKUP_STEP]));
+    let status = cache_status(&world, second.id).await;
+    assert!(status.contains("HTTP/1.1 403"), "{status}");
+    let results = wait_for_results(&world, &[first.id, second.id]).await;
+    assert_eq!(results[&first.id], "success");
+    assert_eq!(
+        results[&second.id], "success",
+        "a refused cache fails no job, as with actions/cache"
+    );
+    let _ = volumes.delete(&class, &Default::default()).await;
+}

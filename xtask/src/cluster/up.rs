@@ -30,8 +30,9 @@ const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
 /// collection, Job TTL, namespace deletion (so tests can clean up by namespace), Deployments
 /// (the operator runs in-cluster).
 /// For the real node: ServiceAccounts and the root CA ConfigMap (token volumes) and the node
-/// lifecycle (it lifts the not-ready taint).
-const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,replicaset-controller,deployment-controller";
+/// lifecycle (it lifts the not-ready taint). Volumes: claims bind to PersistentVolumes, and
+/// the protection finalizers of claims and volumes are lifted (a pool's cache claim).
+const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,replicaset-controller,deployment-controller,persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller";
 
 /// Builds (if needed) and starts etcd + kube-apiserver + kube-controller-manager; idempotent
 /// if already up and healthy.
