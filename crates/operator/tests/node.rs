@@ -490,6 +490,39 @@ async fn under_restricted_pod_security_host_mode_runs_and_a_refused_mode_is_repo
 /// `actions/cache` does (`$ACTIONS_CACHE_URL`), and prints the status line it got.
 const CACHE_LOOKUP_STEP: &str = "wget -S -O /dev/null \"${ACTIONS_CACHE_URL}_apis/artifactcache/cache?keys=frc-node&version=1\" 2>&1 | grep 'HTTP/'";
 
+/// A step that saves an entry in the shared cache through the runner's proxy, as
+/// `actions/cache` does: reserve, upload, commit (busybox `nc`: `wget` has no PATCH).
+const CACHE_SAVE_STEP: &str = r#"set -eu
+u=${ACTIONS_CACHE_URL#http://}; hp=${u%%/*}; base=/${u#*/}; host=${hp%:*}; port=${hp##*:}
+body='{"key":"frc-node-entry","version":"v1","cacheSize":15}'
+reserved=$(printf 'POST %s_apis/artifactcache/caches HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' "$base" "$hp" "${#body}" "$body" | nc "$host" "$port")
+id=$(echo "$reserved" | sed -n 's/.*"cacheId": *\([0-9]*\).*/\1/p')
+printf 'PATCH %s_apis/artifactcache/caches/%s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 0-14/*\r\nContent-Length: 15\r\n\r\nfrc-cached-data' "$base" "$id" "$hp" | nc "$host" "$port" | head -1
+printf 'POST %s_apis/artifactcache/caches/%s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n\r\n' "$base" "$id" "$hp" | nc "$host" "$port" | head -1
+echo "saved cache entry $id""#;
+
+/// A step that restores that entry: a lookup (a hit names the archive) and its download.
+const CACHE_RESTORE_STEP: &str = r#"set -eu
+hit=$(wget -q -O- "${ACTIONS_CACHE_URL}_apis/artifactcache/cache?keys=frc-node-entry&version=v1")
+archive=$(echo "$hit" | sed -n 's/.*"archiveLocation": *"\([^"]*\)".*/\1/p')
+echo "restored: $(wget -q -O- "$archive")""#;
+
+/// The first log line of job `job_id` that contains `text`.
+async fn log_line_with(world: &World, job_id: i64, text: &str) -> String {
+    wait_until(
+        &format!("job {job_id}'s log line with {text:?}"),
+        LONG,
+        || async {
+            world
+                .forgejo
+                .log_lines(job_id)
+                .into_iter()
+                .find(|line| line.contains(text))
+        },
+    )
+    .await
+}
+
 /// The status line job `job_id`'s cache lookup step printed.
 async fn cache_status(world: &World, job_id: i64) -> String {
     wait_until(&format!("job {job_id}'s cache lookup"), LONG, || async {
@@ -504,7 +537,7 @@ async fn cache_status(world: &World, job_id: i64) -> String {
 
 #[tokio::test]
 #[ignore = "cluster tier: run by cargo xtask test"]
-async fn a_runner_pod_reaches_its_pools_cache_server_and_a_wrong_secret_is_refused() {
+async fn runner_pods_share_the_pools_cache_server_and_a_wrong_secret_is_refused() {
     use k8s_openapi::api::core::v1::{PersistentVolume, Secret};
     use kube::api::{Api, Patch, PatchParams, PostParams};
 
@@ -544,6 +577,22 @@ async fn a_runner_pod_reaches_its_pools_cache_server_and_a_wrong_secret_is_refus
     let status = cache_status(&world, first.id).await;
     assert!(status.contains("HTTP/1.1 204"), "{status}");
 
+    // One pod saves an entry; a later pod restores it: the cache outlives the pods.
+    let save = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "save", &["linux"]).with_steps(&[CACHE_SAVE_STEP]));
+    log_line_with(&world, save.id, "saved cache entry").await;
+    let restore = world.forgejo.add_job(
+        StandInJob::new("faro/app", "restore", &["linux"]).with_steps(&[CACHE_RESTORE_STEP]),
+    );
+    let restored = log_line_with(&world, restore.id, "restored:").await;
+    assert_eq!(
+        restored.trim(),
+        "restored: frc-cached-data",
+        "{:?}",
+        world.forgejo.log_lines(restore.id)
+    );
+
     // A runner with another secret than the server's is refused.
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns);
     let patch = json!({"stringData": {"secret": "not-the-servers-secret"}});
@@ -556,8 +605,10 @@ async fn a_runner_pod_reaches_its_pools_cache_server_and_a_wrong_secret_is_refus
         .add_job(StandInJob::new("faro/app", "test", &["linux"]).with_steps(&[CACHE_LOOKUP_STEP]));
     let status = cache_status(&world, second.id).await;
     assert!(status.contains("HTTP/1.1 403"), "{status}");
-    let results = wait_for_results(&world, &[first.id, second.id]).await;
+    let results = wait_for_results(&world, &[first.id, save.id, restore.id, second.id]).await;
     assert_eq!(results[&first.id], "success");
+    assert_eq!(results[&save.id], "success");
+    assert_eq!(results[&restore.id], "success");
     assert_eq!(
         results[&second.id], "success",
         "a refused cache fails no job, as with actions/cache"

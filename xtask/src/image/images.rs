@@ -31,7 +31,7 @@ const BUSYBOX: &str = "/bin/busybox";
 const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "cp", "env", "mkdir", "rm", "stat", "test", "true",
     "false", "printf", "grep", "head", "tail", "wc", "chmod", "touch", "date", "uname", "whoami",
-    "hostname", "pwd", "mv", "sed", "kill", "ps", "[", "wget",
+    "hostname", "pwd", "mv", "sed", "kill", "ps", "[", "wget", "nc", "tr", "cut",
 ];
 /// Our pause program (xtask/images/pause.c), compiled by `build_pause`.
 const PAUSE_SOURCE: &str = include_str!("../../images/pause.c");
