@@ -81,6 +81,9 @@ enum Task {
         #[arg(long, default_value = "")]
         features: String,
     },
+    /// Build (once, cached) the KEDA operator to compare with (issue 16); print it, its CRD
+    /// directory and how to run it out of the cluster against the local one.
+    Keda,
     /// Build the container images (operator, runner test, label, pause) as docker-archives
     /// under target/images/, without Docker.
     Image {
@@ -158,6 +161,7 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Task::Demo { exit_when_done } => demo::run(&root, exit_when_done),
+        Task::Keda => cluster::print_keda(&root),
         Task::Image { runner } => image::run(&root, runner.as_deref()),
     }
 }

@@ -36,7 +36,7 @@ const BINARIES: [&str; 6] = [
 ];
 
 /// Version of `module` in a wrapper's `require` line.
-fn required_version(go_mod: &Path, module: &str) -> Result<String> {
+pub(super) fn required_version(go_mod: &Path, module: &str) -> Result<String> {
     let text =
         fs::read_to_string(go_mod).with_context(|| format!("reading {}", go_mod.display()))?;
     text.lines()
@@ -50,7 +50,7 @@ fn required_version(go_mod: &Path, module: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("{} does not require {module}", go_mod.display()))
 }
 
-fn cache_root() -> Result<PathBuf> {
+pub(super) fn cache_root() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("FRC_CACHE_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
@@ -113,7 +113,7 @@ pub(crate) fn ensure_binaries(workspace_root: &Path) -> Result<Binaries> {
 }
 
 /// `go version`'s answer, trimmed; an error saying Go is needed when it cannot run.
-fn go_version() -> Result<String> {
+pub(super) fn go_version() -> Result<String> {
     let go_version = Command::new("go")
         .arg("version")
         .output()
@@ -200,7 +200,7 @@ fn go_command(module_dir: &Path) -> Command {
     cmd
 }
 
-fn go_output(module_dir: &Path, args: &[&str]) -> Result<String> {
+pub(super) fn go_output(module_dir: &Path, args: &[&str]) -> Result<String> {
     let out = go_command(module_dir)
         .args(args)
         .output()
@@ -216,7 +216,7 @@ fn go_output(module_dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-fn go_build(module_dir: &Path, what: &str, args: &[&str]) -> Result<()> {
+pub(super) fn go_build(module_dir: &Path, what: &str, args: &[&str]) -> Result<()> {
     let started = Instant::now();
     eprintln!("cluster: go build {what} ...");
     let mut child = go_command(module_dir)

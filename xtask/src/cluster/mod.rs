@@ -22,9 +22,11 @@
 //! `state` (state.json and paths), `binaries` (the Go build), `pki` (certificates),
 //! `kubeconfig`, `process` (spawn, pid checks, signals), `kubectl` (probes of the running
 //! cluster), `stop` (`down`), `restart` (reusing a running cluster), `up`, and `overlay`
-//! (installing the operator's manifests and identity).
+//! (installing the operator's manifests and identity). Beside them, `keda` builds the KEDA
+//! operator (from `xtask/controlplane/keda`) to compare with.
 
 mod binaries;
+mod keda;
 mod kubeconfig;
 mod kubectl;
 mod overlay;
@@ -40,6 +42,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 pub(crate) use binaries::ensure_binaries;
+pub use keda::print_keda;
 pub(crate) use overlay::install_identity_from;
 pub use overlay::{install_operator_identity, write_local_overlay, write_test_overlay};
 pub(crate) use process::signal;

@@ -62,7 +62,7 @@ fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
 }
 
 /// Writes `ca.crt` and `ca.key`; returns the issuer that signs every other certificate.
-fn write_ca(pki: &Path) -> Result<Issuer<'static, KeyPair>> {
+pub(super) fn write_ca(pki: &Path) -> Result<Issuer<'static, KeyPair>> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = dn("forgejo-runner-controller-local-ca", None);
@@ -79,7 +79,7 @@ fn write_ca(pki: &Path) -> Result<Issuer<'static, KeyPair>> {
 }
 
 /// Writes `<name>.crt`, signed by `issuer`, and its new key `<name>.key`.
-fn write_leaf(
+pub(super) fn write_leaf(
     pki: &Path,
     issuer: &Issuer<'static, KeyPair>,
     name: &str,
@@ -93,7 +93,11 @@ fn write_leaf(
 }
 
 /// Serving certificate parameters for `names` (IP addresses or DNS names).
-fn serving(names: Vec<String>, cn: &str, org: Option<&str>) -> Result<CertificateParams> {
+pub(super) fn serving(
+    names: Vec<String>,
+    cn: &str,
+    org: Option<&str>,
+) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(names)?;
     params.distinguished_name = dn(cn, org);
     params.key_usages = vec![
