@@ -92,9 +92,13 @@ pub fn cache_service(pool: &Pool, names: &CacheNames) -> Service {
     }
 }
 
+/// The pod template annotation naming the HMAC Secret's uid: a Secret made anew (with a new
+/// secret) restarts the server, which reads the secret once.
+pub const CACHE_SECRET_UID_ANNOTATION: &str = "forgejo.runners.dev/cache-secret-uid";
+
 /// The server's Deployment: one replica, replaced (not rolled) as the claim is
-/// ReadWriteOnce.
-pub fn cache_deployment(pool: &Pool, names: &CacheNames) -> Deployment {
+/// ReadWriteOnce; `secret_uid` is the HMAC Secret's uid, when known.
+pub fn cache_deployment(pool: &Pool, names: &CacheNames, secret_uid: Option<&str>) -> Deployment {
     let mut pod_labels = crate::cache::cache_labels(pool, labels::COMPONENT_CACHE_SERVER);
     pod_labels.extend(selector_labels(pool));
     Deployment {
@@ -112,6 +116,9 @@ pub fn cache_deployment(pool: &Pool, names: &CacheNames) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    annotations: secret_uid.map(|uid| {
+                        BTreeMap::from([(CACHE_SECRET_UID_ANNOTATION.to_owned(), uid.to_owned())])
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(server_pod(pool, names)),

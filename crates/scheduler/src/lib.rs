@@ -100,7 +100,10 @@ pub use cache::{
     SERVER_CONFIG_KEY, cache_config_map, cache_labels, cache_secret, managed_server_url,
     runner_config, server_config,
 };
-pub use cache_server::{CACHE_SERVER_CONTAINER, cache_claim, cache_deployment, cache_service};
+pub use cache_server::{
+    CACHE_SECRET_UID_ANNOTATION, CACHE_SERVER_CONTAINER, cache_claim, cache_deployment,
+    cache_service,
+};
 pub use input::{
     ForgejoJob, PlanInput, RUNNING, RegistrationStatus, RunnerPath, RunnerRegistration, Timeouts,
     WAITING, runs_on_labels,

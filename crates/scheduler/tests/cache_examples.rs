@@ -65,7 +65,7 @@ fn selector() -> Value {
 fn the_cache_server_is_a_recreated_single_replica_on_its_claim() {
     let pool = test_pool("x:host");
     let names = CacheNames::for_pool(&pool);
-    let deployment = serde_json::to_value(cache_deployment(&pool, &names)).unwrap();
+    let deployment = serde_json::to_value(cache_deployment(&pool, &names, None)).unwrap();
     assert_eq!(deployment["metadata"], meta("faro-cache", "cache-server"));
     assert_eq!(
         deployment["spec"],
@@ -144,8 +144,16 @@ fn the_server_pod_takes_only_placement_and_pull_secrets_from_the_job_template() 
         }}),
     );
     let pool = Pool::from_resource(&rd).unwrap();
-    let deployment =
-        serde_json::to_value(cache_deployment(&pool, &CacheNames::for_pool(&pool))).unwrap();
+    let deployment = serde_json::to_value(cache_deployment(
+        &pool,
+        &CacheNames::for_pool(&pool),
+        Some("s-1"),
+    ))
+    .unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"],
+        json!({"forgejo.runners.dev/cache-secret-uid": "s-1"})
+    );
     let spec = &deployment["spec"]["template"]["spec"];
     assert_eq!(spec["nodeSelector"], json!({"pool": "ci"}));
     assert_eq!(

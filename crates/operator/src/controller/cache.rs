@@ -201,7 +201,7 @@ async fn managed(
         .as_ref()
         .and_then(|s| s.storage_class_name.as_deref());
     let print = fingerprint(&[
-        serde_json::to_string(&scheduler::cache_deployment(pool, names)).unwrap_or_default(),
+        serde_json::to_string(&scheduler::cache_deployment(pool, names, None)).unwrap_or_default(),
         serde_json::to_string(&scheduler::cache_claim(pool, names, &spec.size(), class))
             .unwrap_or_default(),
     ]);

@@ -155,7 +155,7 @@ impl<'a> CacheWriter<'a> {
         &self,
         rd: &RunnerDeployment,
     ) -> Result<(RunnerCache, Option<CacheError>), CacheError> {
-        self.ensure_secret().await?;
+        let secret_uid = self.ensure_secret().await?;
         let spec = rd.spec.cache.clone().unwrap_or_default();
         let class = spec
             .storage
@@ -180,20 +180,24 @@ impl<'a> CacheWriter<'a> {
             secret_key: MANAGED_SECRET_KEY.to_owned(),
         };
         let late = self
-            .apply(&scheduler::cache_deployment(pool, names))
+            .apply(&scheduler::cache_deployment(
+                pool,
+                names,
+                secret_uid.as_deref(),
+            ))
             .await
             .err();
         Ok((runner_cache, late))
     }
 
     /// Creates the HMAC Secret if it does not exist; an existing one is kept as it is, so
-    /// the secret changes only when someone deletes it.
-    async fn ensure_secret(&self) -> Result<(), CacheError> {
+    /// the secret changes only when someone deletes it. Returns its uid, when known.
+    async fn ensure_secret(&self) -> Result<Option<String>, CacheError> {
         let api = self.api::<Secret>();
         let name = self.names.server();
         let _permit = self.ctx.requests.acquire().await.ok();
         match api.get_opt(name).await {
-            Ok(Some(existing)) if is_pools(&existing, self.pool) => return Ok(()),
+            Ok(Some(existing)) if is_pools(&existing, self.pool) => return Ok(existing.uid()),
             Ok(Some(_)) => {
                 return Err(CacheError::NameConflict {
                     kind: "Secret",
@@ -213,9 +217,9 @@ impl<'a> CacheWriter<'a> {
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let object = scheduler::cache_secret(self.pool, &self.names, &secret);
         match api.create(&PostParams::default(), &object).await {
-            Ok(_) => Ok(()),
+            Ok(created) => Ok(created.uid()),
             // Made by another reconcile a moment ago: look again next time.
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
             Err(source) => Err(CacheError::Write {
                 action: format!("create Secret {name}"),
                 source,
@@ -299,7 +303,9 @@ impl<'a> CacheWriter<'a> {
                 action: format!("read {kind} {name}"),
                 source,
             })?;
-        let Some(existing) = existing.filter(|o| is_pools(o, self.pool)) else {
+        // Ours and not already going (a claim stays while its pod stops).
+        let ours = |o: &K| is_pools(o, self.pool) && o.meta().deletion_timestamp.is_none();
+        let Some(existing) = existing.filter(ours) else {
             return Ok(0);
         };
         let params = DeleteParams {
