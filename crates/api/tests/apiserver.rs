@@ -122,7 +122,7 @@ async fn apiserver_refuses_each_bad_field_and_names_it() {
         &kube::api::ApiResource::erase::<RunnerDeployment>(&()),
     );
     type Change = fn(&mut Value);
-    let cases: [(&str, Change, &[&str]); 15] = [
+    let cases: [(&str, Change, &[&str]); 19] = [
         (
             "bad-url",
             |v| v["spec"]["forgejoServer"] = "ftp://code.example.com".into(),
@@ -208,6 +208,32 @@ async fn apiserver_refuses_each_bad_field_and_names_it() {
             "bad-secret-key",
             |v| v["spec"]["tokenSecretRef"]["key"] = "../token".into(),
             &["spec.tokenSecretRef.key", "Secret key"],
+        ),
+        (
+            "external-cache-nowhere",
+            |v| v["spec"]["cache"] = serde_json::json!({"mode": "External"}),
+            &["spec.cache", "external.url"],
+        ),
+        (
+            "bad-cache-mode",
+            |v| v["spec"]["cache"] = serde_json::json!({"mode": "Shared"}),
+            &["spec.cache.mode", "Managed"],
+        ),
+        (
+            "bad-cache-url",
+            |v| {
+                v["spec"]["cache"] = serde_json::json!({"mode": "External", "external": {
+                    "url": "cache:4000", "secretRef": {"name": "cache"}}})
+            },
+            &["spec.cache.external.url", "http"],
+        ),
+        (
+            "bad-cache-secret",
+            |v| {
+                v["spec"]["cache"] = serde_json::json!({"mode": "External", "external": {
+                    "url": "http://cache:4000/", "secretRef": {"name": "../cache"}}})
+            },
+            &["spec.cache.external.secretRef.name", "Secret name"],
         ),
     ];
     for (name, change, expected) in cases {
