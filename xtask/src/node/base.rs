@@ -48,6 +48,20 @@ pub(super) const KUBE_PROXY_SYSCTLS: [&str; 6] = [
 pub(super) const KUBE_PROXY_TABLES: [(&str, &str); 2] =
     [("ip", "kube-proxy"), ("ip6", "kube-proxy")];
 
+/// The iptables chains (table, chain) a kubelet makes unless `makeIPTablesUtilChains` is
+/// false, and never removes: ours has it false since kube-proxy came, and [`teardown`]
+/// removes those an earlier cluster's kubelet left, with the jumps to `KUBE-FIREWALL`.
+pub(super) const KUBELET_IPTABLES_CHAINS: [(&str, &str); 5] = [
+    ("filter", "KUBE-FIREWALL"),
+    ("mangle", "KUBE-IPTABLES-HINT"),
+    ("mangle", "KUBE-KUBELET-CANARY"),
+    ("nat", "KUBE-KUBELET-CANARY"),
+    ("filter", "KUBE-KUBELET-CANARY"),
+];
+
+/// The iptables commands (IPv4, IPv6) the kubelet uses, from Debian's iptables.
+pub(super) const IPTABLES: [&str; 2] = ["/usr/sbin/iptables", "/usr/sbin/ip6tables"];
+
 /// nft, from Debian's nftables: kube-proxy runs it to write its rules, `teardown` to remove
 /// them.
 pub(super) const NFT: &str = "/usr/sbin/nft";

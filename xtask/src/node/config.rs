@@ -138,6 +138,10 @@ fn write_kubelet_config(dirs: &NodeDirs, pki: &Path) -> Result<()> {
         "serializeImagePulls": false,
         "resolvConf": "/etc/resolv.conf",
         "registerNode": true,
+        // No KUBE-FIREWALL, KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY iptables chains: the
+        // kubelet never removes them, and nothing here needs them (kube-proxy runs in
+        // nftables mode, in tables of its own).
+        "makeIPTablesUtilChains": false,
     });
     fs::write(dirs.kubelet_config(), serde_yaml::to_string(&kubelet)?)?;
     Ok(())
@@ -207,6 +211,10 @@ mod tests {
         let kubelet = fs::read_to_string(dirs.kubelet_config()).unwrap();
         assert!(kubelet.contains("address: 10.244.0.1"), "{kubelet}");
         assert!(kubelet.contains("failCgroupV1: false"), "{kubelet}");
+        assert!(
+            kubelet.contains("makeIPTablesUtilChains: false"),
+            "{kubelet}"
+        );
         let conflist = fs::read_to_string(dirs.cni_conf_dir().join("10-frc.conflist")).unwrap();
         let value: serde_json::Value = serde_json::from_str(&conflist).unwrap();
         assert_eq!(value["plugins"][0]["bridge"], BRIDGE);

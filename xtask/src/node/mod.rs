@@ -6,8 +6,9 @@
 //! device-plugins`, `/var/log/containers`, `/run/containerd/{s,runc}`), the bridge `frc0`,
 //! the `kubepods` cgroups, three kernel settings the kubelet rewrites, and kube-proxy's
 //! nftables tables (`ip kube-proxy`, `ip6 kube-proxy`, which it leaves when stopped).
-//! [`teardown`] removes or restores each of them, and [`leftovers`] lists whatever is still
-//! there, so a test can prove `cluster down` is clean.
+//! [`teardown`] removes or restores each of them (and the iptables chains a kubelet of an
+//! earlier cluster made: ours makes none), and [`leftovers`] lists whatever is still there,
+//! so a test can prove `cluster down` is clean.
 //!
 //! The pod network is a /24 behind the bridge. Its gateway address is also where the
 //! apiserver, the kubelet and test servers listen for pods, since loopback is not theirs.

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use super::base::{
-    BRIDGE, CGROUP_ROOT, FIXED_PATHS, KUBE_PROXY_SYSCTLS, KUBE_PROXY_TABLES, KUBELET_SYSCTLS, NFT,
-    NodeDirs, Sysctl, ip, link_exists, nft,
+    BRIDGE, CGROUP_ROOT, FIXED_PATHS, IPTABLES, KUBE_PROXY_SYSCTLS, KUBE_PROXY_TABLES,
+    KUBELET_IPTABLES_CHAINS, KUBELET_SYSCTLS, NFT, NodeDirs, Sysctl, ip, link_exists, nft,
+    tool_output,
 };
 
 /// Saves the kernel settings the kubelet and kube-proxy may change, unless saved already (a
@@ -57,6 +58,40 @@ fn kube_proxy_tables() -> Result<Vec<String>> {
         .collect())
 }
 
+/// The kubelet's iptables chains that exist now, as (command, table, chain).
+fn kubelet_iptables_chains() -> Vec<(&'static str, &'static str, &'static str)> {
+    IPTABLES
+        .iter()
+        .filter(|command| Path::new(command).exists())
+        .flat_map(|command| {
+            KUBELET_IPTABLES_CHAINS
+                .iter()
+                .map(move |(table, chain)| (*command, *table, *chain))
+        })
+        .filter(|(command, table, chain)| iptables(command, &["-t", table, "-S", chain]).is_ok())
+        .collect()
+}
+
+fn iptables(command: &str, args: &[&str]) -> Result<String> {
+    tool_output(command, "iptables", &["-w"], args)
+}
+
+/// Removes the kubelet's iptables chains (left by a cluster whose kubelet made them): first
+/// the jumps of INPUT and OUTPUT to `KUBE-FIREWALL`, then each chain.
+fn remove_kubelet_iptables_chains() -> Result<()> {
+    for (command, table, chain) in kubelet_iptables_chains() {
+        if chain == "KUBE-FIREWALL" {
+            for from in ["INPUT", "OUTPUT"] {
+                while iptables(command, &["-t", table, "-D", from, "-j", chain]).is_ok() {}
+            }
+        }
+        iptables(command, &["-t", table, "-F", chain])?;
+        iptables(command, &["-t", table, "-X", chain])?;
+        eprintln!("cluster: removed the kubelet's iptables chain {table}/{chain} ({command})");
+    }
+    Ok(())
+}
+
 /// Deletes kube-proxy's nftables tables, which it leaves in place when stopped (as
 /// `kube-proxy --cleanup` does in nftables mode: one table per family holds every rule).
 fn remove_kube_proxy_tables() -> Result<()> {
@@ -99,6 +134,9 @@ pub(crate) fn leftovers(cluster_dir: &Path, pids: &[u32]) -> Vec<String> {
         Ok(tables) => left.extend(tables.iter().map(|t| format!("nftables table {t}"))),
         Err(e) => left.push(format!("cannot list nftables tables: {e:#}")),
     }
+    for (command, table, chain) in kubelet_iptables_chains() {
+        left.push(format!("iptables chain {table}/{chain} ({command})"));
+    }
     if let Ok(text) = fs::read(dirs.sysctl_originals()) {
         left.push(format!(
             "saved kernel settings not restored ({} bytes in {})",
@@ -110,8 +148,8 @@ pub(crate) fn leftovers(cluster_dir: &Path, pids: &[u32]) -> Vec<String> {
 }
 
 /// Tears the node down after its processes were stopped: leftover containers and shims,
-/// mounts, the bridge, fixed paths, cgroups, kube-proxy's nftables tables, and the kernel
-/// settings.
+/// mounts, the bridge, fixed paths, cgroups, kube-proxy's nftables tables, the kubelet's
+/// iptables chains, and the kernel settings.
 pub(crate) fn teardown(cluster_dir: &Path) -> Result<()> {
     let dirs = NodeDirs::new(cluster_dir);
     for pid in processes_naming(&dirs.root) {
@@ -142,6 +180,7 @@ pub(crate) fn teardown(cluster_dir: &Path) -> Result<()> {
         remove_cgroup_tree(&cgroup);
     }
     remove_kube_proxy_tables()?;
+    remove_kubelet_iptables_chains()?;
     restore_sysctls(&dirs)
 }
 
