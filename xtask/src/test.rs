@@ -207,7 +207,7 @@ fn check_down_left_nothing(
         bail!("cluster down left things behind:\n  {}", left.join("\n  "));
     }
     println!(
-        "==> cluster down left nothing behind: {} processes gone, no mount, no {} link, no kube-proxy nftables table, {} kernel settings as before",
+        "==> cluster down left nothing behind: {} processes gone, no mount, no {} link, no kube-proxy nftables table or kubelet iptables chain, {} kernel settings as before",
         pids.len(),
         crate::node::BRIDGE,
         after.len()
