@@ -198,7 +198,8 @@ fn check_down_left_nothing(
     let mut left = cluster::leftovers(root, pids);
     let after = crate::node::current_sysctls();
     for ((key, before), (_, now)) in sysctls_before.iter().zip(&after) {
-        if before != now {
+        // One that did not exist before `up` (a module loaded since) has nothing to restore.
+        if before != now && !before.is_empty() {
             left.push(format!("kernel setting {key} is {now}, was {before}"));
         }
     }
@@ -206,7 +207,7 @@ fn check_down_left_nothing(
         bail!("cluster down left things behind:\n  {}", left.join("\n  "));
     }
     println!(
-        "==> cluster down left nothing behind: {} processes gone, no mount, no {} link, {} kernel settings as before",
+        "==> cluster down left nothing behind: {} processes gone, no mount, no {} link, no kube-proxy nftables table or kubelet iptables chain, {} kernel settings as before",
         pids.len(),
         crate::node::BRIDGE,
         after.len()

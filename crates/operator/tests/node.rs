@@ -615,3 +615,127 @@ async fn runner_pods_share_the_pools_cache_server_and_a_wrong_secret_is_refused(
     );
     let _ = volumes.delete(&class, &Default::default()).await;
 }
+
+/// A pod reaches a Deployment's pod through its Service's ClusterIP (kube-proxy on the node,
+/// nftables mode), as a runner pod reaches a cache server. The label image's busybox serves
+/// (`httpd`) and asks over plain TCP (`nc`: Debian's static busybox `wget` segfaults); the
+/// page names the serving pod, so the answer proves the connection went through the
+/// ClusterIP to that pod.
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn a_pod_reaches_a_deployment_through_its_service_cluster_ip() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, PostParams};
+
+    let world = World::on_node("svc").await;
+    let ns = world.ns.as_str();
+    let small = json!({
+        "requests": {"cpu": "10m", "memory": "16Mi"},
+        "limits": {"cpu": "200m", "memory": "64Mi"},
+    });
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "cache"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "cache"}},
+            "template": {
+                "metadata": {"labels": {"app": "cache"}},
+                "spec": {"containers": [{
+                    "name": "httpd",
+                    "image": support::label_image(),
+                    "command": ["sh", "-c", "mkdir -p /tmp/www \
+                        && echo served-by-$(hostname) > /tmp/www/index.html \
+                        && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"],
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                    "resources": small,
+                }]},
+            },
+        },
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(world.client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("creating the Deployment");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "cache"},
+        "spec": {
+            "selector": {"app": "cache"},
+            "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+        },
+    }))
+    .expect("service");
+    let service = Api::<Service>::namespaced(world.client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("creating the Service");
+    let cluster_ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("the Service has a ClusterIP");
+
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), ns);
+    let server = wait_until("the Deployment's pod Ready", LONG, || async {
+        let list = pods.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find(|pod| {
+            pod.labels().get("app").map(String::as_str) == Some("cache")
+                && pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+    })
+    .await;
+    let server_ip = server
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default();
+    assert_ne!(server_ip, cluster_ip, "the ClusterIP is not a pod IP");
+
+    // kube-proxy syncs the new endpoint within about a second: a few tries.
+    let ask = format!(
+        "i=0; while [ $i -lt 20 ]; do \
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 3 {cluster_ip} 80 > /tmp/answer \
+         && grep -q served-by- /tmp/answer && exec cat /tmp/answer; \
+         i=$((i+1)); sleep 0.5; done; exit 1"
+    );
+    let client: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "client"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "nc",
+                "image": support::label_image(),
+                "command": ["sh", "-c", ask],
+                "resources": small,
+            }],
+        },
+    }))
+    .expect("client pod");
+    pods.create(&PostParams::default(), &client)
+        .await
+        .expect("creating the client pod");
+    let phase = wait_until("the client pod to finish", LONG, || async {
+        let phase = pods.get("client").await.ok()?.status?.phase?;
+        ["Succeeded", "Failed"]
+            .contains(&phase.as_str())
+            .then_some(phase)
+    })
+    .await;
+    let logs = kubectl(&["logs", "-n", ns, "client"]);
+    assert_eq!(
+        phase, "Succeeded",
+        "the client got no page from {cluster_ip}:80; its log:\n{logs}"
+    );
+    let body = logs.lines().map(str::trim).rfind(|l| !l.is_empty());
+    assert_eq!(
+        body,
+        Some(format!("served-by-{}", server.name_any()).as_str()),
+        "the answer through {cluster_ip} is not the Deployment's pod's:\n{logs}"
+    );
+    eprintln!("through ClusterIP {cluster_ip} (pod {server_ip}):\n{logs}");
+}

@@ -1,6 +1,8 @@
 //! The Go-built control-plane binaries: built once per pinned version set from the wrapper
 //! modules in `xtask/controlplane/{etcd,kube}` into a cache outside the repository, so a
-//! `cargo clean` or a second checkout does not cost another multi-minute Go build.
+//! `cargo clean` or a second checkout does not cost another multi-minute Go build. A binary
+//! added to the list later is built alone into the existing set (Go's build cache makes that
+//! a matter of seconds to a few minutes), not the whole set again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,10 +28,15 @@ impl Binaries {
     }
 }
 
-const BINARIES: [&str; 6] = [
-    "etcd",
+/// etcd, from the etcd wrapper module.
+const ETCD: &str = "etcd";
+
+/// The Kubernetes binaries, each `k8s.io/kubernetes/cmd/<name>` of the kube wrapper module
+/// (and a `tool` line of its go.mod).
+const KUBE_BINARIES: [&str; 6] = [
     "kube-apiserver",
     "kube-controller-manager",
+    "kube-proxy",
     "kube-scheduler",
     "kubectl",
     "kubelet",
@@ -74,16 +81,27 @@ pub(crate) fn ensure_binaries(workspace_root: &Path) -> Result<Binaries> {
     let bins = Binaries {
         bin_dir: bin_dir.clone(),
     };
-    if BINARIES.iter().all(|b| bin_dir.join(b).is_file()) {
+    let missing = |name: &&str| !bin_dir.join(name).is_file();
+    let etcd_missing = missing(&ETCD);
+    let kube_missing: Vec<&str> = KUBE_BINARIES.iter().copied().filter(missing).collect();
+    if !etcd_missing && kube_missing.is_empty() {
         return Ok(bins);
     }
 
     let go_version = go_version()?;
+    let what: Vec<&str> = etcd_missing
+        .then_some(ETCD)
+        .into_iter()
+        .chain(kube_missing.iter().copied())
+        .collect();
     eprintln!(
-        "cluster: building Kubernetes {k8s} and etcd {etcd} from source with {go_version} into {}",
+        "cluster: building {} (Kubernetes {k8s}, etcd {etcd}) from source with {go_version} into {}",
+        what.join(", "),
         bin_dir.display()
     );
-    eprintln!("cluster: this happens once per version and takes several minutes on 2 cores");
+    eprintln!(
+        "cluster: this happens once per version and binary; the whole set takes several minutes on 2 cores"
+    );
 
     let partial = dir.join(format!("bin.partial-{}", std::process::id()));
     if partial.exists() {
@@ -91,24 +109,32 @@ pub(crate) fn ensure_binaries(workspace_root: &Path) -> Result<Binaries> {
     }
     fs::create_dir_all(&partial)?;
 
-    go_build(
-        &etcd_mod,
-        "etcd",
-        &[
-            "-trimpath",
-            "-ldflags=-s -w",
-            "-o",
-            &partial.join("etcd").display().to_string(),
-            "go.etcd.io/etcd/server/v3",
-        ],
-    )?;
-    build_kube(&kube_mod, &k8s, &partial)?;
-
-    if bin_dir.exists() {
-        fs::remove_dir_all(&bin_dir)?;
+    if etcd_missing {
+        go_build(
+            &etcd_mod,
+            ETCD,
+            &[
+                "-trimpath",
+                "-ldflags=-s -w",
+                "-o",
+                &partial.join(ETCD).display().to_string(),
+                "go.etcd.io/etcd/server/v3",
+            ],
+        )?;
     }
-    fs::rename(&partial, &bin_dir)
-        .with_context(|| format!("moving {} to {}", partial.display(), bin_dir.display()))?;
+    if !kube_missing.is_empty() {
+        build_kube(&kube_mod, &k8s, &kube_missing, &partial)?;
+    }
+
+    // One rename per binary into the set: a binary is either complete there or absent, and
+    // the ones already there (maybe running) stay as they are.
+    fs::create_dir_all(&bin_dir)?;
+    for name in &what {
+        let (from, to) = (partial.join(name), bin_dir.join(name));
+        fs::rename(&from, &to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+    }
+    fs::remove_dir(&partial).with_context(|| format!("removing {}", partial.display()))?;
     Ok(bins)
 }
 
@@ -129,25 +155,19 @@ pub(super) fn go_version() -> Result<String> {
         .to_owned())
 }
 
-/// Builds the Kubernetes binaries of release `k8s` into `out_dir`.
-fn build_kube(kube_mod: &Path, k8s: &str, out_dir: &Path) -> Result<()> {
+/// Builds the Kubernetes binaries `names` (`k8s.io/kubernetes/cmd/<name>`) of release `k8s`
+/// into `out_dir`, in one `go build`.
+fn build_kube(kube_mod: &Path, k8s: &str, names: &[&str], out_dir: &Path) -> Result<()> {
     let ldflags = kube_ldflags(kube_mod, k8s)?;
+    let ldflags = format!("-ldflags={ldflags}");
     let out = format!("{}/", out_dir.display());
-    go_build(
-        kube_mod,
-        "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet",
-        &[
-            "-trimpath",
-            &format!("-ldflags={ldflags}"),
-            "-o",
-            &out,
-            "k8s.io/kubernetes/cmd/kube-apiserver",
-            "k8s.io/kubernetes/cmd/kube-controller-manager",
-            "k8s.io/kubernetes/cmd/kube-scheduler",
-            "k8s.io/kubernetes/cmd/kubectl",
-            "k8s.io/kubernetes/cmd/kubelet",
-        ],
-    )
+    let packages: Vec<String> = names
+        .iter()
+        .map(|name| format!("k8s.io/kubernetes/cmd/{name}"))
+        .collect();
+    let mut args = vec!["-trimpath", &ldflags, "-o", &out];
+    args.extend(packages.iter().map(String::as_str));
+    go_build(kube_mod, &names.join(", "), &args)
 }
 
 /// Version stamping as the Kubernetes release build does (hack/lib/version.sh), so that

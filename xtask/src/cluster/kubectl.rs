@@ -1,7 +1,7 @@
 //! Asking the running cluster: kubectl (the one built with the apiserver, so client and
-//! server versions match), etcd's health endpoint and the node's readiness. Every call uses
-//! an explicit kubeconfig and ignores `$KUBECONFIG`, so a developer's own cluster is never
-//! touched.
+//! server versions match), etcd's and kube-proxy's health endpoints and the node's
+//! readiness. Every call uses an explicit kubeconfig and ignores `$KUBECONFIG`, so a
+//! developer's own cluster is never touched.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,14 +18,19 @@ use crate::node;
 
 /// etcd answers `GET /health` on its plain-HTTP loopback client URL.
 pub(super) fn etcd_healthy(port: u16) -> bool {
+    http_ok(port, "/health")
+}
+
+/// True if `GET <path>` on plain HTTP at `127.0.0.1:<port>` answers 200 (etcd's health,
+/// kube-proxy's healthz).
+pub(super) fn http_ok(port: u16, path: &str) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
         return false;
     }
     let mut resp = String::new();

@@ -1,16 +1,17 @@
 //! `cargo xtask cluster up|down|env`: a local Kubernetes cluster with one real node.
 //!
-//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl are
-//! built from source with Go,
-//! from the pinned wrapper modules in `xtask/controlplane/{etcd,kube}` (see the README
-//! there), into a cache outside the repository that is keyed by version:
+//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and
+//! kubectl are built from source with Go, from the pinned wrapper modules in
+//! `xtask/controlplane/{etcd,kube}` (see the README there), into a cache outside the
+//! repository that is keyed by version:
 //! `${FRC_CACHE_DIR:-$HOME/.cache/forgejo-runner-controller}/controlplane/<k8s>-etcd<etcd>/bin`.
 //!
-//! The node (`node.rs`) is containerd + runc from Debian and a kubelet: pods really run.
-//! The apiserver listens on the pod network's gateway address, which pods and this machine
-//! both reach (there is no kube-proxy). Pods with `schedulerName: kubelet-stand-in` are left
-//! to a test that plays kubelet for states a real node cannot produce
-//! (`crates/operator/tests/support/kubelet.rs`). The controller-manager runs only the
+//! The node (`node.rs`) is containerd + runc from Debian, a kubelet and kube-proxy (nftables
+//! mode): pods really run, and reach Services at their ClusterIPs. The apiserver listens on
+//! the pod network's gateway address, which pods and this machine both reach (the
+//! `kubernetes` Service has no endpoints, so kube-proxy refuses its ClusterIP). Pods with
+//! `schedulerName: kubelet-stand-in` are left to a test that plays kubelet for states a
+//! real node cannot produce (`crates/operator/tests/support/kubelet.rs`). The controller-manager runs only the
 //! controllers the cluster needs (see `up.rs`); no pod garbage collector, so the
 //! stand-in's pods on a node that does not exist stay.
 //!

@@ -27,8 +27,8 @@ pub fn write_test_overlay(workspace_root: &Path, operator_image: &str) -> Result
 }
 
 /// Writes `target/cluster/overlay/`: `deploy/` with the local operator image, the apiserver
-/// address pods can reach (no kube-proxy here, so the `kubernetes` Service IP leads nowhere)
-/// and one served namespace.
+/// address pods can reach (the node IP: the `kubernetes` Service has no endpoints, so
+/// kube-proxy refuses its ClusterIP) and one served namespace.
 pub fn write_local_overlay(
     workspace_root: &Path,
     operator_image: &str,

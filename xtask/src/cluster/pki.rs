@@ -39,6 +39,12 @@ pub(super) fn generate_pki(dir: &Path) -> Result<PathBuf> {
         "kubelet",
         client(&format!("system:node:{}", node::NODE_NAME), "system:nodes"),
     )?;
+    // kube-proxy's own identity: the bootstrap ClusterRoleBinding system:node-proxier grants
+    // this user exactly what it reads (Services, EndpointSlices, Nodes) and its events.
+    leaf(
+        "kube-proxy",
+        client("system:kube-proxy", "system:node-proxier"),
+    )?;
     // The apiserver's identity towards the kubelet (logs, exec).
     leaf(
         "apiserver-kubelet-client",
@@ -114,7 +120,8 @@ fn apiserver_serving() -> Result<CertificateParams> {
         vec![
             "127.0.0.1".to_owned(),
             node::NODE_IP.to_string(),
-            // The `kubernetes` Service's ClusterIP, first of SERVICE_CLUSTER_IP_RANGE.
+            // The `kubernetes` Service's ClusterIP, first of SERVICE_CLUSTER_IP_RANGE (no
+            // endpoints are written for it: pods use the node IP, see up.rs).
             "10.0.0.1".to_owned(),
             "localhost".to_owned(),
             "kubernetes".to_owned(),

@@ -1,5 +1,5 @@
 //! `cargo xtask cluster up`: a fresh cluster, one component at a time in dependency order
-//! (containerd, etcd, apiserver, controller-manager, scheduler, kubelet), each waited for
+//! (containerd, etcd, apiserver, controller-manager, scheduler, kubelet, kube-proxy), each waited for
 //! before the next, and recorded in `state.json` the moment it runs, so a failure half-way
 //! stops exactly what was started.
 
@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::binaries::{Binaries, ensure_binaries};
 use super::kubeconfig::write_kubeconfig_cert;
-use super::kubectl::{etcd_healthy, kubectl_quiet, server_version, wait_for_node};
+use super::kubectl::{etcd_healthy, http_ok, kubectl_quiet, server_version, wait_for_node};
 use super::pki::generate_pki;
 use super::process::{process_matches, spawn, spawn_program, tail, wait_until};
 use super::restart::reuse_running;
@@ -22,8 +22,9 @@ use super::state::{
 use super::stop::stop_all;
 use crate::node;
 
-/// ClusterIP range handed to the apiserver. Nothing routes to it (there is no kube-proxy);
-/// the apiserver only allocates Service IPs from it.
+/// ClusterIP range handed to the apiserver, which allocates Service IPs from it; kube-proxy
+/// (nftables mode) makes each Service's ClusterIP lead to its ready endpoints, for pods and
+/// for this machine.
 const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
 
 /// Controllers run by kube-controller-manager: Jobs and their pods, owner-reference garbage
@@ -32,7 +33,8 @@ const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
 /// For the real node: ServiceAccounts and the root CA ConfigMap (token volumes) and the node
 /// lifecycle (it lifts the not-ready taint). Volumes: claims bind to PersistentVolumes, and
 /// the protection finalizers of claims and volumes are lifted (a pool's cache claim).
-const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,replicaset-controller,deployment-controller,persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller";
+/// For Services: EndpointSlices, which kube-proxy turns into rules.
+const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller,replicaset-controller,deployment-controller,endpointslice-controller,persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller";
 
 /// Builds (if needed) and starts etcd + kube-apiserver + kube-controller-manager; idempotent
 /// if already up and healthy.
@@ -124,6 +126,8 @@ struct Ports {
     apiserver: u16,
     controller_manager: u16,
     scheduler: u16,
+    kube_proxy_healthz: u16,
+    kube_proxy_metrics: u16,
 }
 
 impl Ports {
@@ -134,6 +138,8 @@ impl Ports {
             apiserver: free_port()?,
             controller_manager: free_port()?,
             scheduler: free_port()?,
+            kube_proxy_healthz: free_port()?,
+            kube_proxy_metrics: free_port()?,
         })
     }
 }
@@ -159,6 +165,7 @@ impl Start<'_> {
         self.controller_manager(state)?;
         let scheduler = self.scheduler(state)?;
         self.kubelet(state)?;
+        self.kube_proxy(state)?;
         if !process_matches(&scheduler) {
             bail!(
                 "kube-scheduler exited; last lines of its log:\n{}",
@@ -257,7 +264,9 @@ impl Start<'_> {
             format!("--service-account-key-file={}", p("sa.pub")),
             format!("--service-account-signing-key-file={}", p("sa.key")),
             format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
-            // A loopback address cannot be written to the `kubernetes` Endpoints.
+            // The `kubernetes` Service gets no endpoints, so kube-proxy refuses its ClusterIP:
+            // pods reach the apiserver at the node IP (the overlay sets
+            // KUBERNETES_SERVICE_HOST), the one address this machine and pods share.
             "--endpoint-reconciler-type=none".into(),
             "--allow-privileged=true".into(),
         ]
@@ -369,5 +378,24 @@ impl Start<'_> {
         let kubelet = self.record(state, kubelet)?;
         let admin = admin_kubeconfig_path(self.root);
         wait_for_node(self.bins, &admin, &kubelet, self.logs)
+    }
+
+    /// kube-proxy (nftables mode), once the node is registered; waited for until its
+    /// `/healthz` says the first sync of its rules is done, so Services work when `up`
+    /// returns. `down` removes its nftables tables (node::teardown).
+    fn kube_proxy(&self, state: &mut State) -> Result<()> {
+        let kubeconfig = self.dir.join("kube-proxy.kubeconfig");
+        write_kubeconfig_cert(&kubeconfig, self.server, self.pki, "kube-proxy", true)?;
+        let healthz = self.ports.kube_proxy_healthz;
+        let proxy = spawn(
+            self.bins,
+            "kube-proxy",
+            self.logs,
+            &node::kube_proxy_args(&kubeconfig, healthz, self.ports.kube_proxy_metrics),
+        )?;
+        let proxy = self.record(state, proxy)?;
+        wait_until(&proxy, self.logs, "kube-proxy /healthz", || {
+            http_ok(healthz, "/healthz")
+        })
     }
 }

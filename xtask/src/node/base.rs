@@ -30,6 +30,42 @@ pub(super) const KUBELET_SYSCTLS: [&str; 3] = [
     "kernel/panic_on_oops",
 ];
 
+/// The conntrack settings kube-proxy may change. Its flags (`kube_proxy_args`) tell it to
+/// leave every one as it is; they are saved and restored like the kubelet's all the same, so
+/// a flag whose default moves in a later release cannot leave the machine changed. Present
+/// only while the `nf_conntrack` module is loaded: one missing at `up` is not saved.
+pub(super) const KUBE_PROXY_SYSCTLS: [&str; 6] = [
+    "net/netfilter/nf_conntrack_max",
+    "net/netfilter/nf_conntrack_tcp_timeout_established",
+    "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+    "net/netfilter/nf_conntrack_tcp_be_liberal",
+    "net/netfilter/nf_conntrack_udp_timeout",
+    "net/netfilter/nf_conntrack_udp_timeout_stream",
+];
+
+/// The nftables tables (family, name) kube-proxy's nftables mode keeps all its rules in;
+/// [`teardown`] deletes them, as `kube-proxy --cleanup` does.
+pub(super) const KUBE_PROXY_TABLES: [(&str, &str); 2] =
+    [("ip", "kube-proxy"), ("ip6", "kube-proxy")];
+
+/// The iptables chains (table, chain) a kubelet makes unless `makeIPTablesUtilChains` is
+/// false, and never removes: ours has it false since kube-proxy came, and [`teardown`]
+/// removes those an earlier cluster's kubelet left, with the jumps to `KUBE-FIREWALL`.
+pub(super) const KUBELET_IPTABLES_CHAINS: [(&str, &str); 5] = [
+    ("filter", "KUBE-FIREWALL"),
+    ("mangle", "KUBE-IPTABLES-HINT"),
+    ("mangle", "KUBE-KUBELET-CANARY"),
+    ("nat", "KUBE-KUBELET-CANARY"),
+    ("filter", "KUBE-KUBELET-CANARY"),
+];
+
+/// The iptables commands (IPv4, IPv6) the kubelet uses, from Debian's iptables.
+pub(super) const IPTABLES: [&str; 2] = ["/usr/sbin/iptables", "/usr/sbin/ip6tables"];
+
+/// nft, from Debian's nftables: kube-proxy runs it to write its rules, `teardown` to remove
+/// them.
+pub(super) const NFT: &str = "/usr/sbin/nft";
+
 /// Paths outside `target/cluster` that the kubelet or containerd create and nobody else uses.
 pub(super) const FIXED_PATHS: [&str; 4] = [
     "/var/lib/kubelet/device-plugins",
@@ -45,11 +81,12 @@ pub(super) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub(crate) const CONTAINERD: &str = "/usr/bin/containerd";
 
 /// Debian packages the node needs, with a file each installs.
-pub(super) const PACKAGES: [(&str, &str); 4] = [
+pub(super) const PACKAGES: [(&str, &str); 5] = [
     ("containerd", "/usr/bin/containerd"),
     ("runc", "/usr/sbin/runc"),
     ("containernetworking-plugins", "/usr/lib/cni/bridge"),
     ("iproute2", "/usr/sbin/ip"),
+    ("nftables", NFT),
 ];
 
 /// The node's directory layout under the cluster state dir.
@@ -108,6 +145,11 @@ pub(super) fn ip(args: &[&str]) -> Result<()> {
 /// Runs `ip` with `args` and returns its stdout.
 pub(super) fn ip_output(args: &[&str]) -> Result<String> {
     tool_output("ip", "iproute2", &[], args)
+}
+
+/// Runs `nft` with `args` and returns its stdout.
+pub(super) fn nft(args: &[&str]) -> Result<String> {
+    tool_output(NFT, "nftables", &[], args)
 }
 
 /// Runs a node tool and returns its stdout; a failure names the tool's Debian package when

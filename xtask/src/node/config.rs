@@ -1,6 +1,6 @@
 //! The node's configuration files (containerd's TOML, the CNI bridge network, the kubelet's
-//! KubeletConfiguration) and the command lines of containerd and the kubelet: everything
-//! that decides how pods run, in one place.
+//! KubeletConfiguration) and the command lines of containerd, the kubelet and kube-proxy:
+//! everything that decides how pods run and reach each other, in one place.
 
 use std::fs;
 use std::path::Path;
@@ -9,6 +9,11 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::base::{BRIDGE, NODE_IP, NODE_NAME, NodeDirs, POD_SUBNET, SANDBOX_IMAGE};
+
+/// kube-proxy's mode: its rules live in nftables tables of its own (`ip kube-proxy`, `ip6
+/// kube-proxy`), which `teardown` deletes whole; iptables mode would leave chains it never
+/// removes (its copy of the kubelet's KUBE-FIREWALL) in tables other programs share.
+const KUBE_PROXY_MODE: &str = "nftables";
 
 /// Writes containerd's, the CNI's and the kubelet's configuration files.
 pub(crate) fn write_configs(dirs: &NodeDirs, pki: &Path) -> Result<()> {
@@ -133,6 +138,10 @@ fn write_kubelet_config(dirs: &NodeDirs, pki: &Path) -> Result<()> {
         "serializeImagePulls": false,
         "resolvConf": "/etc/resolv.conf",
         "registerNode": true,
+        // No KUBE-FIREWALL, KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY iptables chains: the
+        // kubelet never removes them, and nothing here needs them (kube-proxy runs in
+        // nftables mode, in tables of its own).
+        "makeIPTablesUtilChains": false,
     });
     fs::write(dirs.kubelet_config(), serde_yaml::to_string(&kubelet)?)?;
     Ok(())
@@ -159,6 +168,37 @@ pub(crate) fn kubelet_args(dirs: &NodeDirs, kubeconfig: &Path) -> Vec<String> {
     ]
 }
 
+/// kube-proxy's command line: it authenticates with `kubeconfig`, serves its healthz and
+/// metrics on loopback at the given ports, and changes no kernel setting.
+pub(crate) fn kube_proxy_args(
+    kubeconfig: &Path,
+    healthz_port: u16,
+    metrics_port: u16,
+) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--proxy-mode={KUBE_PROXY_MODE}"),
+        format!("--hostname-override={NODE_NAME}"),
+        format!("--bind-address={NODE_IP}"),
+        format!("--cluster-cidr={POD_SUBNET}"),
+        // The bridge CNI does not masquerade, and without br_netfilter the reply of a pod
+        // to a pod on the same bridge would skip the host's conntrack and never be
+        // un-DNATed: SNAT every ClusterIP connection to the node IP, so replies come back
+        // through the host. Servers then see 10.244.0.1 as the client.
+        "--masquerade-all".into(),
+        // No CAP_SYS_RESOURCE here, and the machine's conntrack settings are not ours to
+        // change: leave nf_conntrack_max and the TCP timeouts as they are (UDP timeouts and
+        // tcp_be_liberal are left alone by default), and do not lower its own oom_score_adj.
+        "--conntrack-max-per-core=0".into(),
+        "--conntrack-tcp-timeout-established=0".into(),
+        "--conntrack-tcp-timeout-close-wait=0".into(),
+        "--oom-score-adj=0".into(),
+        format!("--healthz-bind-address=127.0.0.1:{healthz_port}"),
+        format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
+        "--v=1".into(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,8 +211,34 @@ mod tests {
         let kubelet = fs::read_to_string(dirs.kubelet_config()).unwrap();
         assert!(kubelet.contains("address: 10.244.0.1"), "{kubelet}");
         assert!(kubelet.contains("failCgroupV1: false"), "{kubelet}");
+        assert!(
+            kubelet.contains("makeIPTablesUtilChains: false"),
+            "{kubelet}"
+        );
         let conflist = fs::read_to_string(dirs.cni_conf_dir().join("10-frc.conflist")).unwrap();
         let value: serde_json::Value = serde_json::from_str(&conflist).unwrap();
         assert_eq!(value["plugins"][0]["bridge"], BRIDGE);
+    }
+
+    #[test]
+    fn kube_proxy_runs_in_nftables_mode_on_the_node_and_changes_no_kernel_setting() {
+        let args = kube_proxy_args(Path::new("/kp.kubeconfig"), 1, 2);
+        for flag in [
+            "--proxy-mode=nftables",
+            "--hostname-override=frc-node",
+            "--cluster-cidr=10.244.0.0/24",
+            "--masquerade-all",
+            "--conntrack-max-per-core=0",
+            "--conntrack-tcp-timeout-established=0",
+            "--conntrack-tcp-timeout-close-wait=0",
+            "--oom-score-adj=0",
+            "--healthz-bind-address=127.0.0.1:1",
+            "--metrics-bind-address=127.0.0.1:2",
+        ] {
+            assert!(
+                args.iter().any(|a| a == flag),
+                "{flag} missing from {args:?}"
+            );
+        }
     }
 }

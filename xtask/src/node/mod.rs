@@ -1,15 +1,20 @@
-//! The real node of the local cluster: containerd + runc, a bridge CNI network, a kubelet.
+//! The real node of the local cluster: containerd + runc, a bridge CNI network, a kubelet
+//! and kube-proxy.
 //!
 //! Pods really run here. Everything the node owns lives under `target/cluster/node/`, except
 //! what the kubelet and containerd cannot be told to put elsewhere (`/var/lib/kubelet/
 //! device-plugins`, `/var/log/containers`, `/run/containerd/{s,runc}`), the bridge `frc0`,
-//! the `kubepods` cgroups and three kernel settings the kubelet rewrites. [`teardown`]
-//! removes or restores each of them, and [`leftovers`] lists whatever is still there, so a
-//! test can prove `cluster down` is clean.
+//! the `kubepods` cgroups, three kernel settings the kubelet rewrites, and kube-proxy's
+//! nftables tables (`ip kube-proxy`, `ip6 kube-proxy`, which it leaves when stopped).
+//! [`teardown`] removes or restores each of them (and the iptables chains a kubelet of an
+//! earlier cluster made: ours makes none), and [`leftovers`] lists whatever is still there,
+//! so a test can prove `cluster down` is clean.
 //!
 //! The pod network is a /24 behind the bridge. Its gateway address is also where the
-//! apiserver, the kubelet and test servers listen for pods: there is no kube-proxy, so
-//! pods cannot use Service IPs, and loopback is not theirs.
+//! apiserver, the kubelet and test servers listen for pods, since loopback is not theirs.
+//! kube-proxy (nftables mode) makes Service ClusterIPs (10.0.0.0/24) lead to their ready
+//! pods, masquerading as the gateway address; the `kubernetes` Service has no endpoints,
+//! so pods reach the apiserver at the gateway address, not at its ClusterIP.
 //!
 //! The parts: `base` (names, addresses, layout, tools), `config` (configuration files and
 //! command lines), `teardown` (saving and restoring the machine); this file starts and
@@ -26,7 +31,7 @@ use anyhow::{Context as _, Result, bail};
 
 pub(crate) use base::{BRIDGE, CONTAINERD, NODE_IP, NODE_NAME, NODE_READY_TIMEOUT, NodeDirs};
 use base::{PACKAGES, ctr, ip, ip_output, link_exists};
-pub(crate) use config::{containerd_args, kubelet_args, write_configs};
+pub(crate) use config::{containerd_args, kube_proxy_args, kubelet_args, write_configs};
 pub(crate) use teardown::{current_sysctls, leftovers, save_sysctls, teardown};
 
 /// Fails with the package to install when a tool of the node is missing.

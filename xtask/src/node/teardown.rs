@@ -1,6 +1,7 @@
-//! Undoing the node: the kernel settings saved before the kubelet changes them, the
-//! teardown after `down` stopped the processes, and the list of whatever is still there, so
-//! a test can prove that `cluster down` leaves this machine as it found it.
+//! Undoing the node: the kernel settings saved before the kubelet and kube-proxy may change
+//! them, the teardown after `down` stopped the processes (kube-proxy's nftables tables
+//! included), and the list of whatever is still there, so a test can prove that `cluster
+//! down` leaves this machine as it found it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,11 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use super::base::{
-    BRIDGE, CGROUP_ROOT, FIXED_PATHS, KUBELET_SYSCTLS, NodeDirs, Sysctl, ip, link_exists,
+    BRIDGE, CGROUP_ROOT, FIXED_PATHS, IPTABLES, KUBE_PROXY_SYSCTLS, KUBE_PROXY_TABLES,
+    KUBELET_IPTABLES_CHAINS, KUBELET_SYSCTLS, NFT, NodeDirs, Sysctl, ip, link_exists, nft,
+    tool_output,
 };
 
-/// Saves the kernel settings the kubelet will change, unless saved already (a crashed run
-/// must not record the kubelet's values as the originals).
+/// Saves the kernel settings the kubelet and kube-proxy may change, unless saved already (a
+/// crashed run must not record their values as the originals). kube-proxy's exist only while
+/// `nf_conntrack` is loaded; those missing are not saved.
 pub(crate) fn save_sysctls(dirs: &NodeDirs) -> Result<()> {
     let path = dirs.sysctl_originals();
     if path.exists() {
@@ -28,7 +32,75 @@ pub(crate) fn save_sysctls(dirs: &NodeDirs) -> Result<()> {
             value: value.trim().to_owned(),
         });
     }
+    for key in KUBE_PROXY_SYSCTLS {
+        if let Ok(value) = fs::read_to_string(Path::new("/proc/sys").join(key)) {
+            saved.push(Sysctl {
+                key: key.to_owned(),
+                value: value.trim().to_owned(),
+            });
+        }
+    }
     fs::write(&path, serde_json::to_vec_pretty(&saved)?)?;
+    Ok(())
+}
+
+/// kube-proxy's nftables tables that exist now, as `<family> <name>`; none when nft is not
+/// installed (kube-proxy could not have made any).
+fn kube_proxy_tables() -> Result<Vec<String>> {
+    if !Path::new(NFT).exists() {
+        return Ok(Vec::new());
+    }
+    let listed = nft(&["list", "tables"])?;
+    Ok(KUBE_PROXY_TABLES
+        .iter()
+        .map(|(family, name)| format!("{family} {name}"))
+        .filter(|table| listed.lines().any(|l| l.trim() == format!("table {table}")))
+        .collect())
+}
+
+/// The kubelet's iptables chains that exist now, as (command, table, chain).
+fn kubelet_iptables_chains() -> Vec<(&'static str, &'static str, &'static str)> {
+    IPTABLES
+        .iter()
+        .filter(|command| Path::new(command).exists())
+        .flat_map(|command| {
+            KUBELET_IPTABLES_CHAINS
+                .iter()
+                .map(move |(table, chain)| (*command, *table, *chain))
+        })
+        .filter(|(command, table, chain)| iptables(command, &["-t", table, "-S", chain]).is_ok())
+        .collect()
+}
+
+fn iptables(command: &str, args: &[&str]) -> Result<String> {
+    tool_output(command, "iptables", &["-w"], args)
+}
+
+/// Removes the kubelet's iptables chains (left by a cluster whose kubelet made them): first
+/// the jumps of INPUT and OUTPUT to `KUBE-FIREWALL`, then each chain.
+fn remove_kubelet_iptables_chains() -> Result<()> {
+    for (command, table, chain) in kubelet_iptables_chains() {
+        if chain == "KUBE-FIREWALL" {
+            for from in ["INPUT", "OUTPUT"] {
+                while iptables(command, &["-t", table, "-D", from, "-j", chain]).is_ok() {}
+            }
+        }
+        iptables(command, &["-t", table, "-F", chain])?;
+        iptables(command, &["-t", table, "-X", chain])?;
+        eprintln!("cluster: removed the kubelet's iptables chain {table}/{chain} ({command})");
+    }
+    Ok(())
+}
+
+/// Deletes kube-proxy's nftables tables, which it leaves in place when stopped (as
+/// `kube-proxy --cleanup` does in nftables mode: one table per family holds every rule).
+fn remove_kube_proxy_tables() -> Result<()> {
+    for table in kube_proxy_tables()? {
+        let mut args = vec!["delete", "table"];
+        args.extend(table.split(' '));
+        nft(&args)?;
+        eprintln!("cluster: removed kube-proxy's nftables table {table}");
+    }
     Ok(())
 }
 
@@ -58,6 +130,13 @@ pub(crate) fn leftovers(cluster_dir: &Path, pids: &[u32]) -> Vec<String> {
     for cgroup in kubepods_cgroups() {
         left.push(format!("cgroup {}", cgroup.display()));
     }
+    match kube_proxy_tables() {
+        Ok(tables) => left.extend(tables.iter().map(|t| format!("nftables table {t}"))),
+        Err(e) => left.push(format!("cannot list nftables tables: {e:#}")),
+    }
+    for (command, table, chain) in kubelet_iptables_chains() {
+        left.push(format!("iptables chain {table}/{chain} ({command})"));
+    }
     if let Ok(text) = fs::read(dirs.sysctl_originals()) {
         left.push(format!(
             "saved kernel settings not restored ({} bytes in {})",
@@ -69,7 +148,8 @@ pub(crate) fn leftovers(cluster_dir: &Path, pids: &[u32]) -> Vec<String> {
 }
 
 /// Tears the node down after its processes were stopped: leftover containers and shims,
-/// mounts, the bridge, fixed paths, cgroups, and the kernel settings.
+/// mounts, the bridge, fixed paths, cgroups, kube-proxy's nftables tables, the kubelet's
+/// iptables chains, and the kernel settings.
 pub(crate) fn teardown(cluster_dir: &Path) -> Result<()> {
     let dirs = NodeDirs::new(cluster_dir);
     for pid in processes_naming(&dirs.root) {
@@ -99,6 +179,8 @@ pub(crate) fn teardown(cluster_dir: &Path) -> Result<()> {
     for cgroup in kubepods_cgroups() {
         remove_cgroup_tree(&cgroup);
     }
+    remove_kube_proxy_tables()?;
+    remove_kubelet_iptables_chains()?;
     restore_sysctls(&dirs)
 }
 
@@ -127,11 +209,12 @@ fn restore_sysctls(dirs: &NodeDirs) -> Result<()> {
     Ok(())
 }
 
-/// The live values of the kernel settings the kubelet changes, to compare before `up` and
-/// after `down`.
+/// The live values of the kernel settings the kubelet and kube-proxy may change, to compare
+/// before `up` and after `down` (empty for one that does not exist).
 pub(crate) fn current_sysctls() -> Vec<(String, String)> {
     KUBELET_SYSCTLS
         .iter()
+        .chain(&KUBE_PROXY_SYSCTLS)
         .map(|key| {
             let value = fs::read_to_string(Path::new("/proc/sys").join(key)).unwrap_or_default();
             ((*key).to_owned(), value.trim().to_owned())
