@@ -647,10 +647,24 @@ async fn operator_service_account_can_do_exactly_what_rbac_grants() {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
         other => panic!("listing nodes should be forbidden, got {other:?}"),
     }
+    // The cache server's Deployments are watched; other workloads are not the operator's.
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(client, &world.ns);
-    match deployments.list(&ListParams::default()).await {
+        Api::namespaced(client.clone(), &world.ns);
+    deployments
+        .list(&ListParams::default())
+        .await
+        .expect("listing Deployments is granted (cache servers)");
+    let stateful: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(client.clone(), &world.ns);
+    match stateful.list(&ListParams::default()).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
-        other => panic!("listing Deployments should be forbidden, got {other:?}"),
+        other => panic!("listing StatefulSets should be forbidden, got {other:?}"),
+    }
+    // ConfigMaps are written by name (the runner config), never listed.
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client, &world.ns);
+    match config_maps.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
+        other => panic!("listing ConfigMaps should be forbidden, got {other:?}"),
     }
 }

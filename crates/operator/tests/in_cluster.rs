@@ -31,6 +31,28 @@ const ADMIN_PORT: u16 = 8080;
 const LONG: Duration = Duration::from_secs(120);
 
 /// The operator's pods that are Running and not being deleted.
+/// The last lines each operator pod logged, for a failure message.
+fn operator_logs() -> String {
+    let selector = format!("app.kubernetes.io/name={OPERATOR_NAME}");
+    let names = support::kubectl(&[
+        "-n",
+        OPERATOR_NAMESPACE,
+        "get",
+        "pods",
+        "-l",
+        &selector,
+        "-o",
+        "name",
+    ]);
+    names
+        .lines()
+        .map(|pod| {
+            let logs = support::kubectl(&["-n", OPERATOR_NAMESPACE, "logs", pod, "--tail=60"]);
+            format!("--- {pod}\n{logs}")
+        })
+        .collect()
+}
+
 async fn operator_pods(pods: &Api<Pod>) -> Vec<Pod> {
     pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/name={OPERATOR_NAME}")))
         .await
@@ -138,10 +160,17 @@ async fn in_cluster_replicas_elect_one_leader_schedule_hand_over_and_are_both_re
             }
         }))
         .await;
-    wait_until("2 runner Jobs", LONG, || async {
-        (world.runner_jobs().await.len() == 2).then_some(())
+    let scheduled = tokio::time::timeout(LONG, async {
+        while world.runner_jobs().await.len() != 2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     })
     .await;
+    assert!(
+        scheduled.is_ok(),
+        "timed out after {LONG:?} waiting for 2 runner Jobs; the operator's pods logged:\n{}",
+        operator_logs()
+    );
 
     // Kill the leader's pod outright: another replica takes the Lease once it runs out.
     // That may be the standby or the pod the Deployment starts in the killed one's place.
