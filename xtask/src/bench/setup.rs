@@ -31,7 +31,10 @@ pub(super) fn pool_value(
                  "maxRunners": max_runners,
                  // The controller's costs are measured, not a node's: no scheduler takes
                  // pods of this name, so they stay Pending as on a cluster without capacity.
-                 "jobTemplate": {"spec": {"schedulerName": "bench-unscheduled"}}}
+                 "jobTemplate": {"spec": {"schedulerName": "bench-unscheduled"}},
+                 // Scheduling is measured: no cache server per pool (comparable with the
+                 // figures from before spec.cache, and with peers that have none).
+                 "cache": {"mode": "Disabled"}}
     })
 }
 
