@@ -10,6 +10,7 @@ use forgejo::runner_proto::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cache_proxy::{self, CacheProxy};
 use crate::cache_server;
 use crate::config::{Config, Secret};
 use crate::connect::{CallError, Connection};
@@ -313,6 +314,22 @@ async fn run_one_job(one_job: OneJob, config: &Config) -> u8 {
         }
     }
     println!("runner: declared labels {}", declare.labels.join(","));
+    // As the real runner, the proxy is up before the first fetch; without it the job
+    // runs with no cache, never fails for it.
+    let proxy = match CacheProxy::start(&config.cache).await {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("runner: {e}");
+            None
+        }
+    };
+    if let Some(proxy) = &proxy {
+        println!(
+            "runner: cache proxy listening on 0.0.0.0:{}, reached as {}",
+            proxy.port(),
+            proxy.external_url()
+        );
+    }
     let task = loop {
         match fetch(&connection, one_job.handle.as_deref()).await {
             Ok(Some(task)) => break task,
@@ -331,11 +348,21 @@ async fn run_one_job(one_job: OneJob, config: &Config) -> u8 {
         tokio::time::sleep(one_job.fetch_interval).await;
     };
     println!("runner: task {} received", task.id);
-    let cache_row = crate::cache_lookup::lookup(&config.cache, &task).await;
-    if let Some(row) = &cache_row {
-        eprintln!("{row}");
+    let (env, run_id) = match proxy.as_ref().map(|proxy| proxy.add_run(&task)) {
+        None => (Ok(Vec::new()), None),
+        Some(Ok(run)) => (
+            Ok(vec![(cache_proxy::ENV.to_owned(), run.url)]),
+            Some(run.id),
+        ),
+        Some(Err(e)) => (Err(e), None),
+    };
+    crate::task::run(&connection, task, env).await;
+    if let Some(proxy) = proxy {
+        if let Some(id) = run_id {
+            proxy.remove_run(&id);
+        }
+        proxy.stop();
     }
-    crate::task::run(&connection, task, cache_row).await;
     EXIT_OK
 }
 

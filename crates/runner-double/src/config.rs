@@ -105,10 +105,15 @@ pub struct CacheConfig {
     pub secret: Option<Secret>,
     /// `cache.secret_url`: `file:` URL of the secret.
     pub secret_url: Option<String>,
-    /// `cache.host`: the host put in the proxy's URL.
+    /// `cache.host`: the host put in the proxy's URL (`cache-server`: only printed).
     pub host: Option<String>,
     /// `cache.port`: the server's port.
     pub port: Option<u16>,
+    /// `cache.proxy_port`: the runner's cache proxy's port (0 or absent: a free one).
+    pub proxy_port: Option<u16>,
+    /// `cache.actions_cache_url_override`: the proxy's URL given to steps instead of
+    /// `http://{host}:{proxy_port}`.
+    pub actions_cache_url_override: Option<String>,
     /// `cache.dir`: where the server keeps its entries.
     pub dir: Option<PathBuf>,
 }
@@ -186,6 +191,16 @@ mod tests {
         );
         assert_eq!(config.cache.host.as_deref(), Some("172.17.0.1"));
         assert!(config.cache.secret.is_none());
+        assert_eq!(config.cache.proxy_port, None);
+        let config = Config::parse(
+            "cache:\n  proxy_port: 4001\n  actions_cache_url_override: \"http://proxy:4001\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.cache.proxy_port, Some(4001));
+        assert_eq!(
+            config.cache.actions_cache_url_override.as_deref(),
+            Some("http://proxy:4001")
+        );
     }
 
     #[test]

@@ -6,12 +6,12 @@
 //!
 //! The shared Actions cache (FORGEJO.md, "Caches"): the global `-c FILE` config's `cache`
 //! section; `cache-server` serves the real server's `/_apis/artifactcache` endpoints and
-//! checks each request's HMAC; and `one-job` with `cache.external_server` sends that server
-//! one lookup signed as the real runner's cache proxy forwards it, logging the outcome as
-//! the task's first row (`cache: URL accepted the signed request (204)`, `... refused the
-//! signed request (403)`, `... failed: why`) without failing the job.
+//! checks each request's HMAC; and `one-job` with `cache.external_server` and a secret runs
+//! the real runner's cache proxy for the task: its steps get
+//! `ACTIONS_CACHE_URL=http://{host}:{port}/{runId}/`, and what they send there reaches the
+//! server signed for their run. The runner itself sends the server nothing.
 
-mod cache_lookup;
+mod cache_proxy;
 mod cache_server;
 mod cli;
 mod config;

@@ -74,21 +74,19 @@ fn steps_of(task: &Task) -> Result<Vec<String>, String> {
 }
 
 /// Runs the task to its end and reports it; never fails (a failed job is a result).
-/// `first_row` (the cache lookup's outcome) is logged before the steps' rows.
-pub async fn run(connection: &Connection, task: Task, first_row: Option<String>) {
+/// `env` is what each step gets on top of the runner's environment (`ACTIONS_CACHE_URL`),
+/// or why the task cannot run, which fails it.
+pub async fn run(connection: &Connection, task: Task, env: Result<Vec<(String, String)>, String>) {
     let started = now();
     let progress = Arc::new(Mutex::new(Progress::default()));
-    if let Some(row) = first_row {
-        log(&progress, row);
-    }
     let mut result = TaskResult::Success;
     let mut cancelled = false;
-    match steps_of(&task) {
+    match env.and_then(|env| steps_of(&task).map(|lines| (env, lines))) {
         Err(e) => {
             log(&progress, format!("::error::{e}"));
             result = TaskResult::Failure;
         }
-        Ok(lines) => {
+        Ok((env, lines)) => {
             let workdir = std::env::var_os("HOME")
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(std::env::temp_dir)
@@ -109,10 +107,14 @@ pub async fn run(connection: &Connection, task: Task, first_row: Option<String>)
                     });
                     continue;
                 }
-                let (step_result, was_cancelled) = run_step(
-                    connection, &task, &progress, index, line, &workdir, &started,
-                )
-                .await;
+                let step = Step {
+                    index,
+                    line,
+                    workdir: &workdir,
+                    env: &env,
+                };
+                let (step_result, was_cancelled) =
+                    run_step(connection, &task, &progress, &step, &started).await;
                 cancelled = was_cancelled;
                 if was_cancelled {
                     result = TaskResult::Cancelled;
@@ -125,22 +127,30 @@ pub async fn run(connection: &Connection, task: Task, first_row: Option<String>)
     finish(connection, &task, &progress, result, started).await;
 }
 
+/// One `run:` step and where it runs.
+struct Step<'a> {
+    index: usize,
+    line: &'a str,
+    workdir: &'a std::path::Path,
+    env: &'a [(String, String)],
+}
+
 /// Runs one step; returns its result and whether the server cancelled the task meanwhile.
 async fn run_step(
     connection: &Connection,
     task: &Task,
     progress: &Arc<Mutex<Progress>>,
-    index: usize,
-    line: &str,
-    workdir: &std::path::Path,
+    step: &Step<'_>,
     started: &Timestamp,
 ) -> (TaskResult, bool) {
+    let index = step.index;
     let log_index = lock(progress).rows.len() as i64;
     let step_started = now();
-    log(progress, format!("--- step {}: {line}", index + 1));
+    log(progress, format!("--- step {}: {}", index + 1, step.line));
     let child = Command::new("sh")
-        .args(["-c", line])
-        .current_dir(workdir)
+        .args(["-c", step.line])
+        .current_dir(step.workdir)
+        .envs(step.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
