@@ -494,11 +494,14 @@ const CACHE_LOOKUP_STEP: &str = "wget -S -O /dev/null \"${ACTIONS_CACHE_URL}_api
 /// `actions/cache` does: reserve, upload, commit (busybox `nc`: `wget` has no PATCH).
 const CACHE_SAVE_STEP: &str = r#"set -eu
 u=${ACTIONS_CACHE_URL#http://}; hp=${u%%/*}; base=/${u#*/}; host=${hp%:*}; port=${hp##*:}
+# nc half-closes at the end of its input, which a Go server takes for a cancelled request:
+# keep the input open until the answer is in.
+ask() { { printf "$@"; sleep 1; } | nc "$host" "$port"; }
 body='{"key":"frc-node-entry","version":"v1","cacheSize":15}'
-reserved=$(printf 'POST %s_apis/artifactcache/caches HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' "$base" "$hp" "${#body}" "$body" | nc "$host" "$port")
+reserved=$(ask 'POST %s_apis/artifactcache/caches HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' "$base" "$hp" "${#body}" "$body")
 id=$(echo "$reserved" | sed -n 's/.*"cacheId": *\([0-9]*\).*/\1/p')
-printf 'PATCH %s_apis/artifactcache/caches/%s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 0-14/*\r\nContent-Length: 15\r\n\r\nfrc-cached-data' "$base" "$id" "$hp" | nc "$host" "$port" | head -1
-printf 'POST %s_apis/artifactcache/caches/%s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n\r\n' "$base" "$id" "$hp" | nc "$host" "$port" | head -1
+ask 'PATCH %s_apis/artifactcache/caches/%s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 0-14/*\r\nContent-Length: 15\r\n\r\nfrc-cached-data' "$base" "$id" "$hp" | head -1
+ask 'POST %s_apis/artifactcache/caches/%s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n\r\n' "$base" "$id" "$hp" | head -1
 echo "saved cache entry $id""#;
 
 /// A step that restores that entry: a lookup (a hit names the archive) and its download.
