@@ -510,7 +510,8 @@ hit=$(wget -q -O- "${ACTIONS_CACHE_URL}_apis/artifactcache/cache?keys=frc-node-e
 archive=$(echo "$hit" | sed -n 's/.*"archiveLocation": *"\([^"]*\)".*/\1/p')
 echo "restored: $(wget -q -O- "$archive")""#;
 
-/// The first log line of job `job_id` that contains `text`.
+/// The first log line of job `job_id` that starts with `text` (the step's header row holds
+/// its script, so a match anywhere would find the script itself).
 async fn log_line_with(world: &World, job_id: i64, text: &str) -> String {
     wait_until(
         &format!("job {job_id}'s log line with {text:?}"),
@@ -520,7 +521,7 @@ async fn log_line_with(world: &World, job_id: i64, text: &str) -> String {
                 .forgejo
                 .log_lines(job_id)
                 .into_iter()
-                .find(|line| line.contains(text))
+                .find(|line| line.trim_start().starts_with(text))
         },
     )
     .await
@@ -533,7 +534,7 @@ async fn cache_status(world: &World, job_id: i64) -> String {
             .forgejo
             .log_lines(job_id)
             .into_iter()
-            .find(|line| line.contains("HTTP/1.1 "))
+            .find(|line| line.trim_start().starts_with("HTTP/1.1 "))
     })
     .await
 }
