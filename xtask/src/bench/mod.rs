@@ -126,13 +126,19 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
 /// `--vs-keda`: builds (once) the KEDA operator, brings the local control plane up, runs the
 /// comparison and brings the control plane down.
 fn run_vs_keda(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
     let keda = cluster::ensure_keda(root)?;
-    println!("==> bench --vs-keda: starting the local control plane");
+    // Built before the control plane comes up, to keep the cluster session short.
+    let operator_path = build_operator(root, args.release, &args.features)?;
+    println!(
+        "==> bench --vs-keda [{:.0} s]: starting the local control plane",
+        began.elapsed().as_secs_f64()
+    );
     let info = cluster::up(root)?;
     let result = (|| {
         let operator_kubeconfig = cluster::install_operator_identity(root, &info.admin_kubeconfig)?;
         let operator = setup::OperatorBinary {
-            path: build_operator(root, args.release, &args.features)?,
+            path: operator_path,
             kubeconfig: operator_kubeconfig,
             build: if args.release { "release" } else { "debug" },
         };
@@ -142,8 +148,15 @@ fn run_vs_keda(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             vs_keda::bench_vs_keda(root, &client, &operator, &keda, &info.admin_kubeconfig).await
         })
     })();
-    println!("==> bench --vs-keda: stopping the local control plane");
+    println!(
+        "==> bench --vs-keda [{:.0} s]: stopping the local control plane",
+        began.elapsed().as_secs_f64()
+    );
     let stopped = cluster::down(root);
+    println!(
+        "==> bench --vs-keda [{:.0} s]: done",
+        began.elapsed().as_secs_f64()
+    );
     result?;
     stopped
 }

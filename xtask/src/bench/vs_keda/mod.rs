@@ -38,7 +38,7 @@ use kube::api::{Api, ListParams};
 use self::report::{CancelFigures, EndState, Figures, RunningFigures};
 use self::steps::{Pair, Step};
 use self::systems::System;
-use self::usage::{Requests, Sampler};
+use self::usage::{ListingClock, Requests, Sampler};
 use self::watch::{JobWatch, SeenJob};
 use super::setup::{OperatorBinary, start_operator};
 use crate::cluster::Keda;
@@ -125,11 +125,24 @@ struct Running {
 
 /// What the run shares.
 struct Run<'a> {
+    /// When the comparison began (for the progress lines).
+    began: Instant,
     client: &'a Client,
     forgejo: StandIn,
     watch: JobWatch,
+    clock: ListingClock,
     settings: Settings,
     ideal: Ideal,
+}
+
+impl Run<'_> {
+    /// A progress line, with the seconds since the comparison began.
+    fn say(&self, what: &str) {
+        println!(
+            "==> vs-keda [{:>3.0} s]: {what}",
+            self.began.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// Runs the comparison, prints the table and writes it into docs/benchmarks.md.
@@ -153,16 +166,19 @@ pub(super) async fn bench_vs_keda(
     let keda_org = Scope::Organization(System::Keda.org().into());
     let persistent = forgejo.add_runner(&keda_org, "keda-runner", false);
     let mut run = Run {
+        began,
         client,
         forgejo,
         watch: JobWatch::default(),
+        clock: ListingClock::default(),
         settings: Settings::default(),
         ideal: Ideal::default(),
     };
     let url = run.forgejo.url();
     systems::apply_pair(client, &url, "vs-0", run.settings.labels, &run.settings).await?;
-    let watches = run.watch.start(client);
-    println!("==> vs-keda: both controllers start");
+    let mut watches = run.watch.start(client);
+    watches.push(run.clock.start(&run.forgejo));
+    run.say("both controllers start");
     let ours = start_operator(operator, System::Ours.namespace())?;
     let theirs = systems::start_keda(root, keda, admin_kubeconfig)?;
     let sampler = Sampler::default();
@@ -191,26 +207,26 @@ async fn sequence(
     wait_for_first_listings(&run.forgejo, Duration::from_secs(120)).await?;
     tokio::time::sleep(poll).await;
 
-    println!("==> vs-keda: idle, {} s", run.settings.window.as_secs());
+    run.say(&format!("idle, {} s", run.settings.window.as_secs()));
     figures.requests_idle = count_requests(run, run.settings.window).await;
     let before_sequence = (Requests::now(&run.forgejo), Instant::now());
 
-    println!("==> vs-keda: a burst of {}", run.settings.burst);
+    run.say(&format!("a burst of {}", run.settings.burst));
     let mut burst = add_step(run, "burst", run.settings.burst, Duration::ZERO).await;
     burst.settle(&run.watch, &run.settings, poll * 4).await;
 
-    println!("==> vs-keda: a trickle of {}", run.settings.trickle);
+    run.say(&format!("a trickle of {}", run.settings.trickle));
     burst.end = Some(Instant::now());
     let every = run.settings.trickle_every;
     let mut trickle = add_step(run, "trickle", run.settings.trickle, every).await;
     trickle.settle(&run.watch, &run.settings, poll * 4).await;
     trickle.end = Some(Instant::now());
 
-    println!("==> vs-keda: {} jobs go running", run.settings.running);
+    run.say(&format!("{} jobs go running", run.settings.running));
     let (running, running_pairs) = start_running(run, &burst, persistent).await?;
     figures.running = watch_running(run, &running_pairs, &running).await;
 
-    println!("==> vs-keda: {} jobs, cancelled", run.settings.cancelled);
+    run.say(&format!("{} jobs, cancelled", run.settings.cancelled));
     let mut cancel = add_step(run, "cancel", run.settings.cancelled, Duration::ZERO).await;
     cancel.settle(&run.watch, &run.settings, poll * 4).await;
     cancel.end = Some(Instant::now());
@@ -223,10 +239,10 @@ async fn sequence(
     run.ideal.end(cancel.pairs.len());
     tokio::time::sleep(poll + Duration::from_secs(1)).await;
 
-    println!(
-        "==> vs-keda: {} jobs after the cancel",
+    run.say(&format!(
+        "{} jobs after the cancel",
         run.settings.after_cancel
-    );
+    ));
     let mut after = add_step(run, "after", run.settings.after_cancel, Duration::ZERO).await;
     after.settle(&run.watch, &run.settings, poll * 4).await;
     let look = cancelled_at + run.settings.cancel_watch;
@@ -237,7 +253,7 @@ async fn sequence(
     figures.requests_sequence =
         Requests::per_interval(before_sequence.0, Requests::now(&run.forgejo), window, poll);
 
-    println!("==> vs-keda: {} pools / ScaledJobs", run.settings.pools);
+    run.say(&format!("{} pools / ScaledJobs", run.settings.pools));
     let url = run.forgejo.url();
     for i in 1..run.settings.pools {
         let (name, labels) = (format!("vs-{i}"), format!("extra-{i}"));
@@ -246,10 +262,10 @@ async fn sequence(
     tokio::time::sleep(poll * 2).await;
     figures.requests_pools = count_requests(run, run.settings.window).await;
 
-    figures.burst = burst.figures(&run.watch);
-    figures.trickle = trickle.figures(&run.watch);
-    figures.cancel = cancel.figures(&run.watch);
-    figures.after_cancel = after.figures(&run.watch);
+    figures.burst = burst.figures(&run.watch, &run.clock);
+    figures.trickle = trickle.figures(&run.watch, &run.clock);
+    figures.cancel = cancel.figures(&run.watch, &run.clock);
+    figures.after_cancel = after.figures(&run.watch, &run.clock);
     figures.ideal_total = run.ideal.total;
     figures.ideal_most_alive = run.ideal.most;
     for system in System::BOTH {
@@ -257,7 +273,7 @@ async fn sequence(
         figures.most_alive[system.index()] = run.watch.most_alive(system);
     }
 
-    println!("==> vs-keda: every job ends");
+    run.say("every job ends");
     for pair in &running_pairs {
         for id in pair.ids {
             run.forgejo.finish_job(id, "success");
@@ -279,7 +295,7 @@ async fn sequence(
     });
     figures.ended = end_state(run, owners).await?;
 
-    println!("==> vs-keda: the pools and ScaledJobs are deleted");
+    run.say("the pools and ScaledJobs are deleted");
     systems::delete_all(run.client, Duration::from_secs(90)).await?;
     tokio::time::sleep(poll * 2).await;
     figures.removed = end_state(run, owners).await?;

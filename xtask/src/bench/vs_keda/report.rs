@@ -113,10 +113,17 @@ fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
         [figure, ideal, ours, keda]
     };
     let poll = s.poll.as_secs();
+    let steps = [&f.burst, &f.trickle, &f.cancel, &f.after_cancel];
     let all_latencies = |i: usize| -> Vec<f64> {
-        [&f.burst, &f.trickle, &f.cancel, &f.after_cancel]
+        steps
             .iter()
             .flat_map(|step| step.latencies[i].iter().copied())
+            .collect()
+    };
+    let all_reactions = |i: usize| -> Vec<f64> {
+        steps
+            .iter()
+            .flat_map(|step| step.reactions[i].iter().copied())
             .collect()
     };
     let all_jobs = f.burst.jobs + f.trickle.jobs + f.cancel.jobs + f.after_cancel.jobs;
@@ -214,6 +221,16 @@ fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
             each(&|i| p50_p95(&all_latencies(i), all_jobs)),
         ),
         row(
+            format!("Listing that first showed the job → its Job, burst of {}: p50 / p95", f.burst.jobs),
+            "–".into(),
+            each(&|i| p50_p95(&f.burst.reactions[i], f.burst.jobs)),
+        ),
+        row(
+            format!("Listing that first showed the job → its Job, all {all_jobs} jobs: p50 / p95"),
+            "–".into(),
+            each(&|i| p50_p95(&all_reactions(i), all_jobs)),
+        ),
+        row(
             format!(
                 "Jobs of {} jobs cancelled before any runner took them, {} s after the cancel",
                 f.cancelled.jobs,
@@ -242,8 +259,11 @@ fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
         ),
         row(
             format!(
-                "Runner Jobs left {} s after every job ended: unfinished / finished",
-                s.end_wait.as_secs()
+                "Runner Jobs left {} s after every job ended ({} succeeded, the {} others \
+                 cancelled without a runner): unfinished / finished",
+                s.end_wait.as_secs(),
+                f.running.jobs,
+                f.ideal_total.saturating_sub(f.running.jobs + f.cancelled.jobs)
             ),
             "0 / –".into(),
             each(&|i| end(&f.ended, i)),
@@ -369,6 +389,26 @@ fn block(root: &Path, f: &Figures, s: &Settings) -> String {
         cancel = s.cancelled,
         after = s.after_cancel,
         pools = s.pools,
+    );
+    let _ = writeln!(
+        out,
+        "How: one stand-in (Forgejo 15), an organization, a token and a namespace per system, \
+         so neither takes the other's jobs and the stand-in's request log splits by token; \
+         each job is added to both organizations at the same instant. Runner pods use \
+         `schedulerName: {scheduler}`, which nothing serves, so they stay Pending, except the \
+         {running} that run: the bench binds them and reports them Running (later Succeeded) \
+         as a kubelet would, and their runner takes the job in the stand-in (ours: the \
+         ephemeral runner our operator registered for that Job; KEDA: the one persistent \
+         runner its design has registered beforehand, here by the bench). A watch in the \
+         bench sees each Job; ours carry the Forgejo job id (`forgejo.runners.dev/job-id`), \
+         KEDA's are not tied to a job, so the n-th KEDA Job first seen after a step began is \
+         matched to the step's n-th job. \"Listing that first showed the job\" is when the \
+         system's first job listing after the job was added reached the stand-in (its log is \
+         checked every 2 ms). RSS and CPU are read from `/proc/<pid>` every second over the \
+         whole run. The waiting → Job times of a burst depend on where in the poll interval \
+         the burst falls (one draw per run); the listing → Job times do not.\n",
+        scheduler = super::systems::STAND_IN_SCHEDULER,
+        running = s.running,
     );
     out.push_str(&table(f, s));
     out

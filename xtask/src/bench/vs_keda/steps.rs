@@ -7,6 +7,7 @@ use forgejo::stand_in::{StandIn, StandInJob};
 
 use super::Settings;
 use super::systems::System;
+use super::usage::ListingClock;
 use super::watch::{JobWatch, SeenJob};
 
 /// One job of the sequence, added to both organizations.
@@ -38,6 +39,8 @@ pub(super) struct StepFigures {
     pub(super) created: [usize; 2],
     /// Waiting → Job (ms) of each job that got one, per system.
     pub(super) latencies: [Vec<f64>; 2],
+    /// The listing that first showed the job → its Job (ms): the controller's own part.
+    pub(super) reactions: [Vec<f64>; 2],
 }
 
 impl Step {
@@ -123,9 +126,10 @@ impl Step {
         tokio::time::sleep(settings.poll).await;
     }
 
-    /// The Jobs each system made for this step, and how long each job waited for its Job.
-    /// KEDA's n-th Job of the step's window is matched to the step's n-th job.
-    pub(super) fn figures(&self, watch: &JobWatch) -> StepFigures {
+    /// The Jobs each system made for this step, and how long each job waited for its Job,
+    /// from when it was added and from the listing that first showed it. KEDA's n-th Job
+    /// of the step's window is matched to the step's n-th job.
+    pub(super) fn figures(&self, watch: &JobWatch, clock: &ListingClock) -> StepFigures {
         let mut figures = StepFigures {
             jobs: self.pairs.len(),
             ..StepFigures::default()
@@ -143,9 +147,14 @@ impl Step {
                         .min(),
                     System::Keda => jobs.get(n).map(|j| j.seen),
                 };
-                if let Some(seen) = first {
-                    let waited = seen.saturating_duration_since(pair.added[i]);
-                    figures.latencies[i].push(waited.as_secs_f64() * 1e3);
+                let Some(seen) = first else {
+                    continue;
+                };
+                let waited = seen.saturating_duration_since(pair.added[i]);
+                figures.latencies[i].push(waited.as_secs_f64() * 1e3);
+                if let Some(listed) = clock.first_after(system, pair.added[i]) {
+                    let reaction = seen.saturating_duration_since(listed);
+                    figures.reactions[i].push(reaction.as_secs_f64() * 1e3);
                 }
             }
         }

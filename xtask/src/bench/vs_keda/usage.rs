@@ -132,3 +132,39 @@ impl Requests {
         })
     }
 }
+
+/// When each system's job listings reached the stand-in, seen by checking its request log
+/// every 2 ms (the log has no times): a job added at `t` is first shown by the first
+/// listing after `t`.
+#[derive(Clone, Default)]
+pub(super) struct ListingClock(Arc<Mutex<[Vec<Instant>; 2]>>);
+
+impl ListingClock {
+    /// Starts watching `forgejo`'s log, for at most an hour.
+    pub(super) fn start(&self, forgejo: &StandIn) -> tokio::task::JoinHandle<()> {
+        let (shared, forgejo) = (self.0.clone(), forgejo.clone());
+        tokio::spawn(async move {
+            let began = Instant::now();
+            let mut known = [0usize; 2];
+            while began.elapsed() < Duration::from_secs(3600) {
+                let counts = Requests::now(&forgejo);
+                let now = Instant::now();
+                for system in System::BOTH {
+                    let i = system.index();
+                    let count = counts[i].listings as usize;
+                    if count > known[i] {
+                        known[i] = count;
+                        shared.lock().unwrap_or_else(|p| p.into_inner())[i].push(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    }
+
+    /// When `system`'s first listing at or after `t` was seen.
+    pub(super) fn first_after(&self, system: System, t: Instant) -> Option<Instant> {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all[system.index()].iter().copied().find(|at| *at >= t)
+    }
+}
