@@ -80,6 +80,10 @@ enum Task {
         /// Cargo features of the operator build; `system` builds it without jemalloc.
         #[arg(long, default_value = "")]
         features: String,
+        /// Instead of the stages: our operator and KEDA's forgejo-runner scaler side by side
+        /// on the same cluster and Forgejo stand-in; writes the table into docs/benchmarks.md.
+        #[arg(long, conflicts_with = "only")]
+        vs_keda: bool,
     },
     /// Build (once, cached) the KEDA operator to compare with (issue 16); print it, its CRD
     /// directory and how to run it out of the cluster against the local one.
@@ -127,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             start_burst,
             release,
             features,
+            vs_keda,
         } => bench::run(
             &root,
             &bench::BenchArgs {
@@ -139,6 +144,7 @@ fn main() -> anyhow::Result<()> {
                 start_burst,
                 release,
                 features,
+                vs_keda,
             },
         ),
         Task::TestCluster { args } => test::cluster_tier(&root, &args),

@@ -8,6 +8,8 @@
 //!   pools on one server+scope+token), `memory` (100 pools, 1,000 live Jobs: creation time,
 //!   RSS, idle CPU), `scale` (the same with 10,000) and `start` (a burst on the real node:
 //!   poll answer → runner pod Running, p50 and p95, and where the time goes).
+//! - `--vs-keda` instead of the stages: our operator and KEDA's `forgejo-runner` scaler side
+//!   by side in one run (`vs_keda/`), one table written into docs/benchmarks.md.
 //!
 //! `FRC_BENCH_WRAP` prefixes the operator's command line, e.g. `heaptrack -o /tmp/operator`
 //! to profile its heap (the figures are then the profiler's, not the operator's).
@@ -18,6 +20,7 @@ mod plan;
 mod setup;
 mod shared;
 mod start;
+mod vs_keda;
 
 use std::path::Path;
 
@@ -63,10 +66,15 @@ pub struct BenchArgs {
     pub release: bool,
     /// Cargo features of the operator build (`system`: without jemalloc, glibc's malloc).
     pub features: String,
+    /// Instead of the stages: our operator and KEDA side by side (issue 16).
+    pub vs_keda: bool,
 }
 
 /// Runs the chosen stages and prints their figures.
 pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.vs_keda {
+        return run_vs_keda(root, args);
+    }
     if args.stages.contains(&Stage::Plan) {
         plan::bench_plan();
     }
@@ -111,6 +119,44 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     })();
     println!("==> bench: stopping the local control plane");
     let stopped = cluster::down(root);
+    result?;
+    stopped
+}
+
+/// `--vs-keda`: builds (once) the KEDA operator, brings the local control plane up, runs the
+/// comparison and brings the control plane down.
+fn run_vs_keda(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
+    let keda = cluster::ensure_keda(root)?;
+    // Built before the control plane comes up, to keep the cluster session short.
+    let operator_path = build_operator(root, args.release, &args.features)?;
+    println!(
+        "==> bench --vs-keda [{:.0} s]: starting the local control plane",
+        began.elapsed().as_secs_f64()
+    );
+    let info = cluster::up(root)?;
+    let result = (|| {
+        let operator_kubeconfig = cluster::install_operator_identity(root, &info.admin_kubeconfig)?;
+        let operator = setup::OperatorBinary {
+            path: operator_path,
+            kubeconfig: operator_kubeconfig,
+            build: if args.release { "release" } else { "debug" },
+        };
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(async {
+            let client = setup::admin_client(&info.admin_kubeconfig).await?;
+            vs_keda::bench_vs_keda(root, &client, &operator, &keda, &info.admin_kubeconfig).await
+        })
+    })();
+    println!(
+        "==> bench --vs-keda [{:.0} s]: stopping the local control plane",
+        began.elapsed().as_secs_f64()
+    );
+    let stopped = cluster::down(root);
+    println!(
+        "==> bench --vs-keda [{:.0} s]: done",
+        began.elapsed().as_secs_f64()
+    );
     result?;
     stopped
 }

@@ -169,6 +169,10 @@ pub struct RecordedRequest {
     pub had_authorization: bool,
     /// Whether it carried a known token (`token …` or `Bearer …`).
     pub token_matched: bool,
+    /// Which known token it carried: its index in [`StandInConfig::tokens`], then in
+    /// [`StandInConfig::read_only_tokens`] (counted after `tokens`); never the token itself.
+    /// Tells apart the clients of one stand-in that each have their own token.
+    pub token_index: Option<usize>,
     /// The request body, if any.
     pub body: Option<String>,
 }

@@ -80,12 +80,21 @@ pub(super) async fn handle(
             (Some(t), true) if state.config.read_only_tokens.contains(t) => Access::ReadOnly,
             _ => Access::Invalid,
         };
+        let config = &state.config;
+        let token_index = presented.as_ref().and_then(|t| {
+            config
+                .tokens
+                .iter()
+                .chain(&config.read_only_tokens)
+                .position(|known| known == t)
+        });
         state.requests.push(RecordedRequest {
             method: parts.method.to_string(),
             path: path.clone(),
             query: query.clone(),
             had_authorization: access != Access::Missing,
             token_matched: matches!(access, Access::Full | Access::ReadOnly),
+            token_index,
             // Runner-service bodies are protobuf and may hold a registration token.
             body: (!body.is_empty() && !path.starts_with(RUNNER_API))
                 .then(|| String::from_utf8_lossy(&body).into_owned()),

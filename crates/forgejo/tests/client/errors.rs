@@ -51,6 +51,7 @@ async fn a_wrong_token_is_unauthorized_and_not_retried() {
     assert!(!err.is_retryable());
     assert_eq!(forgejo.requests().len(), 1);
     assert!(!forgejo.requests()[0].token_matched);
+    assert_eq!(forgejo.requests()[0].token_index, None);
     assert!(err.to_string().contains(JOBS), "{err}");
 }
 
@@ -75,6 +76,8 @@ async fn a_read_only_token_is_forbidden_to_register_and_not_retried() {
     assert!(text.contains("owner of the organization"), "{text}");
     assert!(text.contains("/api/v1/orgs/acme/actions/runners"), "{text}");
     assert_eq!(forgejo.requests().len(), 2);
+    // Read-only tokens are counted after the full ones (none here).
+    assert!(forgejo.requests().iter().all(|r| r.token_index == Some(0)));
 }
 
 #[tokio::test]

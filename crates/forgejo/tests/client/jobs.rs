@@ -1,9 +1,9 @@
 //! Listing jobs: paths per scope, the label filter, Forgejo's quirks per version.
 
-use forgejo::stand_in::{Fault, StandInJob, Times};
+use forgejo::stand_in::{Fault, StandInConfig, StandInJob, Times};
 use forgejo::{Error, Scope, it_runs_on};
 
-use crate::{V11, V13, V14, V15, paths, start, v};
+use crate::{TOKEN, V11, V13, V14, V15, options, paths, start, start_with, v};
 
 fn org(name: &str) -> Scope {
     Scope::Organization(name.into())
@@ -63,6 +63,24 @@ async fn each_scope_lists_jobs_from_its_own_path() {
         ]
     );
     assert!(forgejo.requests().iter().all(|r| r.token_matched));
+}
+
+#[tokio::test]
+async fn the_request_log_tells_which_token_each_client_sent() {
+    let config = StandInConfig {
+        tokens: vec!["another-token".into(), TOKEN.into()],
+        ..StandInConfig::default()
+    };
+    let (forgejo, client) = start_with(config, options());
+
+    client.list_jobs(&org("acme"), None).await.unwrap();
+
+    let requests = forgejo.requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests.iter().all(|r| r.token_index == Some(1)),
+        "{requests:?}"
+    );
 }
 
 #[tokio::test]
