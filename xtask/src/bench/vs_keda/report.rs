@@ -104,54 +104,28 @@ fn requests(r: Requests) -> String {
     format!("{:.1} ({:.1} job listings)", r.all, r.listings)
 }
 
+/// One table row: figure, ideal, ours, KEDA.
+fn row(figure: String, ideal: String, [ours, keda]: [String; 2]) -> [String; 4] {
+    [figure, ideal, ours, keda]
+}
+
+/// A figure of both systems (0: ours, 1: KEDA).
+fn each(g: &dyn Fn(usize) -> String) -> [String; 2] {
+    [g(0), g(1)]
+}
+
 /// The table's rows: figure, ideal, ours, KEDA.
 fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
-    let both = |v: [String; 2]| -> [String; 2] { v };
-    let each = |g: &dyn Fn(usize) -> String| both([g(0), g(1)]);
-    let row = |figure: String, ideal: String, v: [String; 2]| {
-        let [ours, keda] = v;
-        [figure, ideal, ours, keda]
-    };
-    let poll = s.poll.as_secs();
-    let steps = [&f.burst, &f.trickle, &f.cancel, &f.after_cancel];
-    let all_latencies = |i: usize| -> Vec<f64> {
-        steps
-            .iter()
-            .flat_map(|step| step.latencies[i].iter().copied())
-            .collect()
-    };
-    let all_reactions = |i: usize| -> Vec<f64> {
-        steps
-            .iter()
-            .flat_map(|step| step.reactions[i].iter().copied())
-            .collect()
-    };
+    let mut rows = scaling_rows(f, s);
+    rows.extend(latency_rows(f, s));
+    rows.extend(cleanup_rows(f, s));
+    rows.extend(usage_rows(f));
+    rows
+}
+
+/// Jobs created against jobs waiting: over- and under-scaling.
+fn scaling_rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
     let all_jobs = f.burst.jobs + f.trickle.jobs + f.cancel.jobs + f.after_cancel.jobs;
-    let cancelled = |i: usize| {
-        let c = &f.cancelled;
-        let when = c.deleted_after[i].map_or(String::new(), |(first, last)| {
-            format!(", {first:.0}–{last:.0} s after the cancel")
-        });
-        format!("{} of {} deleted{when}", c.deleted[i], c.had[i])
-    };
-    let end = |e: &EndState, i: usize| format!("{} / {}", e.unfinished[i], e.finished[i]);
-    let usage = |i: usize| {
-        let u = &f.usage[i];
-        format!(
-            "{:.1} MiB / {:.1} MiB",
-            u.rss_mean_mib(),
-            u.hwm_kib as f64 / 1024.0
-        )
-    };
-    let cpu = |i: usize| {
-        let u = &f.usage[i];
-        format!(
-            "{:.1} s in {:.0} s = {:.2} %",
-            u.cpu_seconds(),
-            u.seconds,
-            u.cpu_percent()
-        )
-    };
     vec![
         row(
             format!("Runner Jobs created over the sequence ({all_jobs} jobs)"),
@@ -202,11 +176,25 @@ fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
             f.after_cancel.jobs.to_string(),
             each(&|i| f.after_cancel.created[i].to_string()),
         ),
+    ]
+}
+
+/// From a job waiting (or first listed) to its Job.
+fn latency_rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
+    let poll = s.poll.as_secs();
+    let steps = [&f.burst, &f.trickle, &f.cancel, &f.after_cancel];
+    let all = |pick: fn(&StepFigures) -> &[Vec<f64>; 2], i: usize| -> Vec<f64> {
+        steps
+            .iter()
+            .flat_map(|step| pick(step)[i].iter().copied())
+            .collect()
+    };
+    let all_latencies = |i: usize| all(|step| &step.latencies, i);
+    let all_reactions = |i: usize| all(|step| &step.reactions, i);
+    let all_jobs = f.burst.jobs + f.trickle.jobs + f.cancel.jobs + f.after_cancel.jobs;
+    vec![
         row(
-            format!(
-                "Waiting → Job, burst of {}: p50 / p95",
-                f.burst.jobs
-            ),
+            format!("Waiting → Job, burst of {}: p50 / p95", f.burst.jobs),
             format!("≤ {poll} s (one poll)"),
             each(&|i| p50_p95(&f.burst.latencies[i], f.burst.jobs)),
         ),
@@ -221,7 +209,10 @@ fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
             each(&|i| p50_p95(&all_latencies(i), all_jobs)),
         ),
         row(
-            format!("Listing that first showed the job → its Job, burst of {}: p50 / p95", f.burst.jobs),
+            format!(
+                "Listing that first showed the job → its Job, burst of {}: p50 / p95",
+                f.burst.jobs
+            ),
             "–".into(),
             each(&|i| p50_p95(&f.burst.reactions[i], f.burst.jobs)),
         ),
@@ -230,6 +221,21 @@ fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
             "–".into(),
             each(&|i| p50_p95(&all_reactions(i), all_jobs)),
         ),
+    ]
+}
+
+/// Cancelled jobs, Forgejo requests, and what is left at the end.
+fn cleanup_rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
+    let poll = s.poll.as_secs();
+    let cancelled = |i: usize| {
+        let c = &f.cancelled;
+        let when = c.deleted_after[i].map_or(String::new(), |(first, last)| {
+            format!(", {first:.0}–{last:.0} s after the cancel")
+        });
+        format!("{} of {} deleted{when}", c.deleted[i], c.had[i])
+    };
+    let end = |e: &EndState, i: usize| format!("{} / {}", e.unfinished[i], e.finished[i]);
+    vec![
         row(
             format!(
                 "Jobs of {} jobs cancelled before any runner took them, {} s after the cancel",
@@ -271,13 +277,13 @@ fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
         row(
             "Runner registrations in Forgejo then".into(),
             "0".into(),
-            both([
+            [
                 f.ended.registrations[0].to_string(),
                 format!(
                     "{} (the persistent runner, registered by hand)",
                     f.ended.registrations[1]
                 ),
-            ]),
+            ],
         ),
         row(
             "After deleting the pools / ScaledJobs: runner Jobs left (unfinished / finished), registrations".into(),
@@ -290,16 +296,35 @@ fn rows(f: &Figures, s: &Settings) -> Vec<[String; 4]> {
                 )
             }),
         ),
+    ]
+}
+
+/// The controllers' own memory and CPU.
+fn usage_rows(f: &Figures) -> Vec<[String; 4]> {
+    let usage = |i: usize| {
+        let u = &f.usage[i];
+        format!(
+            "{:.1} MiB / {:.1} MiB",
+            u.rss_mean_mib(),
+            u.hwm_kib as f64 / 1024.0
+        )
+    };
+    let cpu = |i: usize| {
+        let u = &f.usage[i];
+        format!(
+            "{:.1} s in {:.0} s = {:.2} %",
+            u.cpu_seconds(),
+            u.seconds,
+            u.cpu_percent()
+        )
+    };
+    vec![
         row(
             "Controller RSS over the run: mean / peak (VmHWM)".into(),
             "–".into(),
             each(&usage),
         ),
-        row(
-            "Controller CPU over the run".into(),
-            "–".into(),
-            each(&cpu),
-        ),
+        row("Controller CPU over the run".into(), "–".into(), each(&cpu)),
     ]
 }
 
