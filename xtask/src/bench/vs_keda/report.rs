@@ -398,7 +398,8 @@ fn block(root: &Path, f: &Figures, s: &Settings) -> String {
         out,
         "Settings: poll every {poll} s (our `pollInterval: {poll}s`, KEDA `pollingInterval: {poll}`), \
          `maxRunners` = `maxReplicaCount` = {max}, labels `{labels}`, KEDA's default scaling \
-         strategy, our default `--not-waiting-grace` (60 s). Sequence: a burst of {burst}, a \
+         strategy, our default `--not-waiting-grace` (60 s), our pools without a shared cache \
+         (`spec.cache.mode: Disabled`: KEDA runs none). Sequence: a burst of {burst}, a \
          trickle of {trickle} (one every {every} s), {running} of the burst's jobs go running, \
          {cancel} jobs added then cancelled once both made their Jobs, {after} jobs added \
          {poll} s later; then {pools} pools / ScaledJobs (labels of their own, no jobs), then \

@@ -120,7 +120,9 @@ fn pool(name: &str, server: &str, labels: &str, settings: &Settings) -> Value {
                  "tokenSecretRef": {"name": "forgejo-token", "key": "token"},
                  "pollInterval": format!("{}s", settings.poll.as_secs()),
                  "maxRunners": settings.max_runners,
-                 "jobTemplate": {"spec": {"schedulerName": STAND_IN_SCHEDULER}}}
+                 "jobTemplate": {"spec": {"schedulerName": STAND_IN_SCHEDULER}},
+                 // KEDA runs no cache server: neither does this pool, so both do the same.
+                 "cache": {"mode": "Disabled"}}
     })
 }
 
