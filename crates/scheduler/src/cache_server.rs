@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, KeyToPath,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -25,7 +25,7 @@ use crate::cache::{
     MANAGED_SECRET_KEY, SERVER_CONFIG_KEY, cache_meta,
 };
 use crate::labels;
-use crate::pod::{RUNNER_BINARY, RUNNER_UID};
+use crate::pod::{RUNNER_BINARY, RUNNER_UID, secret_file_volume};
 use crate::pool::Pool;
 
 /// The cache server's container.
@@ -273,18 +273,11 @@ pub(crate) fn config_volume(config_map: &str, key: &str) -> Volume {
 
 /// The HMAC secret volume: `key` of the Secret `secret` as [`CACHE_SECRET_FILE_NAME`].
 pub(crate) fn secret_volume(secret: &str, key: &str) -> Volume {
-    Volume {
-        name: CACHE_SECRET_VOLUME.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.to_owned()),
-            items: Some(vec![KeyToPath {
-                key: key.to_owned(),
-                path: CACHE_SECRET_FILE_NAME.to_owned(),
-                mode: None,
-            }]),
-            default_mode: Some(CACHE_SECRET_MODE),
-            optional: Some(false),
-        }),
-        ..Volume::default()
-    }
+    secret_file_volume(
+        CACHE_SECRET_VOLUME,
+        secret,
+        key,
+        CACHE_SECRET_FILE_NAME,
+        CACHE_SECRET_MODE,
+    )
 }

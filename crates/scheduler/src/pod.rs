@@ -91,6 +91,30 @@ if [ -n \"${5:-}\" ]; then exec \"$1\" -c \"$5\" one-job --wait; fi
 exec \"$1\" one-job --wait
 ";
 
+/// A volume of one key of the Secret `secret`, as the file `path`, with `mode`.
+pub(crate) fn secret_file_volume(
+    volume: &str,
+    secret: &str,
+    key: &str,
+    path: &str,
+    mode: i32,
+) -> Volume {
+    Volume {
+        name: volume.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: path.to_owned(),
+                mode: None,
+            }]),
+            default_mode: Some(mode),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
 /// How a pod runs the steps of its job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodMode {

@@ -59,20 +59,13 @@ pub(super) fn pod_spec(
     };
     let volumes = vec![
         empty_dir(DATA_VOLUME),
-        Volume {
-            name: CREDENTIALS_VOLUME.to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(runner_name.to_owned()),
-                items: Some(vec![KeyToPath {
-                    key: credentials_key.to_owned(),
-                    path: credentials_key.to_owned(),
-                    mode: None,
-                }]),
-                default_mode: Some(CREDENTIALS_MODE),
-                optional: Some(false),
-            }),
-            ..Volume::default()
-        },
+        secret_file_volume(
+            CREDENTIALS_VOLUME,
+            runner_name,
+            credentials_key,
+            credentials_key,
+            CREDENTIALS_MODE,
+        ),
     ];
     let mut parts = PodParts {
         env,

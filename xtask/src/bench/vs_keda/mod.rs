@@ -461,14 +461,7 @@ async fn end_state(run: &Run<'_>, owners: [Option<i64>; 2]) -> anyhow::Result<En
             .list(&ListParams::default().labels(&system.jobs_selector()))
             .await?;
         for job in &listed.items {
-            let finished = job
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .into_iter()
-                .flatten()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
-            if finished {
+            if watch::job_finished(job) {
                 state.finished[i] += 1;
             } else {
                 state.unfinished[i] += 1;

@@ -81,13 +81,7 @@ impl JobWatch {
     fn note(&self, system: System, job: &Job, gone: bool) {
         let now = Instant::now();
         let name = job.name_any();
-        let finished = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+        let finished = job_finished(job);
         let going = gone || job.metadata.deletion_timestamp.is_some();
         let mut seen = self.lock();
         let index = match seen
@@ -152,4 +146,14 @@ impl JobWatch {
             .cloned()
             .collect()
     }
+}
+
+/// Whether a Job is Complete or Failed.
+pub(super) fn job_finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
 }
