@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, KeyToPath,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, KeyToPath,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -25,7 +24,9 @@ use crate::cache::{
     MANAGED_SECRET_KEY, SERVER_CONFIG_KEY, cache_meta,
 };
 use crate::labels;
-use crate::pod::{RUNNER_BINARY, RUNNER_UID, secret_file_volume};
+use crate::pod::{
+    RUNNER_BINARY, pod_security_context, runner_security_context, secret_file_volume,
+};
 use crate::pool::Pool;
 
 /// The cache server's container.
@@ -152,14 +153,7 @@ fn server_pod(pool: &Pool, names: &CacheNames) -> PodSpec {
         ]),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        security_context: Some(PodSecurityContext {
-            fs_group: Some(RUNNER_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(pod_security_context()),
         node_selector: user.and_then(|s| s.node_selector.clone()),
         tolerations: user.and_then(|s| s.tolerations.clone()),
         affinity: user.and_then(|s| s.affinity.clone()),
@@ -214,18 +208,7 @@ fn server_container(pool: &Pool) -> Container {
             ])),
             claims: None,
         }),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUNNER_UID),
-            run_as_group: Some(RUNNER_UID),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(runner_security_context(true)),
         volume_mounts: Some(vec![
             mount(CONFIG_VOLUME, CONFIG_DIR),
             mount(CACHE_SECRET_VOLUME, CACHE_SECRET_DIR),

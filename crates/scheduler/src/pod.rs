@@ -42,6 +42,7 @@ use crate::template::merge_user_template;
 #[path = "pod_spec.rs"]
 mod spec;
 use spec::pod_spec;
+pub(crate) use spec::{pod_security_context, runner_security_context};
 
 pub use crate::containers::{DIND_CONTAINER, INSTALL_RUNNER_CONTAINER, RUNNER_CONTAINER};
 /// The Docker-in-Docker image of docker-mode pods.

@@ -100,15 +100,21 @@ pub(super) fn pod_spec(
         restart_policy: Some("Never".to_owned()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        security_context: Some(PodSecurityContext {
-            fs_group: Some(RUNNER_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(pod_security_context()),
         ..PodSpec::default()
+    }
+}
+
+/// The pod level of every pod the controller makes: files of group [`RUNNER_UID`], seccomp
+/// `RuntimeDefault`.
+pub(crate) fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        fs_group: Some(RUNNER_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
     }
 }
 
@@ -143,7 +149,7 @@ fn dind_sidecar() -> Container {
 }
 
 /// Non-root, no privilege escalation, no capabilities.
-fn runner_security_context(read_only_root: bool) -> SecurityContext {
+pub(crate) fn runner_security_context(read_only_root: bool) -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUNNER_UID),
