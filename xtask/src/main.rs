@@ -1,4 +1,6 @@
-//! Developer tasks: `cargo xtask gen-crds [--check] | test | cluster up|down|env | demo`.
+//! Developer tasks: `cargo xtask gen-crds [--check] | test | test-cluster | chaos | cluster
+//! up|down|env | bench | keda | image | demo`. Every task that builds images or the local
+//! cluster runs the preflight first (`preflight.rs`), before any build.
 
 mod bench;
 mod cluster;
@@ -7,7 +9,9 @@ mod demo;
 mod gen_crds;
 mod image;
 mod node;
+mod preflight;
 mod test;
+mod timings;
 
 use std::path::{Path, PathBuf};
 
@@ -105,6 +109,22 @@ enum Task {
     },
 }
 
+impl Task {
+    /// Whether the task builds images or runs the local cluster, so the preflight comes first.
+    fn needs_machine(&self) -> bool {
+        match self {
+            Task::GenCrds { .. } | Task::Keda => false,
+            Task::Cluster { action } => matches!(action, ClusterAction::Up),
+            Task::Test
+            | Task::TestCluster { .. }
+            | Task::Chaos
+            | Task::Bench { .. }
+            | Task::Image { .. }
+            | Task::Demo { .. } => true,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum ClusterAction {
     /// Build (once, cached) and start the control plane on loopback.
@@ -118,6 +138,9 @@ enum ClusterAction {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root()?;
+    if cli.task.needs_machine() {
+        preflight::ensure()?;
+    }
     match cli.task {
         Task::GenCrds { check } => gen_crds::run(&root, check),
         Task::Test => test::run(&root),

@@ -135,7 +135,6 @@ pub(crate) fn ensure_keda(workspace_root: &Path) -> Result<Keda> {
             "keda: building the KEDA operator {version} from source with {go_version} into {}",
             bin_dir.display()
         );
-        eprintln!("keda: this happens once per version and takes several minutes on 2 cores");
         let partial = dir.join(format!("bin.partial-{}", std::process::id()));
         if partial.exists() {
             fs::remove_dir_all(&partial)?;
@@ -144,6 +143,7 @@ pub(crate) fn ensure_keda(workspace_root: &Path) -> Result<Keda> {
         go_build(
             &module,
             "keda-operator",
+            "about 6 min cold on 2 cores (measured 2026-12)",
             &[
                 "-trimpath",
                 &format!("-ldflags=-s -w -X {KEDA_MODULE}/version.Version={version}"),

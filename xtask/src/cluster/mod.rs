@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-pub(crate) use binaries::ensure_binaries;
+pub(crate) use binaries::{cache_root, ensure_binaries};
 pub use keda::print_keda;
 pub(crate) use keda::{KEDA_CRDS, Keda, OperatorRun, ensure_keda, write_grpc_certs};
 pub(crate) use overlay::install_identity_from;

@@ -40,7 +40,7 @@ const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after
 /// if already up and healthy.
 pub fn up(workspace_root: &Path) -> Result<ClusterInfo> {
     let started = Instant::now();
-    node::check_packages()?;
+    crate::preflight::ensure()?;
     let bins = ensure_binaries(workspace_root)?;
     let pause = crate::image::build_pause(workspace_root)?;
     let dir = state_dir(workspace_root);

@@ -13,26 +13,32 @@ use super::archive::read;
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Builds `bin` of `package` in release mode, statically linked; returns its path.
 pub(super) fn build_static(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
-    eprintln!("image: cargo build --release -p {package} (static, {TARGET})");
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            TARGET,
-            "-p",
-            package,
-            "--bin",
-            bin,
-        ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .current_dir(root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p {package} failed");
-    }
+    let step = format!("cargo build --release -p {package} (static, {TARGET})");
+    crate::timings::timed(
+        &step,
+        "a few minutes cold on 2 cores, seconds when nothing changed",
+        || {
+            let status = Command::new("cargo")
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    TARGET,
+                    "-p",
+                    package,
+                    "--bin",
+                    bin,
+                ])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .current_dir(root)
+                .status()
+                .context("running cargo build")?;
+            if !status.success() {
+                bail!("cargo build --release -p {package} failed");
+            }
+            Ok(())
+        },
+    )?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|d| if d.is_absolute() { d } else { root.join(d) })

@@ -80,15 +80,6 @@ pub(super) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// containerd from Debian's package.
 pub(crate) const CONTAINERD: &str = "/usr/bin/containerd";
 
-/// Debian packages the node needs, with a file each installs.
-pub(super) const PACKAGES: [(&str, &str); 5] = [
-    ("containerd", "/usr/bin/containerd"),
-    ("runc", "/usr/sbin/runc"),
-    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
-    ("iproute2", "/usr/sbin/ip"),
-    ("nftables", NFT),
-];
-
 /// The node's directory layout under the cluster state dir.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeDirs {

@@ -30,26 +30,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 pub(crate) use base::{BRIDGE, CONTAINERD, NODE_IP, NODE_NAME, NODE_READY_TIMEOUT, NodeDirs};
-use base::{PACKAGES, ctr, ip, ip_output, link_exists};
+use base::{ctr, ip, ip_output, link_exists};
 pub(crate) use config::{containerd_args, kube_proxy_args, kubelet_args, write_configs};
 pub(crate) use teardown::{current_sysctls, leftovers, save_sysctls, teardown};
-
-/// Fails with the package to install when a tool of the node is missing.
-pub(crate) fn check_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(_, file)| !Path::new(file).exists())
-        .map(|(package, _)| *package)
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "the local node needs Debian packages that are not installed: {}; run `apt-get install -y {}` (.ci/run does this)",
-            missing.join(", "),
-            missing.join(" ")
-        );
-    }
-    Ok(())
-}
 
 /// Creates the bridge with the gateway address, so the apiserver can listen there before
 /// the first pod exists (the bridge plugin adopts an existing bridge).
