@@ -10,6 +10,7 @@ mod gen_crds;
 mod image;
 mod node;
 mod preflight;
+mod previous_release;
 mod test;
 mod timings;
 

@@ -26,6 +26,10 @@ pub const RUNNER_IMAGE_ENV: &str = "FRC_TEST_RUNNER_IMAGE";
 pub const LABEL_IMAGE_ENV: &str = "FRC_TEST_LABEL_IMAGE";
 /// Environment variable holding the kustomize overlay that installs the operator in-cluster.
 pub const OVERLAY_ENV: &str = "FRC_TEST_OVERLAY";
+/// The overlay installing the previous release, serving the upgrade tier's namespace.
+pub const PREVIOUS_OVERLAY_ENV: &str = "FRC_TEST_PREVIOUS_OVERLAY";
+/// The overlay installing this release over it, serving the same namespace.
+pub const UPGRADE_OVERLAY_ENV: &str = "FRC_TEST_UPGRADE_OVERLAY";
 
 /// Runs fmt, clippy, the drift check, the unit tiers, then the cluster tier.
 pub fn run(root: &Path) -> anyhow::Result<()> {
@@ -123,9 +127,11 @@ fn run_tier(root: &Path, args: &[String], env: &[(&str, &str)]) -> anyhow::Resul
     let sysctls_before = crate::node::current_sysctls();
     println!("==> cluster tier: building the test images");
     let images = crate::image::build_all(root, None).context("building the test images")?;
+    let previous = crate::previous_release::build_image(root)
+        .context("building the previous release's operator image (upgrade tier)")?;
     println!("==> cluster tier: starting the local cluster");
     let info = cluster::up(root).context("starting the cluster for the cluster tier")?;
-    let result = run_cluster_tests(root, &info, &images, args, env);
+    let result = run_cluster_tests(root, &info, &images, previous, args, env);
     // Read after the tests: the fault tier restarts components (new pids).
     let pids = cluster::recorded_pids(root)?;
     println!("==> stopping the local cluster");
@@ -140,12 +146,17 @@ fn run_cluster_tests(
     root: &Path,
     info: &cluster::ClusterInfo,
     images: &crate::image::TestImages,
+    previous: crate::image::BuiltImage,
     cargo_args: &[String],
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     for image in images.all() {
         cluster::import_image(root, &image.tar)?;
     }
+    let upgrade = crate::previous_release::overlays(root, previous, &images.operator.reference)?;
+    cluster::import_image(root, &upgrade.image.tar)?;
+    let previous_overlay = upgrade.previous_overlay.display().to_string();
+    let upgrade_overlay = upgrade.current_overlay.display().to_string();
     // The overlay installs deploy/ with the local operator image: the in-cluster replicas
     // serve one namespace of their own (see in_cluster.rs); other tests run the operator
     // binary as the same ServiceAccount.
@@ -181,6 +192,8 @@ fn run_cluster_tests(
             (RUNNER_IMAGE_ENV, images.runner.reference.as_str()),
             (LABEL_IMAGE_ENV, images.label.reference.as_str()),
             (OVERLAY_ENV, overlay.as_str()),
+            (PREVIOUS_OVERLAY_ENV, previous_overlay.as_str()),
+            (UPGRADE_OVERLAY_ENV, upgrade_overlay.as_str()),
             (XTASK_ENV, xtask.as_str()),
         ]
         .into_iter()

@@ -34,11 +34,29 @@ pub fn write_local_overlay(
     operator_image: &str,
     served_namespace: &str,
 ) -> Result<PathBuf> {
+    write_overlay(
+        workspace_root,
+        "overlay",
+        &workspace_root.join("deploy"),
+        operator_image,
+        served_namespace,
+    )
+}
+
+/// Writes `target/cluster/<name>/`: the kustomization `deploy_dir` (an absolute path, e.g.
+/// an earlier release's `deploy/`) adjusted as [`write_local_overlay`] describes.
+pub(crate) fn write_overlay(
+    workspace_root: &Path,
+    name: &str,
+    deploy_dir: &Path,
+    operator_image: &str,
+    served_namespace: &str,
+) -> Result<PathBuf> {
     let dir = state_dir(workspace_root);
     let state = running_state(&dir)?;
-    let overlay = dir.join("overlay");
+    let overlay = dir.join(name);
     fs::create_dir_all(&overlay)?;
-    let (name, tag) = operator_image
+    let (image, tag) = operator_image
         .rsplit_once(':')
         .ok_or_else(|| anyhow!("image reference {operator_image} has no tag"))?;
     let patch = serde_json::json!([
@@ -54,8 +72,8 @@ pub fn write_local_overlay(
     let kustomization = serde_json::json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": ["../../../deploy"],
-        "images": [{"name": crate::image::PUBLISHED_OPERATOR_IMAGE, "newName": name, "newTag": tag}],
+        "resources": [relative_path(&overlay, deploy_dir)?],
+        "images": [{"name": crate::image::PUBLISHED_OPERATOR_IMAGE, "newName": image, "newTag": tag}],
         "patches": [{
             "target": {"kind": "Deployment", "name": "forgejo-runner-controller"},
             "patch": serde_json::to_string(&patch)?,
@@ -66,6 +84,28 @@ pub fn write_local_overlay(
         serde_yaml::to_string(&kustomization)?,
     )?;
     Ok(overlay)
+}
+
+/// `to` as a path relative to the directory `from` (both absolute): kustomize takes
+/// resources by relative path.
+fn relative_path(from: &Path, to: &Path) -> Result<String> {
+    if !from.is_absolute() || !to.is_absolute() {
+        bail!(
+            "{} and {} must both be absolute",
+            from.display(),
+            to.display()
+        );
+    }
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_owned(); from.len() - common];
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    Ok(parts.join("/"))
 }
 
 /// Applies deploy/ (`kubectl apply --server-side -k deploy/`), waits for CRDs Established,
@@ -147,4 +187,27 @@ pub(crate) fn install_identity_from(
         path.display()
     );
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_path;
+    use std::path::Path;
+
+    #[test]
+    fn relative_path_climbs_to_the_common_parent() {
+        let path = relative_path(
+            Path::new("/w/main/target/cluster/overlay"),
+            Path::new("/w/main/deploy"),
+        );
+        assert_eq!(path.ok().as_deref(), Some("../../../deploy"));
+        let path = relative_path(
+            Path::new("/w/main/target/cluster/previous"),
+            Path::new("/root/.cache/frc/src/deploy"),
+        );
+        assert_eq!(
+            path.ok().as_deref(),
+            Some("../../../../../root/.cache/frc/src/deploy")
+        );
+    }
 }

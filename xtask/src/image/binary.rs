@@ -13,6 +13,20 @@ use super::archive::read;
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Builds `bin` of `package` in release mode, statically linked; returns its path.
 pub(super) fn build_static(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"));
+    build_static_in(root, &target_dir, package, bin)
+}
+
+/// [`build_static`] of the workspace at `root` into `target_dir`.
+pub(super) fn build_static_in(
+    root: &Path,
+    target_dir: &Path,
+    package: &str,
+    bin: &str,
+) -> Result<PathBuf> {
     let step = format!("cargo build --release -p {package} (static, {TARGET})");
     crate::timings::timed(
         &step,
@@ -30,6 +44,7 @@ pub(super) fn build_static(root: &Path, package: &str, bin: &str) -> Result<Path
                     bin,
                 ])
                 .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .env("CARGO_TARGET_DIR", target_dir)
                 .current_dir(root)
                 .status()
                 .context("running cargo build")?;
@@ -39,10 +54,6 @@ pub(super) fn build_static(root: &Path, package: &str, bin: &str) -> Result<Path
             Ok(())
         },
     )?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|d| if d.is_absolute() { d } else { root.join(d) })
-        .unwrap_or_else(|| root.join("target"));
     let path = target_dir.join(TARGET).join("release").join(bin);
     if has_interpreter(&read(&path)?)? {
         bail!(

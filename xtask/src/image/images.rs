@@ -9,12 +9,13 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 
 use super::archive::{BuiltImage, ImageConfig, Layer, read, write_image};
-use super::binary::{build_static, has_interpreter};
+use super::binary::{build_static, build_static_in, has_interpreter};
 
 /// The pause image every pod sandbox runs.
 pub(crate) const PAUSE_IMAGE: &str = "localhost/pause:frc";
-/// The operator image as built here.
-pub(crate) const OPERATOR_IMAGE: &str = "localhost/forgejo-runner-controller:dev";
+/// The operator image as built here, tagged with the release (the workspace's version).
+pub(crate) const OPERATOR_IMAGE: &str =
+    concat!("localhost/forgejo-runner-controller:v", env!("CARGO_PKG_VERSION"));
 /// The runner test image: `/bin/forgejo-runner` is the double or `FRC_E2E_RUNNER`.
 pub(crate) const RUNNER_TEST_IMAGE: &str = "localhost/forgejo-runner-test:dev";
 /// The label image of kubernetes-mode tests and the demo (it has `/etc/frc-label-image`).
@@ -97,9 +98,24 @@ pub(crate) fn build_pause(root: &Path) -> Result<BuiltImage> {
 /// The operator image: the static release binary, uid 65532, CA certificates, no shell.
 pub(crate) fn build_operator(root: &Path) -> Result<BuiltImage> {
     let binary = build_static(root, "operator", "operator")?;
+    operator_image(root, &binary, OPERATOR_IMAGE, "operator.tar")
+}
+
+/// The operator's static release binary of the workspace at `root`, built into `target_dir`.
+pub(crate) fn build_static_operator_in(root: &Path, target_dir: &Path) -> Result<PathBuf> {
+    build_static_in(root, target_dir, "operator", "operator")
+}
+
+/// The operator image of `binary`, named `reference`, written to `target/images/<file>`.
+pub(crate) fn operator_image(
+    root: &Path,
+    binary: &Path,
+    reference: &str,
+    file: &str,
+) -> Result<BuiltImage> {
     // A static binary that cannot start (e.g. a libc feature missing from libc.a) would only
     // show up as a CrashLoopBackOff in the cluster: run it once here.
-    let help = Command::new(&binary)
+    let help = Command::new(binary)
         .arg("--help")
         .output()
         .with_context(|| format!("running {} --help", binary.display()))?;
@@ -112,7 +128,7 @@ pub(crate) fn build_operator(root: &Path) -> Result<BuiltImage> {
         );
     }
     let mut layer = Layer::default();
-    layer.file("forgejo-runner-controller", read(&binary)?, 0o755, 0);
+    layer.file("forgejo-runner-controller", read(binary)?, 0o755, 0);
     layer.users(&[("root", 0), ("nonroot", 65532)]);
     layer.dir("tmp", 0o1777, 0);
     let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
@@ -126,8 +142,8 @@ pub(crate) fn build_operator(root: &Path) -> Result<BuiltImage> {
         );
     }
     write_image(
-        &images_dir(root)?.join("operator.tar"),
-        OPERATOR_IMAGE,
+        &images_dir(root)?.join(file),
+        reference,
         &layer,
         &ImageConfig {
             user: "65532:65532".into(),
@@ -246,5 +262,23 @@ mod tests {
         assert!(has_interpreter(&read(Path::new("/bin/ls"))?)?);
         assert!(has_interpreter(b"not an elf").is_err());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The published image `deploy/` installs is the release the workspace's version names.
+    #[test]
+    fn deploy_installs_the_image_of_this_release() {
+        let deployment = include_str!("../../../deploy/operator/deployment.yaml");
+        let image = format!(
+            "image: {}:v{}",
+            super::PUBLISHED_OPERATOR_IMAGE,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(
+            deployment.contains(&image),
+            "deploy/operator/deployment.yaml does not name {image}"
+        );
     }
 }

@@ -18,10 +18,11 @@ use std::path::Path;
 
 use anyhow::Result;
 
+pub(crate) use archive::BuiltImage;
 use images::{E2E_RUNNER_ENV, RUNNER_DOUBLE, RUNNER_TEST_IMAGE, runner_from_env};
 pub(crate) use images::{
     PAUSE_IMAGE, PUBLISHED_OPERATOR_IMAGE, TestImages, build_label, build_operator, build_pause,
-    build_runner_test,
+    build_runner_test, build_static_operator_in, operator_image,
 };
 
 /// Builds every image; `runner` overrides the binary of the runner test image.
