@@ -14,8 +14,10 @@ use super::binary::{build_static, build_static_in, has_interpreter};
 /// The pause image every pod sandbox runs.
 pub(crate) const PAUSE_IMAGE: &str = "localhost/pause:frc";
 /// The operator image as built here, tagged with the release (the workspace's version).
-pub(crate) const OPERATOR_IMAGE: &str =
-    concat!("localhost/forgejo-runner-controller:v", env!("CARGO_PKG_VERSION"));
+pub(crate) const OPERATOR_IMAGE: &str = concat!(
+    "localhost/forgejo-runner-controller:v",
+    env!("CARGO_PKG_VERSION")
+);
 /// The runner test image: `/bin/forgejo-runner` is the double or `FRC_E2E_RUNNER`.
 pub(crate) const RUNNER_TEST_IMAGE: &str = "localhost/forgejo-runner-test:dev";
 /// The label image of kubernetes-mode tests and the demo (it has `/etc/frc-label-image`).
@@ -263,10 +265,7 @@ mod tests {
         assert!(has_interpreter(b"not an elf").is_err());
         Ok(())
     }
-}
 
-#[cfg(test)]
-mod tests {
     /// The published image `deploy/` installs is the release the workspace's version names.
     #[test]
     fn deploy_installs_the_image_of_this_release() {
