@@ -43,6 +43,7 @@ mod status;
 mod token_watch;
 mod trim;
 mod watches;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -100,8 +101,8 @@ pub struct Context {
     pub allow_privileged_runners: bool,
     /// Watch caches of what the pools own.
     pub stores: Stores,
-    /// Whether this replica leads.
-    pub leader: watch::Receiver<bool>,
+    /// The one gated writer: every write asks it, per write, whether this replica leads.
+    pub writer: writer::Writer,
     /// Grace periods and deadlines of the scheduler.
     pub timeouts: scheduler::Timeouts,
     /// When each waiting job was first seen, by pool uid, for the latency metric.
@@ -116,8 +117,6 @@ pub struct Context {
     pub tokens: token_watch::TokenSecrets,
     /// Runner Jobs and Secrets created lately, which the caches may not show yet.
     pub recent: recent::RecentWrites,
-    /// Bounds the requests reconciles make at once (see [`MAX_CONCURRENT_REQUESTS`]).
-    pub requests: tokio::sync::Semaphore,
     /// The cache objects last applied per pool.
     pub caches: cache::AppliedCaches,
 }
@@ -129,10 +128,10 @@ pub struct Context {
 pub const MAX_CONCURRENT_REQUESTS: usize = 32;
 
 impl Context {
-    /// The write gate: whether this replica may write now (it holds the Lease). Every write
-    /// of a reconcile asks it first.
+    /// Whether this replica may write now (it holds the Lease): a reconcile asks before it
+    /// starts work whose only use is a write; each write asks [`writer::Writer`] again.
     pub fn may_write(&self) -> bool {
-        *self.leader.borrow()
+        self.writer.may_write()
     }
 }
 
@@ -275,7 +274,7 @@ where
         allow_privileged_runners: config.allow_privileged_runners,
         metrics,
         stores: owned.stores.clone(),
-        leader: leader.clone(),
+        writer: writer::Writer::new(leader.clone(), MAX_CONCURRENT_REQUESTS),
         timeouts: config.timeouts,
         first_seen: Mutex::default(),
         failures: Mutex::default(),
@@ -283,7 +282,6 @@ where
         deleted: deleted::DeletedRegistrations::default(),
         tokens: tokens.clone(),
         recent: recent::RecentWrites::default(),
-        requests: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
         caches: cache::AppliedCaches::default(),
     });
 

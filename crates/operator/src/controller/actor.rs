@@ -1,5 +1,5 @@
-//! Carrying out a plan for one pool: the only code that writes to the cluster and to Forgejo
-//! for it, each write behind the leadership gate.
+//! Carrying out a plan for one pool: its runner Jobs, Secrets and registrations, each write
+//! through the gated writer ([`super::writer::Writer`]).
 
 use futures::stream::FuturesUnordered;
 use futures::{Future, StreamExt as _};
@@ -70,18 +70,23 @@ impl<'a> PoolActor<'a> {
         }
     }
 
-    /// The write gate: a replica that lost the Lease writes nothing more.
+    /// Whether this replica may write now: skips work whose only use is a write.
     fn may_write(&self) -> bool {
         self.ctx.may_write()
     }
 
-    /// Runs one request to the apiserver or Forgejo within the process-wide bound
-    /// ([`Context::requests`]): a burst of plans then reuses a few connections instead of
-    /// opening one per request.
-    async fn limited<T>(&self, request: impl std::future::Future<Output = T>) -> T {
-        // The semaphore is never closed, so a permit always comes.
-        let _permit = self.ctx.requests.acquire().await.ok();
-        request.await
+    /// Reads within the process-wide bound on requests in flight: a burst of plans then
+    /// reuses a few connections instead of opening one per request.
+    async fn read<T>(&self, request: impl std::future::Future<Output = T>) -> T {
+        self.ctx.writer.read(request).await
+    }
+
+    /// Writes through the gated writer: not sent once this replica lost the Lease.
+    async fn write<T>(
+        &self,
+        request: impl std::future::Future<Output = T>,
+    ) -> Result<T, super::writer::NotLeader> {
+        self.ctx.writer.write(request).await
     }
 
     /// Carries out a plan in the order that never strands a runner: registrations, Jobs and
@@ -172,10 +177,13 @@ impl<'a> PoolActor<'a> {
         if !self.may_write() {
             return false;
         }
-        match self
-            .limited(api.delete(&deletion.name, &DeleteParams::background()))
-            .await
-        {
+        let deleted = self
+            .write(api.delete(&deletion.name, &DeleteParams::background()))
+            .await;
+        let Ok(deleted) = deleted else {
+            return false;
+        };
+        match deleted {
             Ok(_) => {
                 tracing::info!(name = %deletion.name, reason = deletion.reason.as_str(), "{what} deleted");
                 true
@@ -201,14 +209,15 @@ impl<'a> PoolActor<'a> {
         // The Job is built once a request slot is free, so that a plan's Jobs do not all
         // exist at once; the slot is released before the event below takes one.
         let created = self
-            .limited(async {
+            .write(async {
                 let job = creation.job()?;
                 Ok::<_, scheduler::PodError>(self.jobs.create(&params, &job).await)
             })
             .await;
         let created = match created {
-            Ok(created) => created,
-            Err(error) => {
+            Err(super::writer::NotLeader) => return CreateOutcome::NotLeader,
+            Ok(Ok(created)) => created,
+            Ok(Err(error)) => {
                 let message = format!(
                     "building runner Job {} for Forgejo job {} failed: {error}",
                     creation.name, creation.forgejo_job_id
@@ -310,7 +319,7 @@ impl<'a> PoolActor<'a> {
     /// The Job a request is for, unless its Secret exists already (the cache may lag our
     /// own write: the apiserver has the last word) or the Job is gone.
     async fn job_without_secret(&self, request: &SecretRequest, created: &[Job]) -> Option<Job> {
-        match self.limited(self.secrets.get_opt(&request.job_name)).await {
+        match self.read(self.secrets.get_opt(&request.job_name)).await {
             Ok(Some(_)) => return None,
             Ok(None) => {}
             Err(error) => {
@@ -324,7 +333,7 @@ impl<'a> PoolActor<'a> {
         {
             return Some(job.clone());
         }
-        match self.limited(self.jobs.get_opt(&request.job_name)).await {
+        match self.read(self.jobs.get_opt(&request.job_name)).await {
             Ok(job) => job,
             Err(error) => {
                 tracing::warn!(job = %request.job_name, %error, "reading a runner Job failed");
@@ -343,10 +352,11 @@ impl<'a> PoolActor<'a> {
             description: request.registration_description.clone(),
             ephemeral: true,
         };
-        match self
-            .limited(self.client.register_runner(self.scope, &registration))
+        let registered = self
+            .write(self.client.register_runner(self.scope, &registration))
             .await
-        {
+            .map_err(|not_leader| not_leader.to_string())?;
+        match registered {
             Ok(runner) => Ok((
                 RunnerCredentials::Ephemeral {
                     uuid: runner.uuid.clone(),
@@ -371,10 +381,7 @@ impl<'a> PoolActor<'a> {
 
     /// The scope's registration token (Forgejo before 15), fetched once per reconcile.
     async fn fetch_registration_token(&self) -> Option<forgejo::Token> {
-        match self
-            .limited(self.client.registration_token(self.scope))
-            .await
-        {
+        match self.read(self.client.registration_token(self.scope)).await {
             Ok(token) => Some(token),
             Err(error) => {
                 let metrics = &self.ctx.metrics.reconcile;
@@ -410,7 +417,12 @@ impl<'a> PoolActor<'a> {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         };
-        match self.limited(self.secrets.create(&params, &secret)).await {
+        let created = self.write(self.secrets.create(&params, &secret)).await;
+        let Ok(created) = created else {
+            // Not sent: the leader that follows gives the Job its credentials.
+            return None;
+        };
+        match created {
             Ok(created) => {
                 self.ctx.recent.secret_created(&created);
                 tracing::info!(job = %request.job_name, reason = request.reason.as_str(), "runner Secret created");
@@ -425,9 +437,8 @@ impl<'a> PoolActor<'a> {
                 }
                 // Nobody will ever use the runner just registered: remove it now.
                 if let Some(id) = registered_id
-                    && let Err(error) = self
-                        .limited(self.client.delete_runner(self.scope, id))
-                        .await
+                    && let Ok(Err(error)) =
+                        self.write(self.client.delete_runner(self.scope, id)).await
                 {
                     tracing::warn!(job = %request.job_name, %error, "removing an unused runner registration failed");
                 }
@@ -446,10 +457,13 @@ impl<'a> PoolActor<'a> {
         if !self.may_write() {
             return;
         }
-        match self
-            .limited(self.client.delete_runner(self.scope, deletion.id))
-            .await
-        {
+        let deleted = self
+            .write(self.client.delete_runner(self.scope, deletion.id))
+            .await;
+        let Ok(deleted) = deleted else {
+            return;
+        };
+        match deleted {
             Ok(()) => {
                 self.ctx.deleted.remember(self.client.server(), deletion.id);
                 tracing::info!(runner = %deletion.name, id = deletion.id, reason = deletion.reason.as_str(), "runner registration deleted");

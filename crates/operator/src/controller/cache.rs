@@ -265,10 +265,10 @@ async fn diagnose(ctx: &Context, pool: &Pool) -> (bool, String) {
         scheduler::labels::RUNNER_DEPLOYMENT_UID,
         pool.uid
     );
-    let pods = {
-        let _permit = ctx.requests.acquire().await.ok();
-        api.list(&ListParams::default().labels(&selector)).await
-    };
+    let pods = ctx
+        .writer
+        .read(api.list(&ListParams::default().labels(&selector)))
+        .await;
     let pods = match pods {
         Ok(pods) => pods.items,
         Err(error) => return (false, format!("its pods could not be listed: {error}")),

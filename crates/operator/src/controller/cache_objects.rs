@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use api::{CacheMode, RunnerDeployment};
 use scheduler::{CacheNames, MANAGED_SECRET_KEY, Pool, RunnerCache};
 
+use super::writer::NotLeader;
 use super::{Context, FIELD_MANAGER};
 
 /// Why the pool's cache could not be set up; each has a condition reason.
@@ -51,6 +52,9 @@ pub enum CacheError {
     /// The Service got no cluster IP (a headless Service of the same name?).
     #[error("Service {0:?} has no cluster IP")]
     NoClusterIp(String),
+    /// This replica lost the Lease: the rest is left to the next leader.
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
 }
 
 impl CacheError {
@@ -61,6 +65,7 @@ impl CacheError {
             Self::Write { .. } => "ApplyFailed",
             Self::ExternalSecretMissing { .. } => "SecretNotFound",
             Self::NoClusterIp(_) => "NoClusterIP",
+            Self::NotLeader(_) => "NotLeader",
         }
     }
 }
@@ -137,14 +142,13 @@ impl<'a> CacheWriter<'a> {
             + std::fmt::Debug,
     {
         let name = object.name_any();
-        let _permit = self.ctx.requests.acquire().await.ok();
-        self.api::<K>()
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Apply(object),
-            )
-            .await
+        let api = self.api::<K>();
+        let params = PatchParams::apply(FIELD_MANAGER);
+        let patch = Patch::Apply(object);
+        self.ctx
+            .writer
+            .write(api.patch(&name, &params, &patch))
+            .await?
             .map_err(|e| conflict_or::<K>(&name, format!("apply {} {name}", K::kind(&())), e))
     }
 
@@ -195,8 +199,7 @@ impl<'a> CacheWriter<'a> {
     async fn ensure_secret(&self) -> Result<Option<String>, CacheError> {
         let api = self.api::<Secret>();
         let name = self.names.server();
-        let _permit = self.ctx.requests.acquire().await.ok();
-        match api.get_opt(name).await {
+        match self.ctx.writer.read(api.get_opt(name)).await {
             Ok(Some(existing)) if is_pools(&existing, self.pool) => return Ok(existing.uid()),
             Ok(Some(_)) => {
                 return Err(CacheError::NameConflict {
@@ -216,7 +219,8 @@ impl<'a> CacheWriter<'a> {
         rand::rng().fill_bytes(&mut bytes);
         let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let object = scheduler::cache_secret(self.pool, &self.names, &secret);
-        match api.create(&PostParams::default(), &object).await {
+        let params = PostParams::default();
+        match self.ctx.writer.write(api.create(&params, &object)).await? {
             Ok(created) => Ok(created.uid()),
             // Made by another reconcile a moment ago: look again next time.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
@@ -238,16 +242,16 @@ impl<'a> CacheWriter<'a> {
             name: secret.name.clone(),
             key: secret.key.clone(),
         };
-        let found = {
-            let _permit = self.ctx.requests.acquire().await.ok();
-            self.api::<Secret>()
-                .get_opt(&secret.name)
-                .await
-                .map_err(|source| CacheError::Write {
-                    action: format!("read Secret {}", secret.name),
-                    source,
-                })?
-        };
+        let api = self.api::<Secret>();
+        let found = self
+            .ctx
+            .writer
+            .read(api.get_opt(&secret.name))
+            .await
+            .map_err(|source| CacheError::Write {
+                action: format!("read Secret {}", secret.name),
+                source,
+            })?;
         let has_key = found.is_some_and(|s| {
             s.data
                 .is_some_and(|d| d.get(&secret.key).is_some_and(|v| !v.0.is_empty()))
@@ -295,9 +299,10 @@ impl<'a> CacheWriter<'a> {
     {
         let api = self.api::<K>();
         let kind = K::kind(&());
-        let _permit = self.ctx.requests.acquire().await.ok();
-        let existing = api
-            .get_opt(name)
+        let existing = self
+            .ctx
+            .writer
+            .read(api.get_opt(name))
             .await
             .map_err(|source| CacheError::Write {
                 action: format!("read {kind} {name}"),
@@ -315,7 +320,7 @@ impl<'a> CacheWriter<'a> {
             }),
             ..DeleteParams::background()
         };
-        match api.delete(name, &params).await {
+        match self.ctx.writer.write(api.delete(name, &params)).await? {
             Ok(_) => Ok(1),
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(0),
             Err(source) => Err(CacheError::Write {

@@ -50,9 +50,16 @@ pub async fn publish(
         action: action.to_owned(),
         secondary: None,
     };
-    // Events count against the same bound as the reconcile's other requests.
-    let _permit = ctx.requests.acquire().await.ok();
-    if let Err(error) = ctx.recorder.publish(&event, &rd.object_ref(&())).await {
-        tracing::debug!(%error, "publishing an event failed");
+    let reference = rd.object_ref(&());
+    match ctx
+        .writer
+        .write(ctx.recorder.publish(&event, &reference))
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "publishing an event failed"),
+        Err(not_leader) => {
+            tracing::debug!(%not_leader, reason = %event.reason, "event not published")
+        }
     }
 }

@@ -83,8 +83,15 @@ async fn remove_registrations(rd: &RunnerDeployment, ctx: &Context) -> Result<us
         .iter()
         .filter(|runner| scheduler::naming::is_pool_job_name(&runner.name, &uid))
     {
-        client.delete_runner(&scope, runner.id).await?;
-        removed += 1;
+        // Not sent without the Lease: the finalizer stays, so the next leader removes it.
+        if let Ok(deleted) = ctx
+            .writer
+            .write(client.delete_runner(&scope, runner.id))
+            .await
+        {
+            deleted?;
+            removed += 1;
+        }
     }
     Ok(removed)
 }

@@ -65,10 +65,7 @@ pub async fn note_refused_pods(ctx: &Context, namespace: &str, owned: &mut [Owne
         Api::namespaced(ctx.client.clone(), namespace);
     let params =
         kube::api::ListParams::default().fields("involvedObject.kind=Job,reason=FailedCreate");
-    let list = {
-        let _permit = ctx.requests.acquire().await.ok();
-        events.list(&params).await
-    };
+    let list = ctx.writer.read(events.list(&params)).await;
     let list = match list {
         Ok(list) => list,
         Err(error) => {

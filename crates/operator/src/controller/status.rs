@@ -122,12 +122,20 @@ pub async fn apply_status(
         "kind": RunnerDeployment::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::kube(format!("apply the status of RunnerDeployment {name}"), e))?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&patch);
+    match ctx
+        .writer
+        .write(api.patch_status(&name, &params, &patch))
+        .await
+    {
+        Ok(written) => {
+            written.map_err(|e| {
+                Error::kube(format!("apply the status of RunnerDeployment {name}"), e)
+            })?;
+        }
+        // The leader that follows writes the status from what it observes.
+        Err(not_leader) => tracing::debug!(%not_leader, "status not written"),
+    }
     Ok(())
 }

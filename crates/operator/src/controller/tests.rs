@@ -127,7 +127,7 @@ impl Unit {
                 secrets: reflector::store().0,
                 cache_servers: reflector::store().0,
             },
-            leader: receiver,
+            writer: super::writer::Writer::new(receiver, super::MAX_CONCURRENT_REQUESTS),
             timeouts: scheduler::Timeouts::default(),
             first_seen: Mutex::default(),
             failures: Mutex::default(),
@@ -135,7 +135,6 @@ impl Unit {
             deleted: deleted::DeletedRegistrations::default(),
             tokens: token_watch::TokenSecrets::default(),
             recent: recent::RecentWrites::default(),
-            requests: tokio::sync::Semaphore::new(super::MAX_CONCURRENT_REQUESTS),
             caches: super::cache::AppliedCaches::default(),
         };
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
@@ -373,5 +372,48 @@ async fn a_job_just_created_counts_as_owned_before_the_watch_shows_it() {
         again.create_secrets.is_empty(),
         "{:?}",
         again.create_secrets
+    );
+}
+
+#[tokio::test]
+async fn leadership_lost_between_two_cache_writes_stops_every_later_write() {
+    let leader: Arc<Mutex<Option<watch::Sender<bool>>>> = Arc::default();
+    let lose = leader.clone();
+    let unit = Unit::new(move |method, path| {
+        // The claim is the cache's second write (after its Secret): the Lease goes while it
+        // is in flight, and the apiserver accepts it.
+        if method == "PATCH" && path.contains("/persistentvolumeclaims/") {
+            if let Some(sender) = lose.lock().unwrap().as_ref() {
+                sender.send_replace(false);
+            }
+            let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "pool-cache", "namespace": "ci"}});
+            return Some((200, claim));
+        }
+        None
+    });
+    *leader.lock().unwrap() = Some(unit.leader.clone());
+    let rd = unit.pool();
+    let pool = scheduler::Pool::from_resource(&rd).unwrap();
+    super::cache::reconcile_cache(&unit.ctx, &rd, &pool).await;
+
+    let calls = unit.calls.all();
+    let claim = calls
+        .iter()
+        .position(|c| c.starts_with("PATCH") && c.contains("/persistentvolumeclaims/"))
+        .unwrap_or_else(|| panic!("the claim was never applied: {calls:?}"));
+    assert!(
+        calls[..claim]
+            .iter()
+            .any(|c| c.starts_with("POST") && c.contains("/secrets")),
+        "the cache's Secret was not the first write: {calls:?}"
+    );
+    let later_writes: Vec<&String> = calls[claim + 1..]
+        .iter()
+        .filter(|c| !c.starts_with("GET"))
+        .collect();
+    assert!(
+        later_writes.is_empty(),
+        "writes after leadership was lost: {later_writes:?}"
     );
 }
