@@ -1,19 +1,19 @@
 //! The runner protocol's messages (`runner.v1`, `ping.v1`), written by hand from the field
-//! table in FORGEJO.md ("Runner protocol"), for the stand-in and the runner double.
+//! table in docs/forgejo.md ("Runner protocol"), for the stand-in and the runner double.
 //!
-//! Field numbers are what matters on the wire. Those FORGEJO.md lists were observed with
-//! forgejo-runner v12.8.2. `RegisterRequest` (name 1, token 2, version 5, labels 6,
+//! Field numbers are what matters on the wire. Those docs/forgejo.md marks "observed" were
+//! seen from forgejo-runner v12.8.2. `RegisterRequest` (name 1, token 2, version 5, labels 6,
 //! ephemeral 7), `RegisterResponse` (runner 1) and `ping.v1` (data 1 both ways) were read
 //! from the code generated from the upstream `runner/v1/messages.proto` and
-//! `ping/v1/messages.proto` (a published Go copy; 2026-11); that copy agrees with FORGEJO.md
-//! on every other number here. Fields we never send (deprecated `agent_labels`,
-//! `capabilities`, `Task.machine`) are left out: protobuf skips unknown fields.
+//! `ping/v1/messages.proto` (a published Go copy; 2026-11); that copy agrees with the
+//! observed numbers on every other field here. Fields we never send (deprecated
+//! `agent_labels`, `capabilities`, `Task.machine`) are left out: protobuf skips unknown fields.
 //!
 //! Best guesses, kept here in one place because no source here shows their numbers:
 //! the Forgejo-only additions `FetchTaskRequest.task_capacity` (2),
 //! `FetchTaskResponse.additional_tasks` (3), and the fields of `FetchSingleTaskRequest`
-//! and `FetchSingleTaskResponse` (FORGEJO.md's numbers; the runner source only shows that
-//! `handle` is an optional string and `tasks_version` is sent as 0).
+//! and `FetchSingleTaskResponse` (docs/forgejo.md's numbers; the runner source only shows
+//! that `handle` is an optional string and `tasks_version` is sent as 0).
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! The `-c FILE` config: the `cache` keys the operator writes (FORGEJO.md, "Caches"); every
+//! The `-c FILE` config: the `cache` keys the operator writes (docs/forgejo.md, "Caches"); every
 //! other key of the real runner's config is accepted and ignored.
 
 use std::fmt;

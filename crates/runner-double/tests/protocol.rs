@@ -1,5 +1,5 @@
-//! The double against the Forgejo stand-in, each behaviour pinned to the FORGEJO.md fact
-//! ("forgejo-runner" and "Runner protocol") it follows.
+//! The double against the Forgejo stand-in, each behaviour pinned to the docs/forgejo.md fact
+//! ("forgejo-runner one-job" and "Runner protocol") it follows.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

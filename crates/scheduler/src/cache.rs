@@ -3,7 +3,7 @@
 //!
 //! forgejo-runner's `actions/cache` proxy runs inside the runner; with
 //! `cache.external_server` it forwards to a shared `forgejo-runner cache-server`, signing
-//! each request with the HMAC secret both read from `cache.secret_url` (FORGEJO.md,
+//! each request with the HMAC secret both read from `cache.secret_url` (docs/forgejo.md,
 //! "Caches"). The secret is a file from a Secret volume: never an arg, env var or status.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: measures the targets of DESIGN.md and prints the figures (recorded in
-//! docs/benchmarks.md). Separate from the tests: nothing here asserts a time.
+//! `cargo xtask bench`: measures the design targets (docs/architecture.md, "Targets") and
+//! prints the figures (recorded in docs/benchmarks.md). Separate from the tests: nothing here
+//! asserts a time.
 //!
 //! Stages (`--only` picks some):
 //! - `plan`: `scheduler::plan` on large inputs (pure, no cluster);

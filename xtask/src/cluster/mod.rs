@@ -6,9 +6,9 @@
 //! repository that is keyed by version:
 //! `${FRC_CACHE_DIR:-$HOME/.cache/forgejo-runner-controller}/controlplane/<k8s>-etcd<etcd>/bin`.
 //!
-//! The node (`node.rs`) is containerd + runc from Debian, a kubelet and kube-proxy (nftables
-//! mode): pods really run, and reach Services at their ClusterIPs. The apiserver listens on
-//! the pod network's gateway address, which pods and this machine both reach (the
+//! The node (`xtask/src/node/`) is containerd + runc from Debian, a kubelet and kube-proxy
+//! (nftables mode): pods really run, and reach Services at their ClusterIPs. The apiserver
+//! listens on the pod network's gateway address, which pods and this machine both reach (the
 //! `kubernetes` Service has no endpoints, so kube-proxy refuses its ClusterIP). Pods with
 //! `schedulerName: kubelet-stand-in` are left to a test that plays kubelet for states a
 //! real node cannot produce (`crates/operator/tests/support/kubelet.rs`). The controller-manager runs only the

@@ -17,7 +17,7 @@ pub(crate) const BRIDGE: &str = "frc0";
 pub(crate) const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 /// The pod network.
 pub(super) const POD_SUBNET: &str = "10.244.0.0/24";
-/// The pause image every pod sandbox runs (written by `image.rs`, imported at `up`).
+/// The pause image every pod sandbox runs (written by `xtask/src/image/`, imported at `up`).
 pub(crate) const SANDBOX_IMAGE: &str = crate::image::PAUSE_IMAGE;
 /// How long `up` waits for the node to be Ready.
 pub(crate) const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,7 +1,7 @@
 //! The runner service, as Forgejo serves it to forgejo-runner: Connect unary RPC over
 //! HTTP/1.1, binary protobuf (`content-type: application/proto`), errors as Connect JSON.
 //! Runners authenticate with `x-runner-uuid`/`x-runner-token` (from `POST …/runners` or
-//! `Register`). Facts: FORGEJO.md, "Runner protocol".
+//! `Register`). Facts: docs/forgejo.md, "Runner protocol".
 
 use std::collections::BTreeMap;
 

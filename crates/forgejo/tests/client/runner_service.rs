@@ -1,5 +1,5 @@
 //! The stand-in's runner service (Connect unary, binary protobuf) spoken to directly, each
-//! behaviour pinned to the FORGEJO.md fact ("Runner protocol") it follows.
+//! behaviour pinned to the docs/forgejo.md fact ("Runner protocol") it follows.
 
 use bytes::Bytes;
 use forgejo::runner_proto::{

@@ -1,4 +1,4 @@
-//! `one-job`'s `actions/cache` proxy, as forgejo-runner v12's `act/cacheproxy` (FORGEJO.md,
+//! `one-job`'s `actions/cache` proxy, as forgejo-runner v12's `act/cacheproxy` (docs/forgejo.md,
 //! "Caches"): with `cache.external_server` and a secret it listens on all interfaces
 //! (`cache.proxy_port`, a free port when 0 or absent), the task's steps get
 //! `ACTIONS_CACHE_URL=http://{host}:{port}/{runId}/`, and each request a step sends under

@@ -1,4 +1,4 @@
-//! `cache-server`: the shared Actions cache a pool's runners' proxies forward to (FORGEJO.md,
+//! `cache-server`: the shared Actions cache a pool's runners' proxies forward to (docs/forgejo.md,
 //! "Caches"). Entries live in memory; `--dir` is created as the real server does, but the
 //! double writes nothing there (a test cache is small, and a restart empties it).
 
