@@ -90,7 +90,7 @@ enum Task {
         #[arg(long, conflicts_with = "only")]
         vs_keda: bool,
     },
-    /// Build (once, cached) the KEDA operator to compare with (issue 16); print it, its CRD
+    /// Build (once, cached) the KEDA operator to compare with (`bench --vs-keda`); print it, its CRD
     /// directory and how to run it out of the cluster against the local one.
     Keda,
     /// Build the container images (operator, runner test, label, pause) as docker-archives

@@ -105,7 +105,7 @@ pub(crate) fn ensure() -> Result<()> {
 pub(crate) fn ensure_on(system: &mut impl System) -> Result<Outcome> {
     if system.go_version().is_none() {
         bail!(
-            "preflight: Go is missing: `go version` does not run. Go 1.24 or newer builds the \
+            "preflight: Go is missing: `go version` does not run. Go 1.26 or newer builds the \
              local cluster from the Go module proxy; install it and put `go` on PATH"
         );
     }
