@@ -66,11 +66,13 @@
 //! (the next status). What they build on: `input` and `items` (the plan's input and
 //! output), `pod` and `template` (the Job and its pod, merged with the user's
 //! `jobTemplate`), `secret` (the credential Secret), `owned` (a Job summarised), `status`
-//! (conditions, bounded `scheduledJobs`), and the leaves [`naming`] (Job names, the base of
+//! (conditions, bounded `scheduledJobs`), `cache_decision` (the shared cache's writes and
+//! `CacheReady`, from what the operator observed), and the leaves [`naming`] (Job names, the base of
 //! duplicate prevention), [`labels`] (label keys and selectors), `containers` and `text`.
 //! No two modules import each other.
 
 mod cache;
+mod cache_decision;
 mod cache_server;
 mod capacity;
 mod cleanup;
@@ -99,6 +101,10 @@ pub use cache::{
     DOCKER_RUNNER_CONFIG_KEY, MANAGED_SECRET_KEY, RUNNER_CONFIG_KEY, RunnerCache,
     SERVER_CONFIG_KEY, cache_config_map, cache_labels, cache_secret, managed_server_url,
     runner_config, server_config,
+};
+pub use cache_decision::{
+    CACHE_REAPPLY_AFTER, CacheApply, CacheEvent, CacheObservation, CacheReport, CacheSteps,
+    LastApplied, cache_event, cache_steps, diagnose as diagnose_cache_server, server_available,
 };
 pub use cache_server::{
     CACHE_SECRET_UID_ANNOTATION, CACHE_SERVER_CONTAINER, cache_claim, cache_deployment,

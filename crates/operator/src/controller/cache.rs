@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -18,50 +18,36 @@ use kube::runtime::events::EventType;
 
 use api::condition_types::CACHE_READY;
 use api::{CacheMode, RunnerDeployment};
-use scheduler::{CacheNames, Pool, RunnerCache};
+use scheduler::{
+    CacheApply, CacheNames, CacheObservation, CacheReport, LastApplied, Pool, RunnerCache,
+};
 
 use super::Context;
 use super::cache_objects::{CacheError, CacheWriter};
 use super::events::publish;
-
-/// An unchanged cache is applied again after this long, so that a deleted or edited object
-/// comes back without a watch on each kind.
-const REAPPLY_AFTER: Duration = Duration::from_secs(600);
-
-/// Container waiting reasons that mean the server cannot start without a change.
-const FAILING: &[&str] = &[
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
 
 /// What one reconcile made of the pool's cache.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheOutcome {
     /// What runner pods mount; `None`: no shared cache for the pods made now.
     pub runner_cache: Option<RunnerCache>,
-    /// `CacheReady`.
-    pub ready: bool,
-    /// Its reason.
-    pub reason: &'static str,
-    /// Its message (never a secret).
-    pub message: String,
-    /// Whether a not-ready outcome needs someone (an event on change).
-    pub problem: bool,
+    /// `CacheReady`, as the scheduler words it.
+    pub report: CacheReport,
 }
 
 impl CacheOutcome {
-    fn not_ready(runner_cache: Option<RunnerCache>, error: &CacheError) -> Self {
+    fn from_report(runner_cache: Option<RunnerCache>, report: CacheReport) -> Self {
         Self {
             runner_cache,
-            ready: false,
-            reason: error.reason(),
-            message: error.to_string(),
-            problem: true,
+            report,
         }
+    }
+
+    fn failed(runner_cache: Option<RunnerCache>, error: &CacheError) -> Self {
+        Self::from_report(
+            runner_cache,
+            CacheReport::failed(error.reason(), error.to_string()),
+        )
     }
 }
 
@@ -78,11 +64,20 @@ struct Applied {
 }
 
 impl AppliedCaches {
-    fn fresh(&self, uid: &str, fingerprint: u64) -> Option<RunnerCache> {
+    /// What was last applied for the pool, compared with `fingerprint` of what it asks now.
+    fn last(&self, uid: &str, fingerprint: u64) -> Option<LastApplied> {
         let map = self.0.lock().ok()?;
-        map.get(uid)
-            .filter(|a| a.fingerprint == fingerprint && a.at.elapsed() < REAPPLY_AFTER)
-            .map(|a| a.runner_cache.clone())
+        map.get(uid).map(|a| LastApplied {
+            mode: a.mode,
+            unchanged: a.fingerprint == fingerprint,
+            age: a.at.elapsed(),
+        })
+    }
+
+    /// What the pool's runner pods mount, as last applied.
+    fn runner_cache(&self, uid: &str) -> Option<RunnerCache> {
+        let map = self.0.lock().ok()?;
+        map.get(uid).map(|a| a.runner_cache.clone())
     }
 
     fn remember(&self, uid: &str, fingerprint: u64, runner_cache: &RunnerCache, mode: CacheMode) {
@@ -109,72 +104,110 @@ fn fingerprint(parts: &[String]) -> u64 {
     hasher.finish()
 }
 
-/// Makes, keeps or removes the pool's cache objects for its mode.
+/// Makes, keeps or removes the pool's cache objects for its mode: observes, asks
+/// [`scheduler::cache_steps`] what to write, writes it, and reports as the scheduler says.
 pub async fn reconcile_cache(ctx: &Context, rd: &RunnerDeployment, pool: &Pool) -> CacheOutcome {
     let mode = rd.spec.cache_mode();
     let writer = CacheWriter::new(ctx, pool);
     let server = server_of(ctx, pool, writer.names());
-    let applied_mode = if mode == CacheMode::Disabled {
-        ctx.caches.forget(&pool.uid)
-    } else {
-        None
-    };
-    let leftovers = (mode != CacheMode::Managed && server.is_some())
-        || applied_mode.is_some_and(|m| m != CacheMode::Disabled);
-    if leftovers {
+    let external = rd.spec.cache.as_ref().and_then(|c| c.external.as_ref());
+    let print = applied_fingerprint(rd, pool, writer.names(), mode);
+    let steps = scheduler::cache_steps(&CacheObservation {
+        mode,
+        external_set: external.is_some(),
+        server: server.as_deref(),
+        last_applied: ctx.caches.last(&pool.uid, print),
+    });
+    if steps.remove_managed {
         match writer.remove(mode).await {
-            Ok(0) => {}
             Ok(removed) => {
-                let note = format!(
-                    "spec.cache.mode is {}: removed {removed} object(s) of the managed cache server",
-                    mode.as_str()
-                );
-                publish(
-                    ctx,
-                    rd,
-                    EventType::Normal,
-                    "CacheServerRemoved",
-                    "Cache",
-                    &note,
-                )
-                .await;
+                if mode == CacheMode::Disabled {
+                    ctx.caches.forget(&pool.uid);
+                }
+                if removed > 0 {
+                    let note = format!(
+                        "spec.cache.mode is {}: removed {removed} object(s) of the managed cache server",
+                        mode.as_str()
+                    );
+                    let (kind, reason) = (EventType::Normal, "CacheServerRemoved");
+                    publish(ctx, rd, kind, reason, "Cache", &note).await;
+                }
             }
-            Err(error) => return CacheOutcome::not_ready(None, &error),
+            Err(error) => return CacheOutcome::failed(None, &error),
         }
     }
-    match (mode, rd.spec.cache.as_ref().and_then(|c| c.external.as_ref())) {
-        (CacheMode::Managed, _) => managed(ctx, rd, pool, &writer, server).await,
-        (CacheMode::External, Some(external)) => {
-            let print = fingerprint(&[
-                external.url.clone(),
-                external.secret_ref.name.clone(),
-                external.secret_ref.key.clone(),
-            ]);
-            let applied = match ctx.caches.fresh(&pool.uid, print) {
-                Some(cache) => Ok(cache),
-                None => writer.apply_external(&external.url, &external.secret_ref).await,
+    let runner_cache = match steps.apply {
+        CacheApply::Nothing => {
+            return CacheOutcome::from_report(None, CacheReport::disabled());
+        }
+        CacheApply::Unchanged => ctx.caches.runner_cache(&pool.uid),
+        CacheApply::Managed => match writer.apply_managed(rd).await {
+            Ok((cache, None)) => Some(cache),
+            Ok((cache, Some(late))) => return CacheOutcome::failed(Some(cache), &late),
+            Err(error) => return CacheOutcome::failed(None, &error),
+        },
+        CacheApply::External => {
+            let Some(external) = external else {
+                return CacheOutcome::from_report(None, CacheReport::disabled());
             };
-            match applied {
-                Ok(cache) => {
-                    ctx.caches.remember(&pool.uid, print, &cache, mode);
-                    CacheOutcome {
-                        runner_cache: Some(cache),
-                        ready: true,
-                        reason: "External",
-                        message: format!("runners use the cache server at {}", external.url),
-                        problem: false,
-                    }
-                }
-                Err(error) => CacheOutcome::not_ready(None, &error),
+            match writer
+                .apply_external(&external.url, &external.secret_ref)
+                .await
+            {
+                Ok(cache) => Some(cache),
+                Err(error) => return CacheOutcome::failed(None, &error),
             }
         }
-        (CacheMode::External, None) | (CacheMode::Disabled, _) => CacheOutcome {
-            runner_cache: None,
-            ready: false,
-            reason: "Disabled",
-            message: "spec.cache.mode is Disabled (the default with a runnerImage other than the default): each runner keeps its own cache, lost with its pod".to_owned(),
-            problem: false,
-        },
+    };
+    let Some(runner_cache) = runner_cache else {
+        // Applied by an earlier reconcile whose record is gone: apply again next time.
+        ctx.caches.forget(&pool.uid);
+        return CacheOutcome::from_report(None, CacheReport::disabled());
+    };
+    if steps.apply != CacheApply::Unchanged {
+        ctx.caches.remember(&pool.uid, print, &runner_cache, mode);
+    }
+    let report = match (mode, external) {
+        (CacheMode::External, Some(external)) => CacheReport::external(&external.url),
+        _ => {
+            let name = writer.names().server();
+            let pod = if scheduler::server_available(server.as_deref()) {
+                None
+            } else {
+                server_pod(ctx, pool).await
+            };
+            CacheReport::managed(name, server.as_deref(), pod.as_ref())
+        }
+    };
+    CacheOutcome::from_report(Some(runner_cache), report)
+}
+
+/// What identifies the objects the spec asks for, to tell a change from a repeat.
+fn applied_fingerprint(
+    rd: &RunnerDeployment,
+    pool: &Pool,
+    names: &CacheNames,
+    mode: CacheMode,
+) -> u64 {
+    let spec = rd.spec.cache.clone().unwrap_or_default();
+    match (mode, spec.external.as_ref()) {
+        (CacheMode::External, Some(external)) => fingerprint(&[
+            external.url.clone(),
+            external.secret_ref.name.clone(),
+            external.secret_ref.key.clone(),
+        ]),
+        _ => {
+            let class = spec
+                .storage
+                .as_ref()
+                .and_then(|s| s.storage_class_name.as_deref());
+            fingerprint(&[
+                serde_json::to_string(&scheduler::cache_deployment(pool, names, None))
+                    .unwrap_or_default(),
+                serde_json::to_string(&scheduler::cache_claim(pool, names, &spec.size(), class))
+                    .unwrap_or_default(),
+            ])
+        }
     }
 }
 
@@ -187,77 +220,8 @@ fn server_of(ctx: &Context, pool: &Pool, names: &CacheNames) -> Option<std::sync
     })
 }
 
-async fn managed(
-    ctx: &Context,
-    rd: &RunnerDeployment,
-    pool: &Pool,
-    writer: &CacheWriter<'_>,
-    server: Option<std::sync::Arc<Deployment>>,
-) -> CacheOutcome {
-    let names = writer.names();
-    let spec = rd.spec.cache.clone().unwrap_or_default();
-    let class = spec
-        .storage
-        .as_ref()
-        .and_then(|s| s.storage_class_name.as_deref());
-    let print = fingerprint(&[
-        serde_json::to_string(&scheduler::cache_deployment(pool, names, None)).unwrap_or_default(),
-        serde_json::to_string(&scheduler::cache_claim(pool, names, &spec.size(), class))
-            .unwrap_or_default(),
-    ]);
-    let fresh = server
-        .is_some()
-        .then(|| ctx.caches.fresh(&pool.uid, print))
-        .flatten();
-    let runner_cache = match fresh {
-        Some(cache) => cache,
-        None => match writer.apply_managed(rd).await {
-            Ok((cache, None)) => {
-                ctx.caches
-                    .remember(&pool.uid, print, &cache, CacheMode::Managed);
-                cache
-            }
-            Ok((cache, Some(late))) => return CacheOutcome::not_ready(Some(cache), &late),
-            Err(error) => return CacheOutcome::not_ready(None, &error),
-        },
-    };
-    let available = server
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0)
-        >= 1;
-    if available {
-        return CacheOutcome {
-            runner_cache: Some(runner_cache),
-            ready: true,
-            reason: "ServerAvailable",
-            message: format!(
-                "the cache server {} is available; runners use it",
-                names.server()
-            ),
-            problem: false,
-        };
-    }
-    let (problem, detail) = diagnose(ctx, pool).await;
-    CacheOutcome {
-        runner_cache: Some(runner_cache),
-        ready: false,
-        reason: if problem {
-            "ServerFailing"
-        } else {
-            "ServerStarting"
-        },
-        message: format!(
-            "the cache server {} is not available yet ({detail}); runners start meanwhile and their cache lookups miss",
-            names.server()
-        ),
-        problem,
-    }
-}
-
-/// Why the server's pod is not serving: whether it needs someone, and what its pod says.
-async fn diagnose(ctx: &Context, pool: &Pool) -> (bool, String) {
+/// The first pod of the pool's cache server, for the diagnosis of a server that is not up.
+async fn server_pod(ctx: &Context, pool: &Pool) -> Option<Pod> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pool.namespace);
     let selector = format!(
         "{},{}={}",
@@ -265,41 +229,17 @@ async fn diagnose(ctx: &Context, pool: &Pool) -> (bool, String) {
         scheduler::labels::RUNNER_DEPLOYMENT_UID,
         pool.uid
     );
-    let pods = ctx
+    let listed = ctx
         .writer
         .read(api.list(&ListParams::default().labels(&selector)))
         .await;
-    let pods = match pods {
-        Ok(pods) => pods.items,
-        Err(error) => return (false, format!("its pods could not be listed: {error}")),
-    };
-    let Some(pod) = pods.first() else {
-        return (false, "no pod yet".to_owned());
-    };
-    let name = pod.name_any();
-    let status = pod.status.clone().unwrap_or_default();
-    let unschedulable = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-    if let Some(condition) = unschedulable {
-        let why = condition.message.clone().unwrap_or_default();
-        return (true, format!("pod {name} cannot be scheduled: {why}"));
+    match listed {
+        Ok(pods) => pods.items.into_iter().next(),
+        Err(error) => {
+            tracing::debug!(%error, "listing the cache server's pods failed");
+            None
+        }
     }
-    let waiting = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-        .find(|w| w.reason.as_deref().is_some_and(|r| FAILING.contains(&r)));
-    if let Some(waiting) = waiting {
-        let reason = waiting.reason.clone().unwrap_or_default();
-        let message = waiting.message.clone().unwrap_or_default();
-        return (true, format!("pod {name}: {reason}: {message}"));
-    }
-    let phase = status.phase.unwrap_or_else(|| "Pending".to_owned());
-    (false, format!("pod {name} is {phase}"))
 }
 
 /// Writes `CacheReady`, the metric, and an event when the condition changed to a problem
@@ -320,9 +260,9 @@ pub async fn record(
         &mut status.conditions,
         scheduler::condition(
             CACHE_READY,
-            outcome.ready,
-            outcome.reason,
-            outcome.message.clone(),
+            outcome.report.ready,
+            outcome.report.reason,
+            outcome.report.message.clone(),
             rd.metadata.generation,
             now.clone(),
         ),
@@ -336,33 +276,25 @@ pub async fn record(
         .reconcile
         .cache_ready
         .get_or_create(&labels)
-        .set(i64::from(outcome.ready));
-    let changed = previous.as_ref().is_none_or(|(ready, reason, message)| {
-        *ready != outcome.ready || reason != outcome.reason || *message != outcome.message
-    });
-    if !changed {
+        .set(i64::from(outcome.report.ready));
+    let previous = previous
+        .as_ref()
+        .map(|(ready, reason, message)| (*ready, reason.as_str(), message.as_str()));
+    let Some(event) = scheduler::cache_event(previous, &outcome.report) else {
         return;
-    }
-    if outcome.problem {
-        let reason = format!("Cache{}", outcome.reason);
-        publish(
-            ctx,
-            rd,
-            EventType::Warning,
-            &reason,
-            "Cache",
-            &outcome.message,
-        )
-        .await;
-    } else if outcome.ready && previous.is_some_and(|(ready, _, _)| !ready) {
-        publish(
-            ctx,
-            rd,
-            EventType::Normal,
-            "CacheReady",
-            "Cache",
-            &outcome.message,
-        )
-        .await;
-    }
+    };
+    let type_ = if event.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    publish(
+        ctx,
+        rd,
+        type_,
+        &event.reason,
+        "Cache",
+        &outcome.report.message,
+    )
+    .await;
 }
