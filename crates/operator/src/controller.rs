@@ -31,6 +31,7 @@ mod apply;
 mod backoff;
 mod cache;
 mod cache_objects;
+mod cache_pod;
 mod deleted;
 mod events;
 mod finalize;

@@ -28,16 +28,6 @@ use super::events::publish;
 /// comes back without a watch on each kind.
 const REAPPLY_AFTER: Duration = Duration::from_secs(600);
 
-/// Container waiting reasons that mean the server cannot start without a change.
-const FAILING: &[&str] = &[
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
-
 /// What one reconcile made of the pool's cache.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheOutcome {
@@ -276,30 +266,7 @@ async fn diagnose(ctx: &Context, pool: &Pool) -> (bool, String) {
     let Some(pod) = pods.first() else {
         return (false, "no pod yet".to_owned());
     };
-    let name = pod.name_any();
-    let status = pod.status.clone().unwrap_or_default();
-    let unschedulable = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-    if let Some(condition) = unschedulable {
-        let why = condition.message.clone().unwrap_or_default();
-        return (true, format!("pod {name} cannot be scheduled: {why}"));
-    }
-    let waiting = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-        .find(|w| w.reason.as_deref().is_some_and(|r| FAILING.contains(&r)));
-    if let Some(waiting) = waiting {
-        let reason = waiting.reason.clone().unwrap_or_default();
-        let message = waiting.message.clone().unwrap_or_default();
-        return (true, format!("pod {name}: {reason}: {message}"));
-    }
-    let phase = status.phase.unwrap_or_else(|| "Pending".to_owned());
-    (false, format!("pod {name} is {phase}"))
+    super::cache_pod::diagnose_pod(&pod.name_any(), &pod.status.clone().unwrap_or_default())
 }
 
 /// Writes `CacheReady`, the metric, and an event when the condition changed to a problem
