@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Secret;
+use crate::runner_log::{self, Level};
 use crate::{EXIT_CONFIG, EXIT_OK};
 
 pub use routes::State;
@@ -70,11 +71,11 @@ pub async fn run(settings: Settings) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    println!("cache-server listening on 0.0.0.0:{port}");
-    println!(
-        "cache-server: runners reach it as http://{}:{port}/",
+    // It listens on every interface; the URL is the one the real server prints.
+    runner_log::info(&format!(
+        "cache server is listening on http://{}:{port}",
         settings.host
-    );
+    ));
     let state = Arc::new(State::new(settings.secret));
     loop {
         tokio::select! {
@@ -84,12 +85,16 @@ pub async fn run(settings: Settings) -> u8 {
                 Ok((stream, _)) => {
                     tokio::spawn(serve_connection(state.clone(), stream));
                 }
-                Err(e) => eprintln!("cache-server: accept: {e}"),
+                Err(e) => log(Level::Error, &format!("accept: {e}")),
             },
         }
     }
-    println!("cache-server: stopped");
     EXIT_OK
+}
+
+/// A line of the server's about requests, marked as the real server marks them.
+fn log(level: Level, message: &str) {
+    runner_log::log_with(level, message, &[("module", "cache_request")]);
 }
 
 async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
@@ -101,9 +106,9 @@ async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
             let response = routes::handle(&state, request).await;
             // Method, path and status only: the query holds no secret, but the headers
             // hold the MAC, and none of them is printed.
-            println!(
-                "cache-server: {method} {path} {}",
-                response.status().as_u16()
+            log(
+                Level::Info,
+                &format!("{method} {path} {}", response.status().as_u16()),
             );
             Ok::<_, Infallible>(response)
         }
@@ -112,6 +117,6 @@ async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
         .serve_connection(TokioIo::new(stream), service)
         .await
     {
-        eprintln!("cache-server: connection: {e}");
+        log(Level::Error, &format!("connection: {e}"));
     }
 }
