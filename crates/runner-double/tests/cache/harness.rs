@@ -155,6 +155,8 @@ impl Setup {
 pub struct CacheServer {
     child: Child,
     port: u16,
+    /// Where it keeps its entries.
+    pub dir: PathBuf,
     stderr: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
 }
@@ -196,7 +198,7 @@ impl CacheServer {
                 break port.parse().unwrap();
             }
         };
-        assert!(dir.is_dir(), "--dir was not created");
+        assert!(dir.join("cache").is_dir(), "--dir/cache was not made");
         let stderr = Arc::new(Mutex::new(stderr));
         let sink = stderr.clone();
         let reader = std::thread::spawn(move || {
@@ -209,6 +211,7 @@ impl CacheServer {
         Self {
             child,
             port,
+            dir,
             stderr,
             reader: Some(reader),
         }

@@ -128,6 +128,8 @@ async fn a_step_saves_through_the_proxy_and_a_later_job_restores_it() {
     assert!(has_row(&rows, "HTTP/1.1 200 OK"), "{rows:?}");
     assert!(has_row(&rows, "restored: frc-cached-data"), "{rows:?}");
 
+    // The entries are the server's files under its --dir.
+    assert!(server.dir.join("index.json").is_file());
     let (code, printed) = server.stop();
     assert_eq!(code, Some(0), "{printed}");
     let served = module_messages(&printed, "cache_request");
