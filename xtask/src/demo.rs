@@ -6,7 +6,8 @@
 //! applies an example RunnerDeployment. Runner pods run the runner double (the runner test
 //! image; `FRC_E2E_RUNNER` puts a real forgejo-runner there instead) against the stand-in's
 //! runner service. It prints jobs seen → Jobs created → pods Running → each step's output as
-//! the stand-in receives it → results, then `kubectl logs` of one pod. Ctrl-C stops
+//! the stand-in receives it → results, then `kubectl logs` of one pod (the runner's own
+//! lines, as forgejo-runner prints them: the steps' output is only in Forgejo). Ctrl-C stops
 //! everything it started.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -244,7 +244,8 @@ async fn waiting_jobs_run_on_the_node_each_in_its_own_pod_with_its_own_result() 
         );
     }
 
-    // The step output reached Forgejo's log rows and the pod's log.
+    // The step output reached Forgejo's log rows, and only them: the pod's log holds the
+    // runner's own lines (what the real forgejo-runner prints), not what the steps printed.
     let expect = [
         (build.id, "build-output-42"),
         (ident.id, "uid=1000"),
@@ -259,12 +260,26 @@ async fn waiting_jobs_run_on_the_node_each_in_its_own_pod_with_its_own_result() 
             rows.iter().any(|row| row.contains(line)),
             "job {id}: {line:?} not in the stand-in's log rows {rows:?}"
         );
+    }
+    // Outputs that only running the step makes (the scripts hold the other words).
+    let step_only = [
+        (build.id, "build-output-42"),
+        (ident.id, "uid=1000"),
+        (ident.id, "token-mode=440:1000"),
+    ];
+    for id in ids {
         let job = job_for(&jobs, id).expect("a runner Job");
         let logs = kubectl(&["logs", "-n", &world.ns, &format!("job/{}", job.name_any())]);
         assert!(
-            logs.contains(line),
-            "job {id}: {line:?} not in kubectl logs:\n{logs}"
+            logs.contains("single task poller successfully fetched one task"),
+            "job {id}: the runner's fetch line is not in kubectl logs:\n{logs}"
         );
+        for (_, line) in step_only.iter().filter(|(of, _)| *of == id) {
+            assert!(
+                !logs.contains(line),
+                "job {id}: step output {line:?} in kubectl logs:\n{logs}"
+            );
+        }
     }
 
     // Every Job Complete (a failed workflow is still a runner that did its work), and no
@@ -542,28 +557,12 @@ async fn cache_status(world: &World, job_id: i64) -> String {
 #[tokio::test]
 #[ignore = "cluster tier: run by cargo xtask test"]
 async fn runner_pods_share_the_pools_cache_server_and_a_wrong_secret_is_refused() {
-    use k8s_openapi::api::core::v1::{PersistentVolume, Secret};
-    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, Patch, PatchParams};
 
     let world = World::on_node("cache").await;
-    // A volume for the claim: the node has no provisioner, so the test plays the admin.
-    let class = format!("frc-cache-{}", world.ns);
-    let volumes: Api<PersistentVolume> = Api::all(world.client.clone());
-    let volume: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": class},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": class,
-            "hostPath": {"path": format!("/tmp/{class}"), "type": "DirectoryOrCreate"},
-        }
-    }))
-    .expect("volume");
-    volumes
-        .create(&PostParams::default(), &volume)
-        .await
-        .expect("creating the volume");
+    // The volume as an admin prepares it: writable by the server's uid and gid, 1000.
+    let (class, dir) = cache_volume(&world, 1000).await;
     let mut pool = node_pool(&world, "pool", "linux:host", 2);
     pool["spec"]["cache"] =
         json!({"mode": "Managed", "storage": {"storageClassName": class, "size": "1Gi"}});
@@ -596,6 +595,12 @@ async fn runner_pods_share_the_pools_cache_server_and_a_wrong_secret_is_refused(
         "{:?}",
         world.forgejo.log_lines(restore.id)
     );
+    // The server keeps its entries on the volume, under `cache/` (the real server's too).
+    assert!(
+        dir.join("cache").is_dir(),
+        "nothing under {}",
+        dir.display()
+    );
 
     // A runner with another secret than the server's is refused.
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns);
@@ -617,7 +622,126 @@ async fn runner_pods_share_the_pools_cache_server_and_a_wrong_secret_is_refused(
         results[&second.id], "success",
         "a refused cache fails no job, as with actions/cache"
     );
-    let _ = volumes.delete(&class, &Default::default()).await;
+    remove_cache_volume(&world, &class, &dir).await;
+}
+
+/// A hostPath PersistentVolume on a directory of this machine (the node), made as an admin
+/// makes it: owned by `owner` (uid and gid), mode 0755. The node has no provisioner, so the
+/// test plays the admin; `fsGroup` does not apply to hostPath, so the owner is what the
+/// server gets. Returns its storage class (also its name) and the directory.
+async fn cache_volume(world: &World, owner: u32) -> (String, std::path::PathBuf) {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use kube::api::{Api, PostParams};
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let class = format!("frc-cache-{}", world.ns);
+    let dir = std::path::PathBuf::from(format!("/tmp/{class}"));
+    std::fs::create_dir_all(&dir).expect("the volume's directory");
+    std::os::unix::fs::chown(&dir, Some(owner), Some(owner)).expect("chown of the volume");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod of the volume");
+    let volumes: Api<PersistentVolume> = Api::all(world.client.clone());
+    let volume: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": class},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": class,
+            "hostPath": {"path": dir, "type": "Directory"},
+        }
+    }))
+    .expect("volume");
+    volumes
+        .create(&PostParams::default(), &volume)
+        .await
+        .expect("creating the volume");
+    (class, dir)
+}
+
+/// Deletes what [`cache_volume`] made.
+async fn remove_cache_volume(world: &World, class: &str, dir: &std::path::Path) {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use kube::api::Api;
+
+    let volumes: Api<PersistentVolume> = Api::all(world.client.clone());
+    let _ = volumes.delete(class, &Default::default()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A cache volume the server cannot write (root's, mode 0755, as a hostPath or some NFS
+/// volumes come, whatever `fsGroup` says) ends `forgejo-runner cache-server` at once with
+/// "mkdir …/cache: permission denied": `CacheReady` is False (ServerFailing) and quotes
+/// that error, not the crash loop's back-off, and so does the event. Jobs still run.
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn a_cache_volume_the_server_cannot_write_is_reported_with_the_servers_error() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::Api;
+
+    let world = World::on_node("cache-denied").await;
+    let (class, dir) = cache_volume(&world, 0).await;
+    let mut pool = node_pool(&world, "pool", "linux:host", 2);
+    pool["spec"]["cache"] =
+        json!({"mode": "Managed", "storage": {"storageClassName": class, "size": "1Gi"}});
+    world.create_pool_from(pool).await;
+    let _operator = Operator::start(&world.ns);
+
+    let denied = format!(
+        "mkdir {}/cache: permission denied",
+        scheduler::CACHE_DATA_DIR
+    );
+    let message = wait_until("CacheReady quoting the server's error", LONG, || async {
+        let rd = world.pools().get("pool").await.ok()?;
+        let condition = rd
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "CacheReady")?;
+        (condition.status == "False"
+            && condition.reason == "ServerFailing"
+            && condition.message.contains(&denied))
+        .then_some(condition.message)
+    })
+    .await;
+    assert!(message.contains("pool-cache"), "{message}");
+    let note = wait_until(
+        "a CacheServerFailing event with the error",
+        LONG,
+        || async {
+            world
+                .events_of("pool")
+                .await
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("CacheServerFailing"))
+                .filter_map(|e| e.note)
+                .find(|note| note.contains(&denied))
+        },
+    )
+    .await;
+    assert!(!dir.join("cache").exists(), "the server wrote the volume");
+
+    // The quote holds the server's words only, never the pool's secret.
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &world.ns);
+    let hmac = secrets
+        .get("pool-cache")
+        .await
+        .expect("the cache Secret")
+        .data
+        .and_then(|d| {
+            d.get("secret")
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        })
+        .expect("the HMAC secret");
+    assert!(!message.contains(&hmac) && !note.contains(&hmac));
+
+    // The cache never holds a job back.
+    let job = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]).with_steps(&["echo built"]));
+    let results = wait_for_results(&world, &[job.id]).await;
+    assert_eq!(results[&job.id], "success");
+    remove_cache_volume(&world, &class, &dir).await;
 }
 
 /// A pod reaches a Deployment's pod through its Service's ClusterIP (kube-proxy on the node,

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use forgejo::runner_proto::{
-    DeclareRequest, FetchSingleTaskRequest, FetchSingleTaskResponse, FetchTaskRequest,
-    FetchTaskResponse, RegisterRequest, RegisterResponse, Task,
+    DeclareRequest, DeclareResponse, FetchSingleTaskRequest, FetchSingleTaskResponse,
+    FetchTaskRequest, FetchTaskResponse, RegisterRequest, RegisterResponse, Task,
 };
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,7 @@ use crate::cache_proxy::{self, CacheProxy};
 use crate::cache_server;
 use crate::config::{Config, Secret};
 use crate::connect::{CallError, Connection};
+use crate::runner_log;
 use crate::{EXIT_CONFIG, EXIT_NO_TASK, EXIT_OK};
 
 /// The version the double reports, as the runner it follows.
@@ -139,6 +140,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the command; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
+    if cli.config.is_none() {
+        runner_log::info("No configuration file specified; using default settings.");
+    }
     let config = match cli.config.as_deref().map(Config::load).transpose() {
         Ok(config) => config.unwrap_or_default(),
         Err(e) => {
@@ -280,6 +284,7 @@ fn connection_settings(one_job: &OneJob) -> Result<(String, String, String, Vec<
 }
 
 async fn run_one_job(one_job: OneJob, config: &Config) -> u8 {
+    runner_log::info("Starting job");
     let (url, uuid, token, labels) = match connection_settings(&one_job) {
         Ok(settings) => settings,
         Err(e) => {
@@ -298,56 +303,33 @@ async fn run_one_job(one_job: OneJob, config: &Config) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let declare = DeclareRequest {
-        version: VERSION.into(),
-        labels: labels.iter().map(|l| label_name(l).to_owned()).collect(),
-    };
-    match connection
-        .call::<_, forgejo::runner_proto::DeclareResponse>("Declare", &declare, false)
-        .await
-    {
-        Ok(_) => {}
-        Err(CallError::Rpc { code, .. }) if code == "unimplemented" => {}
-        Err(e) => {
-            eprintln!("Error: declare: {e}");
-            return EXIT_CONFIG;
-        }
-    }
-    println!("runner: declared labels {}", declare.labels.join(","));
-    // As the real runner, the proxy is up before the first fetch; without it the job
-    // runs with no cache, never fails for it.
+    // As the real runner, the proxy is up before Declare (it is made with the runner);
+    // without it the job runs with no cache, never fails for it.
     let proxy = match CacheProxy::start(&config.cache).await {
         Ok(proxy) => proxy,
         Err(e) => {
-            eprintln!("runner: {e}");
+            runner_log::error(&e.to_string());
             None
         }
     };
-    if let Some(proxy) = &proxy {
-        println!(
-            "runner: cache proxy listening on 0.0.0.0:{}, reached as {}",
-            proxy.port(),
-            proxy.external_url()
-        );
+    if let Err(e) = declare(&connection, &labels).await {
+        eprintln!("Error: declare: {e}");
+        return EXIT_CONFIG;
     }
-    let task = loop {
-        match fetch(&connection, one_job.handle.as_deref()).await {
-            Ok(Some(task)) => break task,
-            Ok(None) if one_job.wait => {}
-            Ok(None) => {
-                println!("no task received");
-                return EXIT_NO_TASK;
-            }
-            Err(e) if one_job.wait => eprintln!("runner: fetch failed, retrying: {e}"),
-            Err(e) => {
-                eprintln!("Error: fetch: {e}");
-                println!("no task received");
-                return EXIT_NO_TASK;
-            }
-        }
-        tokio::time::sleep(one_job.fetch_interval).await;
+    runner_log::info("single task poller launched");
+    let Some(task) = fetch_until_done(&connection, &one_job).await else {
+        println!("no task received");
+        return EXIT_NO_TASK;
     };
-    println!("runner: task {} received", task.id);
+    runner_log::info(&format!(
+        "single task poller successfully fetched one task from {url}"
+    ));
+    runner_log::info(&format!(
+        "task {} repo is {} {} {url}",
+        task.id,
+        crate::task::context_string(&task, "repository"),
+        crate::task::default_actions_url(&task),
+    ));
     let (env, run_id) = match proxy.as_ref().map(|proxy| proxy.add_run(&task)) {
         None => (Ok(Vec::new()), None),
         Some(Ok(run)) => (
@@ -363,7 +345,60 @@ async fn run_one_job(one_job: OneJob, config: &Config) -> u8 {
         }
         proxy.stop();
     }
+    runner_log::info("single task poller is shutting down");
     EXIT_OK
+}
+
+/// Declares the label names; Forgejo's answer is logged as the real runner logs it. An
+/// `unimplemented` answer (an old Forgejo) is tolerated.
+async fn declare(connection: &Connection, labels: &[String]) -> Result<(), CallError> {
+    let declare = DeclareRequest {
+        version: VERSION.into(),
+        labels: labels.iter().map(|l| label_name(l).to_owned()).collect(),
+    };
+    match connection
+        .call::<_, DeclareResponse>("Declare", &declare, false)
+        .await
+    {
+        Ok(response) => {
+            let runner = response.runner.unwrap_or_default();
+            runner_log::info(&format!(
+                "runner: {}, with version: {}, with labels: [{}], ephemeral: {}, declared successfully",
+                runner.name,
+                runner.version,
+                runner.labels.join(" "),
+                runner.ephemeral
+            ));
+            Ok(())
+        }
+        Err(CallError::Rpc { code, .. }) if code == "unimplemented" => {
+            runner_log::warn(
+                "Because the Forgejo instance is an old version, skipping declaring the labels and version.",
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Fetches until a task comes, retrying every `--fetch-interval` with `--wait`; None when
+/// there is none and no `--wait`.
+async fn fetch_until_done(connection: &Connection, one_job: &OneJob) -> Option<Task> {
+    loop {
+        match fetch(connection, one_job.handle.as_deref()).await {
+            Ok(Some(task)) => return Some(task),
+            Ok(None) if one_job.wait => {}
+            Ok(None) => return None,
+            Err(e) if one_job.wait => {
+                runner_log::error(&format!("failed to fetch a task, retrying: {e}"));
+            }
+            Err(e) => {
+                eprintln!("Error: fetch: {e}");
+                return None;
+            }
+        }
+        tokio::time::sleep(one_job.fetch_interval).await;
+    }
 }
 
 async fn fetch(connection: &Connection, handle: Option<&str>) -> Result<Option<Task>, CallError> {

@@ -1,8 +1,10 @@
 //! A forgejo-runner double for the end-to-end tier: the command line our runner pods use
 //! (`one-job` with connection flags, `register` for the legacy path), the same calls,
 //! headers, retries and exit codes as forgejo-runner v12.8.2 (docs/forgejo.md, "Runner
-//! protocol"), and `run:` steps executed with `sh`. Test-only: never shipped in an image a
-//! user runs. `FRC_E2E_RUNNER` swaps it for the real runner in the same tier.
+//! protocol"), and `run:` steps executed with `sh`. As the real runner, it prints only its
+//! own log lines (logrus's format, on stderr); step output goes to Forgejo as log rows.
+//! Test-only: never shipped in an image a user runs. `FRC_E2E_RUNNER` swaps it for the
+//! real runner in the same tier.
 //!
 //! The shared Actions cache (docs/forgejo.md, "Caches"): the global `-c FILE` config's `cache`
 //! section; `cache-server` serves the real server's `/_apis/artifactcache` endpoints and
@@ -16,6 +18,7 @@ mod cache_server;
 mod cli;
 mod config;
 mod connect;
+mod runner_log;
 mod signing;
 mod task;
 

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use forgejo::runner_proto::{
-    LogRow, StepState, Task, TaskResult, TaskState, Timestamp, UpdateLogRequest, UpdateLogResponse,
-    UpdateTaskRequest, UpdateTaskResponse,
+    Kind, LogRow, StepState, Task, TaskResult, TaskState, Timestamp, UpdateLogRequest,
+    UpdateLogResponse, UpdateTaskRequest, UpdateTaskResponse,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::connect::Connection;
+use crate::runner_log;
 
 /// How often state and logs are reported while a step runs.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -41,12 +42,35 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     progress.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Adds a log row for Forgejo. Only there: the runner's own output has none of it.
 fn log(progress: &Mutex<Progress>, line: String) {
-    println!("{line}");
     lock(progress).rows.push(LogRow {
         time: Some(now()),
         content: line,
     });
+}
+
+/// A string of the task's context, empty when absent (Go's `GetStringValue`).
+pub fn context_string(task: &Task, name: &str) -> String {
+    match task
+        .context
+        .as_ref()
+        .and_then(|c| c.fields.get(name))
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(Kind::StringValue(text)) => text.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The context's default actions URL: Forgejo's key, else Gitea's.
+pub fn default_actions_url(task: &Task) -> String {
+    let forgejo = context_string(task, "forgejo_default_actions_url");
+    if forgejo.is_empty() {
+        context_string(task, "gitea_default_actions_url")
+    } else {
+        forgejo
+    }
 }
 
 /// The `run:` lines of the task's one job.
@@ -268,7 +292,7 @@ async fn report(
             s.result == TaskResult::Cancelled as i32 || s.result == TaskResult::Failure as i32
         }),
         Err(e) => {
-            eprintln!("runner: update task: {e}");
+            runner_log::error(&format!("failed to update the task state: {e}"));
             false
         }
     }
@@ -322,7 +346,7 @@ async fn send_logs(
             acked >= index + sent
         }
         Err(e) => {
-            eprintln!("runner: update log: {e}");
+            runner_log::error(&format!("failed to send the log rows: {e}"));
             false
         }
     }
@@ -355,7 +379,9 @@ async fn finish(
             .await
         {
             Ok(_) => return,
-            Err(e) => eprintln!("runner: final update task (try {attempt}): {e}"),
+            Err(e) => {
+                runner_log::error(&format!("failed to report the result (try {attempt}): {e}"))
+            }
         }
         if attempt < FINAL_TRIES {
             tokio::time::sleep(REPORT_INTERVAL).await;

@@ -109,6 +109,38 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// The messages of the runner's log lines (logrus: `time="…" level=… msg="…"`), in order;
+/// panics on a line of another shape, as the runner prints nothing else there.
+fn messages(printed: &str) -> Vec<String> {
+    printed
+        .lines()
+        .map(|line| message(line).unwrap_or_else(|| panic!("not a runner log line: {line:?}")))
+        .collect()
+}
+
+/// The message of one logrus line, unquoted.
+fn message(line: &str) -> Option<String> {
+    let rest = line
+        .strip_prefix("time=\"")?
+        .split_once("\" level=")?
+        .1
+        .split_once(" msg=")?
+        .1;
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return rest.split(' ').next().map(str::to_owned);
+    };
+    let mut text = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => text.push(chars.next()?),
+            '"' => return Some(text),
+            c => text.push(c),
+        }
+    }
+    None
+}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -123,15 +155,18 @@ fn status_of(forgejo: &StandIn, id: i64) -> String {
 
 /// Fact: `--handle` fetches exactly that job attempt; exit 0 when a task ran; the server
 /// acks `index + rows`; the final UpdateTask ends the job and Forgejo deletes the ephemeral
-/// runner.
+/// runner. Step output goes to Forgejo only, as log rows: the runner prints nothing on
+/// stdout and only its own log lines on stderr, what `kubectl logs` of a runner pod shows
+/// (docs/testing.md, "What the real runner prints").
 #[tokio::test]
-async fn handle_is_fetched_once_by_its_runner_and_its_output_reaches_the_log() {
+async fn handle_is_fetched_once_by_its_runner_and_its_output_reaches_only_the_log() {
     let setup = Setup::new("15.0.3+gitea-1.22.0").await;
     let other = setup
         .forgejo
         .add_job(StandInJob::new("faro/app", "other", &["linux"]));
     let job = setup.forgejo.add_job(
-        StandInJob::new("faro/app", "build", &["linux"]).with_steps(&["echo one", "echo two >&2"]),
+        StandInJob::new("faro/app", "build", &["linux"])
+            .with_steps(&["echo step-output-one", "echo step-output-two >&2"]),
     );
     let handle = job.handle.clone().unwrap();
     let out = output(setup.one_job(&["--handle", &handle, "--wait"])).await;
@@ -153,10 +188,32 @@ async fn handle_is_fetched_once_by_its_runner_and_its_output_reaches_the_log() {
     assert_eq!(fetches[0].runner_name, setup.name);
     let rows = setup.forgejo.log_lines(job.id);
     assert!(
-        rows.iter().any(|r| r == "one") && rows.iter().any(|r| r == "two"),
+        rows.iter().any(|r| r == "step-output-one") && rows.iter().any(|r| r == "step-output-two"),
         "{rows:?}"
     );
-    assert!(text(&out).contains("one"), "step output not on stdout");
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("step-output"),
+        "step output printed:\n{}",
+        text(&out)
+    );
+    let url = setup.forgejo.url();
+    let task = fetches[0].task_id.unwrap();
+    assert_eq!(
+        messages(&String::from_utf8_lossy(&out.stderr)),
+        [
+            "No configuration file specified; using default settings.".to_owned(),
+            "Starting job".to_owned(),
+            format!(
+                "runner: {}, with version: , with labels: [linux], ephemeral: true, declared successfully",
+                setup.name
+            ),
+            "single task poller launched".to_owned(),
+            format!("single task poller successfully fetched one task from {url}"),
+            format!("task {task} repo is faro/app https://data.forgejo.org {url}"),
+            "single task poller is shutting down".to_owned(),
+        ]
+    );
     assert!(
         setup.forgejo.runners().is_empty(),
         "the ephemeral runner is left"
@@ -275,6 +332,12 @@ async fn declare_unimplemented_is_tolerated_and_other_errors_exit_1() {
         Times::Once,
     );
     let out = output(setup.one_job(&["--handle", &handle])).await;
+    let said = messages(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        said.iter().any(|m| m
+            == "Because the Forgejo instance is an old version, skipping declaring the labels and version."),
+        "{said:?}"
+    );
     // It goes on to fetch. The stand-in then knows no labels for this runner (they come
     // from Declare), so the job is not its: "no task received", exit 2, not a Declare error.
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

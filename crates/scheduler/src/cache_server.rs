@@ -209,6 +209,11 @@ fn server_container(pool: &Pool) -> Container {
             claims: None,
         }),
         security_context: Some(runner_security_context(true)),
+        // forgejo-runner writes no termination-log file: with this, a server that exits
+        // with an error (`mkdir …/cache: permission denied` on a volume it cannot write)
+        // leaves the tail of its log as `lastState.terminated.message`, which `CacheReady`
+        // quotes. The server logs no secret.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(vec![
             mount(CONFIG_VOLUME, CONFIG_DIR),
             mount(CACHE_SECRET_VOLUME, CACHE_SECRET_DIR),

@@ -103,6 +103,7 @@ fn the_cache_server_is_a_recreated_single_replica_on_its_claim() {
                             "runAsNonRoot": true,
                             "runAsUser": 1000
                         },
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
                         "volumeMounts": [
                             {"name": "runner-config", "mountPath": "/etc/forgejo-runner", "readOnly": true},
                             {"name": "cache-secret", "mountPath": "/var/run/forgejo-runner-cache", "readOnly": true},

@@ -14,7 +14,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::{ProxyBody, Shared, SharedStream};
+use super::{ProxyBody, RunData, Shared, SharedStream};
+use crate::runner_log::Level;
 use crate::signing;
 
 /// Where the server's endpoints are, after the run id.
@@ -193,6 +194,36 @@ fn drop_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Puts the run's signing headers in `headers`; the error names one whose value is not a
+/// header value.
+fn sign(
+    headers: &mut HeaderMap,
+    run: &RunData,
+    run_id: &str,
+    external_url: &str,
+) -> Result<(), &'static str> {
+    let signed = [
+        (signing::REPO, run.repo.as_str()),
+        (signing::RUN_NUMBER, run.run_number.as_str()),
+        (signing::RUN_ID, run_id),
+        (signing::TIMESTAMP, run.timestamp.as_str()),
+        (signing::MAC, run.mac.as_str()),
+        (signing::HOST, external_url),
+        (
+            signing::WRITE_ISOLATION_KEY,
+            run.write_isolation_key.as_str(),
+        ),
+    ];
+    for (name, value) in signed {
+        if name == signing::WRITE_ISOLATION_KEY && value.is_empty() {
+            continue;
+        }
+        let value = HeaderValue::from_str(value).map_err(|_| name)?;
+        headers.insert(name, value);
+    }
+    Ok(())
+}
+
 /// Answers one request of a step.
 pub(super) async fn handle(
     shared: &Shared,
@@ -218,7 +249,10 @@ pub(super) async fn handle(
     let method = request.method().clone();
     let Some(run) = shared.run(run_id) else {
         // Upstream leaves such a request without a target, so forwarding it fails: 502.
-        eprintln!("runner: cache proxy: {method} {path}: no run has this id, not forwarded");
+        super::log(
+            Level::Error,
+            &format!("{method} {path}: no run has this id, not forwarded"),
+        );
         return bad_gateway();
     };
     let (parts, body) = request.into_parts();
@@ -235,27 +269,12 @@ pub(super) async fn handle(
     for name in FORWARDING {
         headers.remove(name);
     }
-    let signed = [
-        (signing::REPO, run.repo.as_str()),
-        (signing::RUN_NUMBER, run.run_number.as_str()),
-        (signing::RUN_ID, run_id),
-        (signing::TIMESTAMP, run.timestamp.as_str()),
-        (signing::MAC, run.mac.as_str()),
-        (signing::HOST, shared.external_url.as_str()),
-        (
-            signing::WRITE_ISOLATION_KEY,
-            run.write_isolation_key.as_str(),
-        ),
-    ];
-    for (name, value) in signed {
-        if name == signing::WRITE_ISOLATION_KEY && value.is_empty() {
-            continue;
-        }
-        let Ok(value) = HeaderValue::from_str(value) else {
-            eprintln!("runner: cache proxy: {method} /{BASE}{rest}: {name} is not a header value");
-            return bad_gateway();
-        };
-        headers.insert(name, value);
+    if let Err(name) = sign(&mut headers, &run, run_id, &shared.external_url) {
+        super::log(
+            Level::Error,
+            &format!("{method} /{BASE}{rest}: {name} is not a header value"),
+        );
+        return bad_gateway();
     }
     let mut outgoing = Request::new(body.boxed());
     *outgoing.method_mut() = method.clone();
@@ -263,7 +282,7 @@ pub(super) async fn handle(
     match uri.parse() {
         Ok(uri) => *outgoing.uri_mut() = uri,
         Err(e) => {
-            eprintln!("runner: cache proxy: {method} /{BASE}{rest}: {e}");
+            super::log(Level::Error, &format!("{method} /{BASE}{rest}: {e}"));
             return bad_gateway();
         }
     }
@@ -272,8 +291,9 @@ pub(super) async fn handle(
     // as the end of input shows before its transport has connected. A moment's wait for it
     // gives the same here.
     let closed = |method: &Method| {
-        eprintln!(
-            "runner: cache proxy: {method} /{BASE}{rest}: the client closed its side: context canceled"
+        super::log(
+            Level::Error,
+            &format!("{method} /{BASE}{rest}: the client closed its side: context canceled"),
         );
         bad_gateway()
     };
@@ -289,7 +309,7 @@ pub(super) async fn handle(
         response = shared.client.request(outgoing) => match response {
             Ok(response) => response,
             Err(e) => {
-                eprintln!("runner: cache proxy: {method} /{BASE}{rest}: {}", chain(&e));
+                super::log(Level::Error, &format!("{method} /{BASE}{rest}: {}", chain(&e)));
                 return bad_gateway();
             }
         },
@@ -297,9 +317,9 @@ pub(super) async fn handle(
     let (mut parts, body) = response.into_parts();
     drop_hop_by_hop(&mut parts.headers);
     // Method, endpoint and status only: the headers carry the MAC.
-    println!(
-        "runner: cache proxy: {method} /{BASE}{rest} {}",
-        parts.status.as_u16()
+    super::log(
+        Level::Info,
+        &format!("{method} /{BASE}{rest} {}", parts.status.as_u16()),
     );
     Response::from_parts(parts, body.boxed())
 }

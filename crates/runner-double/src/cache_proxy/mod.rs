@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{CacheConfig, Secret};
+use crate::runner_log::{self, Level};
 use crate::signing;
 
 use run::RunData;
@@ -81,6 +82,8 @@ impl Shared {
 pub struct CacheProxy {
     shared: Arc<Shared>,
     secret: Secret,
+    /// Only the unit tests ask: the runner prints no line about its proxy.
+    #[cfg(test)]
     port: u16,
     server: JoinHandle<()>,
 }
@@ -142,17 +145,20 @@ impl CacheProxy {
         Ok(Some(Self {
             shared,
             secret,
+            #[cfg(test)]
             port,
             server,
         }))
     }
 
     /// The port it listens on (all interfaces).
+    #[cfg(test)]
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// `http://{host}:{port}`: the base of run URLs and the `Forgejo-Cache-Host` header.
+    #[cfg(test)]
     pub fn external_url(&self) -> &str {
         &self.shared.external_url
     }
@@ -235,6 +241,12 @@ fn outbound_ip() -> String {
     }
 }
 
+/// A line of the proxy's own (the double's: what the real proxy logs is not known here),
+/// marked as its module.
+fn log(level: Level, message: &str) {
+    runner_log::log_with(level, message, &[("module", "cache_proxy")]);
+}
+
 /// Accepts connections until aborted; aborting drops the set, which ends them all.
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
@@ -245,7 +257,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     connections.spawn(connection(shared.clone(), stream));
                 }
                 Err(e) => {
-                    eprintln!("runner: cache proxy: accept: {e}");
+                    log(Level::Error, &format!("accept: {e}"));
                     // Out of descriptors, say: wait rather than spin.
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
@@ -273,7 +285,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream) {
         .serve_connection(TokioIo::new(stream), service)
         .await
     {
-        eprintln!("runner: cache proxy: connection: {e}");
+        log(Level::Error, &format!("connection: {e}"));
     }
 }
 

@@ -1,7 +1,8 @@
 //! `cache-server`: the shared Actions cache a pool's runners' proxies forward to (docs/forgejo.md,
-//! "Caches"). Entries live in memory; `--dir` is created as the real server does, but the
-//! double writes nothing there (a test cache is small, and a restart empties it).
+//! "Caches"). Entries are kept under `--dir` (`store`), which is made first: a directory
+//! the server cannot write ends it at once, with the real server's error.
 
+mod disk;
 mod routes;
 mod store;
 
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Secret;
+use crate::runner_log::{self, Level};
 use crate::{EXIT_CONFIG, EXIT_OK};
 
 pub use routes::State;
@@ -23,7 +25,7 @@ pub use routes::State;
 /// The server's settings: flags over the config file.
 #[derive(Debug)]
 pub struct Settings {
-    /// Where entries would be kept.
+    /// Where entries are kept; the real server's default when none.
     pub dir: Option<PathBuf>,
     /// The host proxies reach it by (only printed: archive URLs use the proxy's host).
     pub host: String,
@@ -35,12 +37,16 @@ pub struct Settings {
 
 /// Serves until SIGTERM or SIGINT; returns the exit code.
 pub async fn run(settings: Settings) -> u8 {
-    if let Some(dir) = &settings.dir
-        && let Err(e) = tokio::fs::create_dir_all(dir).await
-    {
-        eprintln!("Error: cache-server: creating {}: {e}", dir.display());
-        return EXIT_CONFIG;
-    }
+    let dir = settings.dir.clone().unwrap_or_else(default_dir);
+    let store = match store::Store::open(&dir) {
+        Ok(store) => store,
+        Err(e) => {
+            // The real server's words (cobra's "Error: " and Go's path error): what the
+            // pod's last termination message shows.
+            eprintln!("Error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     // The handlers go in before the address is printed: a test that stops the server as
     // soon as it reads the address must not kill it with the default action.
     let (mut terminate, mut interrupt) = match (
@@ -70,12 +76,12 @@ pub async fn run(settings: Settings) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    println!("cache-server listening on 0.0.0.0:{port}");
-    println!(
-        "cache-server: runners reach it as http://{}:{port}/",
+    // It listens on every interface; the URL is the one the real server prints.
+    runner_log::info(&format!(
+        "cache server is listening on http://{}:{port}",
         settings.host
-    );
-    let state = Arc::new(State::new(settings.secret));
+    ));
+    let state = Arc::new(State::new(settings.secret, store));
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
@@ -84,12 +90,23 @@ pub async fn run(settings: Settings) -> u8 {
                 Ok((stream, _)) => {
                     tokio::spawn(serve_connection(state.clone(), stream));
                 }
-                Err(e) => eprintln!("cache-server: accept: {e}"),
+                Err(e) => log(Level::Error, &format!("accept: {e}")),
             },
         }
     }
-    println!("cache-server: stopped");
     EXIT_OK
+}
+
+/// The real server's default directory: `$HOME/.cache/actcache`.
+fn default_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map_or_else(|| PathBuf::from("/"), PathBuf::from)
+        .join(".cache/actcache")
+}
+
+/// A line of the server's about requests, marked as the real server marks them.
+fn log(level: Level, message: &str) {
+    runner_log::log_with(level, message, &[("module", "cache_request")]);
 }
 
 async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
@@ -101,9 +118,9 @@ async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
             let response = routes::handle(&state, request).await;
             // Method, path and status only: the query holds no secret, but the headers
             // hold the MAC, and none of them is printed.
-            println!(
-                "cache-server: {method} {path} {}",
-                response.status().as_u16()
+            log(
+                Level::Info,
+                &format!("{method} {path} {}", response.status().as_u16()),
             );
             Ok::<_, Infallible>(response)
         }
@@ -112,6 +129,6 @@ async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
         .serve_connection(TokioIo::new(stream), service)
         .await
     {
-        eprintln!("cache-server: connection: {e}");
+        log(Level::Error, &format!("connection: {e}"));
     }
 }

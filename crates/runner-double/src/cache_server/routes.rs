@@ -29,11 +29,11 @@ pub struct State {
 }
 
 impl State {
-    /// A server state with no entries.
-    pub fn new(secret: Secret) -> Self {
+    /// A server state with the entries of `store`.
+    pub fn new(secret: Secret, store: Store) -> Self {
         Self {
             secret,
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(store),
         }
     }
 
@@ -119,7 +119,7 @@ where
                 return error(StatusCode::BAD_REQUEST, "invalid Content-Range");
             };
             match read(body).await {
-                Ok(bytes) => match state.store().upload(scope, id, start, bytes) {
+                Ok(bytes) => match state.store().upload(scope, id, start, &bytes) {
                     Ok(()) => ok(),
                     Err(e) => refused(&e),
                 },

@@ -28,13 +28,20 @@ async fn send(state: &State, builder: http::request::Builder, body: &[u8]) -> (S
     (status, bytes)
 }
 
+/// A state with an empty store in a directory that lives as long as it.
+fn new_state(secret: &str) -> (State, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (State::new(Secret::new(secret), store), dir)
+}
+
 fn json_of(bytes: &Bytes) -> Value {
     serde_json::from_slice(bytes).unwrap()
 }
 
 #[tokio::test]
 async fn reserve_upload_commit_find_download_round_trip() {
-    let state = State::new(Secret::new(SECRET));
+    let (state, _dir) = new_state(SECRET);
     let now = unix_now();
     let lookup = format!("{BASE}/cache?keys=Deps-Linux,deps-&version=v1");
     let (status, _) = send(&state, request(Method::GET, &lookup, now), b"").await;
@@ -92,14 +99,14 @@ async fn reserve_upload_commit_find_download_round_trip() {
 
 #[tokio::test]
 async fn a_future_timestamp_or_another_secret_is_a_validation_error() {
-    let state = State::new(Secret::new(SECRET));
+    let (state, _dir) = new_state(SECRET);
     let lookup = format!("{BASE}/cache?keys=k&version=v1");
     let future = unix_now() + 3600;
     let (status, answer) = send(&state, request(Method::GET, &lookup, future), b"").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(json_of(&answer), json!({"error": "validation error"}));
 
-    let other = State::new(Secret::new("another-secret"));
+    let (other, _other_dir) = new_state("another-secret");
     let (status, answer) = send(&other, request(Method::GET, &lookup, unix_now()), b"").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(json_of(&answer), json!({"error": "validation error"}));
@@ -116,7 +123,7 @@ async fn a_future_timestamp_or_another_secret_is_a_validation_error() {
 
 #[tokio::test]
 async fn bad_requests_are_answered_with_an_error_body() {
-    let state = State::new(Secret::new(SECRET));
+    let (state, _dir) = new_state(SECRET);
     let now = unix_now();
     let (status, _) = send(
         &state,

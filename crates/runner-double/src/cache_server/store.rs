@@ -1,11 +1,22 @@
-//! The cache server's entries, kept in memory: reserved, filled chunk by chunk, committed,
-//! then found by key and version and downloaded. Each entry belongs to the repository that
-//! reserved it (the signed `Forgejo-Cache-Repo`), so one repository never sees another's.
+//! The cache server's entries, on disk under `--dir` as the real server keeps them there:
+//! reserved, filled chunk by chunk, committed, then found by key and version and
+//! downloaded. Each entry belongs to the repository that reserved it (the signed
+//! `Forgejo-Cache-Repo`), so one repository never sees another's.
+//!
+//! Layout (the double's; the real server keeps a bolt database next to `cache/`):
+//! `D/cache/` first, as the real server makes it (and fails on it when `D` is not
+//! writable), `D/cache/uploads/<id>/<start>` for the chunks of an entry not committed yet,
+//! `D/cache/archives/<id>` for a committed entry, and `D/index.json` for what the entries
+//! are.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::disk::{self, DiskError};
 
 /// Why a store operation was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +40,9 @@ pub enum StoreError {
         uploaded: u64,
         reserved: u64,
     },
+    /// The disk refused a read or write.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
 }
 
 impl StoreError {
@@ -36,9 +50,21 @@ impl StoreError {
     pub fn status(&self) -> StatusCode {
         match self {
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Disk(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
+}
+
+/// Why the store cannot be opened: the server then exits at once.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A directory could not be made (`mkdir D/cache: permission denied`).
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The index is not the double's.
+    #[error("{}: {message}", path.display())]
+    Index { path: PathBuf, message: String },
 }
 
 /// Who asks: the signed repository and write isolation key.
@@ -50,14 +76,15 @@ pub struct Scope<'a> {
     pub write_isolation_key: &'a str,
 }
 
+/// What the index says of one entry; its bytes are in files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     repo: String,
     write_isolation_key: String,
     key: String,
     version: String,
     size: Option<u64>,
-    chunks: BTreeMap<u64, Bytes>,
-    archive: Option<Bytes>,
+    committed: bool,
 }
 
 impl Entry {
@@ -70,21 +97,65 @@ impl Entry {
     }
 }
 
-/// All entries; ids grow, so a higher id is a newer entry.
-#[derive(Default)]
-pub struct Store {
+/// `D/index.json`: ids grow, so a higher id is a newer entry.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
     next_id: i64,
     entries: BTreeMap<i64, Entry>,
 }
 
+/// All entries, under one directory.
+pub struct Store {
+    index_file: PathBuf,
+    uploads: PathBuf,
+    archives: PathBuf,
+    index: Index,
+}
+
 impl Store {
+    /// Opens the store under `dir`: makes `dir/cache` first (the real server's first
+    /// write, so an unwritable `dir` fails there), then reads what an earlier run left.
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        let cache = dir.join("cache");
+        disk::mkdir_all(&cache)?;
+        let uploads = cache.join("uploads");
+        let archives = cache.join("archives");
+        disk::mkdir_all(&uploads)?;
+        disk::mkdir_all(&archives)?;
+        let index_file = dir.join("index.json");
+        let index = if index_file.exists() {
+            let bytes = disk::read(&index_file)?;
+            serde_json::from_slice(&bytes).map_err(|e| OpenError::Index {
+                path: index_file.clone(),
+                message: e.to_string(),
+            })?
+        } else {
+            Index::default()
+        };
+        Ok(Self {
+            index_file,
+            uploads,
+            archives,
+            index,
+        })
+    }
+
+    fn save(&self) -> Result<(), StoreError> {
+        // An index of strings and numbers always serializes.
+        let bytes = serde_json::to_vec_pretty(&self.index).unwrap_or_default();
+        disk::write_atomically(&self.index_file, &bytes)?;
+        Ok(())
+    }
+
     /// The newest committed entry of `version` matching the first key that matches:
     /// exactly, else as a prefix. Returns its id and key.
     pub fn find(&self, scope: Scope<'_>, keys: &[String], version: &str) -> Option<(i64, String)> {
         let candidates = || {
-            self.entries.iter().rev().filter(|(_, e)| {
-                e.archive.is_some() && e.version == version && e.readable_by(scope)
-            })
+            self.index
+                .entries
+                .iter()
+                .rev()
+                .filter(|(_, e)| e.committed && e.version == version && e.readable_by(scope))
         };
         keys.iter().find_map(|wanted| {
             candidates()
@@ -102,7 +173,7 @@ impl Store {
         version: &str,
         size: Option<u64>,
     ) -> Result<i64, StoreError> {
-        let taken = self.entries.values().any(|e| {
+        let taken = self.index.entries.values().any(|e| {
             e.repo == scope.repo
                 && e.write_isolation_key == scope.write_isolation_key
                 && e.key == key
@@ -111,29 +182,34 @@ impl Store {
         if taken {
             return Err(StoreError::Exists);
         }
-        self.next_id += 1;
-        self.entries.insert(
-            self.next_id,
+        let id = self.index.next_id + 1;
+        self.index.next_id = id;
+        self.index.entries.insert(
+            id,
             Entry {
                 repo: scope.repo.to_owned(),
                 write_isolation_key: scope.write_isolation_key.to_owned(),
                 key: key.to_owned(),
                 version: version.to_owned(),
                 size,
-                chunks: BTreeMap::new(),
-                archive: None,
+                committed: false,
             },
         );
-        Ok(self.next_id)
+        if let Err(e) = self.save() {
+            self.index.entries.remove(&id);
+            return Err(e);
+        }
+        Ok(id)
     }
 
-    fn pending(&mut self, scope: Scope<'_>, id: i64) -> Result<&mut Entry, StoreError> {
+    fn pending(&self, scope: Scope<'_>, id: i64) -> Result<&Entry, StoreError> {
         let entry = self
+            .index
             .entries
-            .get_mut(&id)
+            .get(&id)
             .filter(|e| e.repo == scope.repo)
             .ok_or(StoreError::NotFound(id))?;
-        if entry.archive.is_some() {
+        if entry.committed {
             return Err(StoreError::Committed(id));
         }
         Ok(entry)
@@ -145,44 +221,80 @@ impl Store {
         scope: Scope<'_>,
         id: i64,
         start: u64,
-        chunk: Bytes,
+        chunk: &[u8],
     ) -> Result<(), StoreError> {
-        self.pending(scope, id)?.chunks.insert(start, chunk);
+        self.pending(scope, id)?;
+        let dir = self.uploads.join(id.to_string());
+        disk::mkdir_all(&dir)?;
+        disk::write_atomically(&dir.join(start.to_string()), chunk)?;
         Ok(())
+    }
+
+    /// The chunks of entry `id` by start, read whole.
+    fn chunks(&self, id: i64) -> Result<BTreeMap<u64, Vec<u8>>, StoreError> {
+        let dir = self.uploads.join(id.to_string());
+        let mut chunks = BTreeMap::new();
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(listing) => listing,
+            // Nothing uploaded: an empty entry.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(chunks),
+            Err(e) => return Err(DiskError::new("open", &dir, &e).into()),
+        };
+        for file in listing {
+            let file = file.map_err(|e| DiskError::new("readdir", &dir, &e))?;
+            // Only chunk files are named by a number; a `.partial` is an unfinished write.
+            if let Some(start) = file.file_name().to_str().and_then(|n| n.parse().ok()) {
+                chunks.insert(start, disk::read(&file.path())?);
+            }
+        }
+        Ok(chunks)
     }
 
     /// Joins the chunks into the archive; they must run from 0 without gaps and make the
     /// reserved size when one was given.
     pub fn commit(&mut self, scope: Scope<'_>, id: i64) -> Result<(), StoreError> {
-        let entry = self.pending(scope, id)?;
+        let reserved = self.pending(scope, id)?.size;
         let mut archive = BytesMut::new();
-        for (start, chunk) in &entry.chunks {
+        for (start, chunk) in self.chunks(id)? {
             let at = archive.len() as u64;
-            if *start != at {
+            if start != at {
                 return Err(StoreError::Gap { id, at });
             }
-            archive.extend_from_slice(chunk);
+            archive.extend_from_slice(&chunk);
         }
         let uploaded = archive.len() as u64;
-        if let Some(reserved) = entry.size.filter(|s| *s != uploaded) {
+        if let Some(reserved) = reserved.filter(|s| *s != uploaded) {
             return Err(StoreError::Size {
                 id,
                 uploaded,
                 reserved,
             });
         }
-        entry.chunks.clear();
-        entry.archive = Some(archive.freeze());
+        disk::write_atomically(&self.archives.join(id.to_string()), &archive)?;
+        if let Some(entry) = self.index.entries.get_mut(&id) {
+            entry.committed = true;
+        }
+        if let Err(e) = self.save() {
+            if let Some(entry) = self.index.entries.get_mut(&id) {
+                entry.committed = false;
+            }
+            return Err(e);
+        }
+        // The chunks are in the archive now; leftovers only take space.
+        let _ = std::fs::remove_dir_all(self.uploads.join(id.to_string()));
         Ok(())
     }
 
     /// A committed entry's bytes.
     pub fn archive(&self, scope: Scope<'_>, id: i64) -> Result<Bytes, StoreError> {
-        self.entries
+        self.index
+            .entries
             .get(&id)
-            .filter(|e| e.readable_by(scope))
-            .and_then(|e| e.archive.clone())
-            .ok_or(StoreError::NotFound(id))
+            .filter(|e| e.committed && e.readable_by(scope))
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(Bytes::from(disk::read(
+            &self.archives.join(id.to_string()),
+        )?))
     }
 }
 
@@ -195,20 +307,19 @@ mod tests {
         write_isolation_key: "",
     };
 
-    fn committed(store: &mut Store, scope: Scope<'_>, key: &str, data: &'static [u8]) -> i64 {
+    fn committed(store: &mut Store, scope: Scope<'_>, key: &str, data: &[u8]) -> i64 {
         let id = store
             .reserve(scope, key, "v1", Some(data.len() as u64))
             .unwrap();
-        store
-            .upload(scope, id, 0, Bytes::from_static(data))
-            .unwrap();
+        store.upload(scope, id, 0, data).unwrap();
         store.commit(scope, id).unwrap();
         id
     }
 
     #[test]
     fn exact_key_first_then_the_newest_prefix_match() {
-        let mut store = Store::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
         let exact = committed(&mut store, APP, "deps-linux", b"a");
         let newer = committed(&mut store, APP, "deps-linux-2", b"b");
         let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -234,26 +345,26 @@ mod tests {
 
     #[test]
     fn chunks_must_join_without_gaps_to_the_reserved_size() {
-        let mut store = Store::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
         let id = store.reserve(APP, "k", "v1", Some(6)).unwrap();
         assert_eq!(store.reserve(APP, "k", "v1", None), Err(StoreError::Exists));
-        store
-            .upload(APP, id, 3, Bytes::from_static(b"def"))
-            .unwrap();
+        store.upload(APP, id, 3, b"def").unwrap();
         assert_eq!(store.commit(APP, id), Err(StoreError::Gap { id, at: 0 }));
-        store
-            .upload(APP, id, 0, Bytes::from_static(b"abc"))
-            .unwrap();
+        assert_eq!(store.archive(APP, id), Err(StoreError::NotFound(id)));
+        store.upload(APP, id, 0, b"abc").unwrap();
         store.commit(APP, id).unwrap();
         assert_eq!(
             store.archive(APP, id).unwrap(),
             Bytes::from_static(b"abcdef")
         );
         assert_eq!(store.commit(APP, id), Err(StoreError::Committed(id)));
+        assert_eq!(
+            store.upload(APP, id, 6, b"g"),
+            Err(StoreError::Committed(id))
+        );
         let short = store.reserve(APP, "short", "v1", Some(9)).unwrap();
-        store
-            .upload(APP, short, 0, Bytes::from_static(b"abc"))
-            .unwrap();
+        store.upload(APP, short, 0, b"abc").unwrap();
         assert!(matches!(
             store.commit(APP, short),
             Err(StoreError::Size { uploaded: 3, .. })
@@ -262,7 +373,8 @@ mod tests {
 
     #[test]
     fn an_isolated_write_is_read_by_its_own_key_only() {
-        let mut store = Store::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
         let pr = Scope {
             repo: "faro/app",
             write_isolation_key: "pr-3",
@@ -274,6 +386,72 @@ mod tests {
         assert_eq!(
             store.find(pr, &["shared".into()], "v1"),
             Some((shared, "shared".into()))
+        );
+    }
+
+    /// The entries are files under the directory: a server started again on it (a new
+    /// pod on the same volume) finds and serves what the last one committed, and goes on
+    /// with the ids and with an upload it had not committed.
+    #[test]
+    fn entries_are_kept_under_dir_and_outlive_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let (saved, pending) = {
+            let mut store = Store::open(dir.path()).unwrap();
+            let saved = committed(&mut store, APP, "deps", b"kept on disk");
+            let pending = store.reserve(APP, "half", "v1", Some(4)).unwrap();
+            store.upload(APP, pending, 0, b"ha").unwrap();
+            (saved, pending)
+        };
+        assert!(dir.path().join("cache").is_dir());
+        assert!(dir.path().join("index.json").is_file());
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("cache/archives/{saved}"))).unwrap(),
+            b"kept on disk"
+        );
+
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.find(APP, &["deps".into()], "v1"),
+            Some((saved, "deps".into()))
+        );
+        assert_eq!(
+            store.archive(APP, saved).unwrap(),
+            Bytes::from_static(b"kept on disk")
+        );
+        store.upload(APP, pending, 2, b"lf").unwrap();
+        store.commit(APP, pending).unwrap();
+        assert_eq!(
+            store.archive(APP, pending).unwrap(),
+            Bytes::from_static(b"half")
+        );
+        assert!(!dir.path().join(format!("cache/uploads/{pending}")).exists());
+        let next = store.reserve(APP, "next", "v1", None).unwrap();
+        assert!(next > pending, "ids go on from the index: {next}");
+    }
+
+    /// `D/cache` is the first thing made: a `D` where no directory can be made fails
+    /// there, with Go's words, before anything is served. (A regular file stands for an
+    /// unwritable directory, which root, running the tests, could write anyway.)
+    #[test]
+    fn a_dir_where_cache_cannot_be_made_fails_to_open_naming_it() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("volume");
+        std::fs::write(&file, "").unwrap();
+        let error = Store::open(&file).err().expect("opened on a file");
+        assert_eq!(
+            error.to_string(),
+            format!("mkdir {}: not a directory", file.display())
+        );
+
+        let dir = root.path().join("broken");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("index.json"), "not json").unwrap();
+        let error = Store::open(&dir).err().expect("opened a broken index");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("{}: ", dir.join("index.json").display())),
+            "{error}"
         );
     }
 }

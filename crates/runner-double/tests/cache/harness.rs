@@ -11,7 +11,8 @@ use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
 use forgejo::{Client, ClientOptions, RegisterRunner, Scope, Token};
 
 const TOKEN: &str = "double-cache-test-token";
-const DOUBLE: &str = env!("CARGO_BIN_EXE_forgejo-runner");
+/// The double, as cargo built it.
+pub const DOUBLE: &str = env!("CARGO_BIN_EXE_forgejo-runner");
 /// The pool's secret, shared by the server and the runners.
 pub const SECRET: &str = "pool-cache-secret-0123456789";
 /// Debian busybox-static: the runner test image's `sh` tools (README, "packages").
@@ -154,13 +155,15 @@ impl Setup {
 pub struct CacheServer {
     child: Child,
     port: u16,
-    stdout: Arc<Mutex<String>>,
+    /// Where it keeps its entries.
+    pub dir: PathBuf,
+    stderr: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
 }
 
 impl CacheServer {
     /// Starts `cache-server --port 0` with the config the operator writes; reads the port
-    /// from the line it prints.
+    /// from the line the real server prints ("cache server is listening on URL").
     pub fn start(setup: &Setup, secret: &str) -> Self {
         let secret = setup.file("server-secret", secret);
         let dir = setup.home.path().join("cache-dir");
@@ -177,22 +180,27 @@ impl CacheServer {
             .command(&["-c", &config, "cache-server", "--port", "0"])
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stdout = String::new();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut stderr = String::new();
         let port = loop {
             let line = lines
                 .next()
                 .expect("cache-server ended before listening")
                 .unwrap();
-            stdout.push_str(&line);
-            stdout.push('\n');
-            if let Some(port) = line.strip_prefix("cache-server listening on 0.0.0.0:") {
+            stderr.push_str(&line);
+            stderr.push('\n');
+            let listening = message(&line).and_then(|m| {
+                m.strip_prefix("cache server is listening on http://")
+                    .map(str::to_owned)
+            });
+            if let Some(host_port) = listening {
+                let (_, port) = host_port.rsplit_once(':').expect(&line);
                 break port.parse().unwrap();
             }
         };
-        assert!(dir.is_dir(), "--dir was not created");
-        let stdout = Arc::new(Mutex::new(stdout));
-        let sink = stdout.clone();
+        assert!(dir.join("cache").is_dir(), "--dir/cache was not made");
+        let stderr = Arc::new(Mutex::new(stderr));
+        let sink = stderr.clone();
         let reader = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 let mut sink = sink.lock().unwrap();
@@ -203,7 +211,8 @@ impl CacheServer {
         Self {
             child,
             port,
-            stdout,
+            dir,
+            stderr,
             reader: Some(reader),
         }
     }
@@ -222,11 +231,11 @@ impl CacheServer {
         if let Some(reader) = self.reader.take() {
             reader.join().unwrap();
         }
-        let mut stderr = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut out, &mut stdout).unwrap();
         }
-        let stdout = self.stdout.lock().unwrap().clone();
+        let stderr = self.stderr.lock().unwrap().clone();
         (status.code(), format!("{stdout}{stderr}"))
     }
 }
@@ -236,6 +245,41 @@ impl Drop for CacheServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The message of a runner log line (logrus: `time="…" level=… msg="…" field=…`), or
+/// None for a line of another shape.
+pub fn message(line: &str) -> Option<String> {
+    let rest = line
+        .strip_prefix("time=\"")?
+        .split_once("\" level=")?
+        .1
+        .split_once(" msg=")?
+        .1;
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return rest.split(' ').next().map(str::to_owned);
+    };
+    // The closing quote is the first one not escaped.
+    let mut text = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => text.push(chars.next()?),
+            '"' => return Some(text),
+            c => text.push(c),
+        }
+    }
+    None
+}
+
+/// The messages of the lines of `printed` that carry `module=NAME`, in order.
+pub fn module_messages(printed: &str, module: &str) -> Vec<String> {
+    let field = format!(" module={module}");
+    printed
+        .lines()
+        .filter(|l| l.ends_with(&field))
+        .filter_map(message)
+        .collect()
 }
 
 /// All a process printed.

@@ -2,6 +2,9 @@
 //! of the pool's cache objects it applies or removes ([`cache_steps`]), what `CacheReady`
 //! says ([`CacheReport`]), and when that change is worth an event ([`cache_event`]). The
 //! operator observes, calls these, and writes; it decides nothing about the cache itself.
+//! `server_pod` reads why a server's pod is not serving from its status.
+
+mod server_pod;
 
 use std::time::Duration;
 
@@ -12,16 +15,6 @@ use k8s_openapi::api::core::v1::Pod;
 /// An unchanged cache is applied again after this long, so that a deleted or edited object
 /// comes back without a watch on each kind.
 pub const CACHE_REAPPLY_AFTER: Duration = Duration::from_secs(600);
-
-/// Container waiting reasons that mean the server cannot start without a change.
-const FAILING: &[&str] = &[
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
 
 /// What this process last applied for the pool's cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,51 +168,12 @@ impl CacheReport {
 
 /// Why the server's pod is not serving: whether it needs someone, and what its pod says.
 pub fn diagnose(pod: Option<&Pod>) -> (bool, String) {
-    let Some(pod) = pod else {
-        return (false, "no pod yet".to_owned());
-    };
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let status = pod.status.clone().unwrap_or_default();
-    let unschedulable = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-    if let Some(condition) = unschedulable {
-        let why = condition.message.clone().unwrap_or_default();
-        return (true, format!("pod {name} cannot be scheduled: {why}"));
-    }
-    let containers = status.container_statuses.iter().flatten();
-    let waiting = containers
-        .clone()
-        .filter_map(|c| Some((c, c.state.as_ref()?.waiting.as_ref()?)))
-        .find(|(_, w)| w.reason.as_deref().is_some_and(|r| FAILING.contains(&r)));
-    if let Some((container, waiting)) = waiting {
-        let reason = waiting.reason.clone().unwrap_or_default();
-        let message = waiting.message.clone().unwrap_or_default();
-        // A crash loop's own message is the back-off; what the server said is in the
-        // last termination (its log's tail, `FallbackToLogsOnError`).
-        let said = container
-            .last_state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .and_then(|t| t.message.as_deref())
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(|m| format!("; it exited saying: {}", last_chars(m, 300)))
-            .unwrap_or_default();
-        return (true, format!("pod {name}: {reason}: {message}{said}"));
-    }
-    let phase = status.phase.unwrap_or_else(|| "Pending".to_owned());
-    (false, format!("pod {name} is {phase}"))
-}
-
-/// The last `n` characters of `text`: a termination message ends with the error.
-fn last_chars(text: &str, n: usize) -> &str {
-    let count = text.chars().count();
-    match text.char_indices().nth(count.saturating_sub(n)) {
-        Some((at, _)) if count > n => &text[at..],
-        _ => text,
+    match pod {
+        Some(pod) => server_pod::diagnose_pod(
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            &pod.status.clone().unwrap_or_default(),
+        ),
+        None => (false, "no pod yet".to_owned()),
     }
 }
 
