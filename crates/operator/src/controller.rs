@@ -40,6 +40,7 @@ mod recent;
 mod reconcile;
 mod start_backoff;
 mod status;
+mod sweep;
 mod token_watch;
 mod trim;
 mod watches;
@@ -113,6 +114,8 @@ pub struct Context {
     pub start_backoff: start_backoff::StartBackoff,
     /// Runner registrations deleted lately, so that an older listing does not repeat it.
     pub deleted: deleted::DeletedRegistrations,
+    /// When each pool last listed its runner registrations, and whether it changed any since.
+    pub sweeps: sweep::RegistrationSweeps,
     /// The pools' token Secrets, as their watches see them.
     pub tokens: token_watch::TokenSecrets,
     /// Runner Jobs and Secrets created lately, which the caches may not show yet.
@@ -280,6 +283,7 @@ where
         failures: Mutex::default(),
         start_backoff: start_backoff::StartBackoff::default(),
         deleted: deleted::DeletedRegistrations::default(),
+        sweeps: sweep::RegistrationSweeps::default(),
         tokens: tokens.clone(),
         recent: recent::RecentWrites::default(),
         caches: cache::AppliedCaches::default(),

@@ -4,6 +4,10 @@
 //! on Forgejo 14+, one unfiltered job listing per interval: each pool then keeps the jobs its
 //! labels run with Forgejo's own rule (`api::runs_on_labels`, applied by the scheduler). Before 14 the label filter is mandatory,
 //! so the listing is shared only between pools with the same label names.
+//!
+//! The scope's runner registrations (15+) are a second listing, made only for a pool that
+//! asks for them (`scheduler::lists_registrations`) and shared the same way: an idle pool
+//! costs one request per interval.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,22 +29,48 @@ const UNUSED_TTL: Duration = Duration::from_secs(3600);
 /// How long a failed poll answers other callers.
 const FAILURE_TTL: Duration = Duration::from_millis(500);
 
-/// What one poll of a (server, scope, token) found, in the scheduler's terms: converted
-/// once per listing, and read (not copied) by every pool that shares it.
+/// What one jobs listing of a (server, scope, token) found, in the scheduler's terms:
+/// converted once per listing, and read (not copied) by every pool that shares it.
 #[derive(Debug)]
 pub struct PollData {
     /// The server's version.
     pub version: ServerVersion,
     /// The jobs listed (waiting and running), unfiltered on 14+.
     pub jobs: Vec<ForgejoJob>,
-    /// The scope's runner registrations (15+), `None` before 15.
-    pub runners: Option<Vec<RunnerRegistration>>,
-    /// When the poll finished.
+    /// When the listing finished.
     pub at: Instant,
 }
 
+/// One listing of a scope's runner registrations (15+), shared like the jobs.
+#[derive(Debug)]
+pub struct Registrations {
+    /// The registrations listed.
+    pub runners: Vec<RunnerRegistration>,
+    /// When the listing finished.
+    pub at: Instant,
+}
+
+/// What a pool's poll got: the jobs, and the registrations if it asked for them.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    /// The jobs listing.
+    pub jobs: Arc<PollData>,
+    /// The registrations listing; `None` when not asked for, or before Forgejo 15.
+    pub registrations: Option<Arc<Registrations>>,
+}
+
 /// A poll's result, shared by every pool that asked for it.
-pub type PollResult = Result<Arc<PollData>, Arc<forgejo::Error>>;
+pub type PollResult = Result<Poll, Arc<forgejo::Error>>;
+
+/// A listing's result, as a slot keeps it for the pools that share it.
+type Listed<T> = Option<(Instant, Result<Arc<T>, Arc<forgejo::Error>>)>;
+
+/// The listings of one poll key, behind one lock: concurrent callers wait for one request.
+#[derive(Default)]
+struct Slot {
+    jobs: Listed<PollData>,
+    registrations: Listed<Registrations>,
+}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
@@ -56,7 +86,7 @@ struct PollKey {
     labels: Option<Vec<String>>,
 }
 
-type PollSlot = Arc<tokio::sync::Mutex<Option<(Instant, PollResult)>>>;
+type PollSlot = Arc<tokio::sync::Mutex<Slot>>;
 
 /// How the operator talks to every Forgejo server.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +115,8 @@ pub struct PollRequest<'a> {
     pub label_names: &'a [String],
     /// How old a poll may be and still answer (the pool's interval).
     pub max_age: Duration,
+    /// Whether to list the scope's runner registrations too (15+).
+    pub registrations: bool,
 }
 
 /// A pool, as the controller names it.
@@ -214,8 +246,9 @@ impl SharedPolls {
             .remove(server);
     }
 
-    /// The jobs (and, on 15+, runners) of `scope`, from a poll younger than `max_age` if
-    /// another pool made one, else from a new one. Concurrent callers wait for one request.
+    /// The jobs of `scope` (and, if asked for on 15+, its runner registrations), each from a
+    /// listing younger than `max_age` if another pool made one, else from a new one.
+    /// Concurrent callers wait for one request.
     pub async fn poll(&self, request: PollRequest<'_>) -> PollResult {
         let PollRequest {
             pool,
@@ -225,6 +258,7 @@ impl SharedPolls {
             scope,
             label_names,
             max_age,
+            registrations,
         } = request;
         let labels = if version.supports_unfiltered_jobs() {
             None
@@ -255,28 +289,38 @@ impl SharedPolls {
             slot.clone()
         };
         let mut slot = slot.lock().await;
-        if let Some((at, result)) = slot.as_ref() {
-            // A failure is shared only with callers that waited for the same request: a retry
-            // after backoff must ask Forgejo again, not get the old error for a whole interval.
-            let fresh_enough = match result {
-                Ok(_) => max_age,
-                Err(_) => max_age.min(FAILURE_TTL),
-            };
-            if at.elapsed() < fresh_enough {
-                return result.clone();
-            }
-        }
         let before = slot
+            .jobs
             .as_ref()
             .and_then(|(_, result)| result.as_ref().ok())
-            .map(|data| jobs_fingerprint(&data.jobs));
-        let result = fetch(client, version, scope, labels.as_deref()).await;
-        *slot = Some((Instant::now(), result.clone()));
-        if let (Some(before), Ok(data)) = (before, &result)
-            && before != jobs_fingerprint(&data.jobs)
+            .cloned();
+        let jobs = shared_or_new(&mut slot.jobs, max_age, || {
+            list_jobs(client, version, scope, labels.as_deref())
+        })
+        .await;
+        if let (Some(before), Ok(data)) = (before, &jobs)
+            && !Arc::ptr_eq(&before, data)
+            && jobs_fingerprint(&before.jobs) != jobs_fingerprint(&data.jobs)
         {
             self.wake_users(&key, pool);
         }
+        let result = match jobs {
+            Ok(jobs) if registrations && version.supports_ephemeral_runners() => {
+                shared_or_new(&mut slot.registrations, max_age, || {
+                    list_registrations(client, scope)
+                })
+                .await
+                .map(|registrations| Poll {
+                    jobs,
+                    registrations: Some(registrations),
+                })
+            }
+            Ok(jobs) => Ok(Poll {
+                jobs,
+                registrations: None,
+            }),
+            Err(error) => Err(error),
+        };
         self.note_outcome(key, pool, result.is_ok());
         result
     }
@@ -309,25 +353,55 @@ impl SharedPolls {
     }
 }
 
-async fn fetch(
+/// The listing a slot keeps if it is young enough, else a new one, kept for the next caller.
+/// A failure is shared only with callers that waited for the same request: a retry after
+/// backoff must ask Forgejo again, not get the old error for a whole interval.
+async fn shared_or_new<T, F, Fut>(
+    listed: &mut Listed<T>,
+    max_age: Duration,
+    list: F,
+) -> Result<Arc<T>, Arc<forgejo::Error>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, forgejo::Error>>,
+{
+    if let Some((at, result)) = listed.as_ref() {
+        let fresh_enough = match result {
+            Ok(_) => max_age,
+            Err(_) => max_age.min(FAILURE_TTL),
+        };
+        if at.elapsed() < fresh_enough {
+            return result.clone();
+        }
+    }
+    let result = list().await.map(Arc::new).map_err(Arc::new);
+    *listed = Some((Instant::now(), result.clone()));
+    result
+}
+
+async fn list_jobs(
     client: &Client,
     version: &ServerVersion,
     scope: &Scope,
     labels: Option<&[String]>,
-) -> PollResult {
-    let jobs = client.list_jobs(scope, labels).await.map_err(Arc::new)?;
-    let runners = if version.supports_ephemeral_runners() {
-        let runners = client.list_runners(scope).await.map_err(Arc::new)?;
-        Some(registrations(&runners))
-    } else {
-        None
-    };
-    Ok(Arc::new(PollData {
+) -> Result<PollData, forgejo::Error> {
+    let jobs = client.list_jobs(scope, labels).await?;
+    Ok(PollData {
         version: version.clone(),
         jobs: forgejo_jobs(&jobs),
-        runners,
         at: Instant::now(),
-    }))
+    })
+}
+
+async fn list_registrations(
+    client: &Client,
+    scope: &Scope,
+) -> Result<Registrations, forgejo::Error> {
+    let runners = client.list_runners(scope).await?;
+    Ok(Registrations {
+        runners: registrations(&runners),
+        at: Instant::now(),
+    })
 }
 
 /// What a listing says that pools act on: which jobs, in which attempt and status.
@@ -393,6 +467,14 @@ mod tests {
             .count()
     }
 
+    fn registration_listings(forgejo: &StandIn) -> usize {
+        forgejo
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/actions/runners"))
+            .count()
+    }
+
     fn pool(name: &str) -> PoolRef {
         ObjectRef::new(name).within("ci")
     }
@@ -440,6 +522,19 @@ mod tests {
             labels: &[&str],
             max_age: Duration,
         ) -> PollResult {
+            self.poll_asking(pool_name, token, labels, max_age, false)
+                .await
+        }
+
+        /// A poll that asks for the registrations too if `registrations`.
+        async fn poll_asking(
+            &self,
+            pool_name: &str,
+            token: &str,
+            labels: &[&str],
+            max_age: Duration,
+            registrations: bool,
+        ) -> PollResult {
             let token = Token::new(token);
             let client = self.polls.client(&self.forgejo.url(), &token).unwrap();
             let labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
@@ -452,6 +547,7 @@ mod tests {
                     scope: &self.scope,
                     label_names: &labels,
                     max_age,
+                    registrations,
                 })
                 .await
         }
@@ -489,9 +585,9 @@ mod tests {
             setup.poll("a", "good", &["docker"]),
             setup.poll("b", "good", &["other"]),
         );
-        assert_eq!(a.unwrap().jobs.len(), 1);
+        assert_eq!(a.unwrap().jobs.jobs.len(), 1);
         assert_eq!(
-            b.unwrap().jobs.len(),
+            b.unwrap().jobs.jobs.len(),
             1,
             "unfiltered on 15: each pool filters itself"
         );
@@ -501,6 +597,62 @@ mod tests {
         let refused = setup.poll("c", "other", &["docker"]).await;
         assert!(refused.is_err());
         assert_eq!(listings(&setup.forgejo), 2);
+    }
+
+    #[tokio::test]
+    async fn registrations_are_listed_only_for_a_pool_that_asks_and_shared_like_the_jobs() {
+        let setup = Setup::new().await;
+        let interval = Duration::from_secs(30);
+        let idle = setup.poll("a", "good", &["docker"]).await.unwrap();
+        assert!(idle.registrations.is_none());
+        assert_eq!(
+            (
+                listings(&setup.forgejo),
+                registration_listings(&setup.forgejo)
+            ),
+            (1, 0),
+            "an idle pool's poll is one request"
+        );
+        setup
+            .forgejo
+            .add_runner(&setup.scope, "forgejo-job-1-1-0123456789", true);
+        let asking = setup
+            .poll_asking("b", "good", &["docker"], interval, true)
+            .await
+            .unwrap();
+        let listed = asking.registrations.expect("asked for");
+        assert_eq!(listed.runners.len(), 1);
+        assert!(
+            Arc::ptr_eq(&idle.jobs, &asking.jobs),
+            "the jobs listing is shared"
+        );
+        let again = setup
+            .poll_asking("c", "good", &["other"], interval, true)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(
+            &listed,
+            &again.registrations.expect("asked for")
+        ));
+        assert_eq!(
+            (
+                listings(&setup.forgejo),
+                registration_listings(&setup.forgejo)
+            ),
+            (1, 1)
+        );
+        // A pool whose interval is shorter than the listing's age gets a new one.
+        setup
+            .poll_asking("c", "good", &["other"], Duration::ZERO, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                listings(&setup.forgejo),
+                registration_listings(&setup.forgejo)
+            ),
+            (2, 2)
+        );
     }
 
     #[tokio::test]

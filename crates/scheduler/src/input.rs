@@ -142,8 +142,9 @@ pub struct PlanInput<'a> {
     pub forgejo_jobs: Option<&'a [ForgejoJob]>,
     /// The Kubernetes Jobs the pool owns.
     pub owned_jobs: &'a [OwnedJob],
-    /// The runner registrations of the scope (Forgejo v15+; empty on the legacy path or
-    /// when they could not be listed).
+    /// The runner registrations of the scope (Forgejo v15+; empty on the legacy path, when
+    /// they could not be listed, or when the poll did not list them: see
+    /// [`lists_registrations`](crate::lists_registrations)).
     pub registrations: &'a [RunnerRegistration],
     /// How runner pods get credentials.
     pub runner_path: RunnerPath,

@@ -63,7 +63,8 @@
 //! pool), `cleanup` (which Jobs, Secrets and registrations go, and when to look again),
 //! `capacity` (which waiting jobs get a Job within `maxRunners`), `credentials` (which Jobs
 //! need a credential Secret), `finished` (which Jobs ended since the last status), `report`
-//! (the next status). What they build on: `input` and `items` (the plan's input and
+//! (the next status). Before it, [`lists_registrations`] (`listing`) decides whether the
+//! poll lists the scope's runner registrations at all. What they build on: `input` and `items` (the plan's input and
 //! output), `pod` and `template` (the Job and its pod, merged with the user's
 //! `jobTemplate`), `secret` (the credential Secret), `owned` (a Job summarised), `status`
 //! (conditions, bounded `scheduledJobs`), `cache_decision` (the shared cache's writes and
@@ -82,6 +83,7 @@ mod finished;
 mod input;
 mod items;
 pub mod labels;
+mod listing;
 pub mod naming;
 mod owned;
 mod plan;
@@ -116,6 +118,9 @@ pub use input::{
 };
 pub use items::{
     Deletion, FinishedJob, JobCreation, Plan, PlanSummary, RegistrationDeletion, SecretRequest,
+};
+pub use listing::{
+    ListingInput, REGISTRATION_SWEEP_POLLS, changes_registrations, lists_registrations,
 };
 pub use naming::{NameError, RunnerJobName};
 pub use owned::{JobState, OwnedJob, PodWaiting};

@@ -9,8 +9,9 @@ use api::{ScheduledJob, condition_types, parse_labels};
 use proptest::prelude::*;
 use scheduler::naming::is_dns1123_label;
 use scheduler::{
-    ForgejoJob, JobState, MAX_SCHEDULED_JOBS, OwnedJob, Plan, PlanInput, PodWaiting, Reason,
-    RegistrationStatus, RunnerJobName, RunnerPath, RunnerRegistration, Timeouts, runs_on_labels,
+    ForgejoJob, JobState, ListingInput, MAX_SCHEDULED_JOBS, OwnedJob, Plan, PlanInput, PodWaiting,
+    Reason, RegistrationStatus, RunnerJobName, RunnerPath, RunnerRegistration, Timeouts,
+    lists_registrations, runs_on_labels,
 };
 use support::*;
 
@@ -373,6 +374,34 @@ proptest! {
         );
         prop_assert_eq!(key(&with_memory), key(&restarted));
         prop_assert_eq!(run(&s), with_memory, "planning is deterministic");
+    }
+
+    #[test]
+    fn a_poll_without_the_registrations_differs_only_in_their_cleanup(s in scenario()) {
+        // What the listing rule lets go unlisted: no Jobs but finished ones without a Secret.
+        let mut s = s;
+        s.owned.retain(|j| j.state.is_finished() && !j.secret_exists);
+        let own: Vec<OwnedJob> = pool_jobs(&s).cloned().collect();
+        let idle = ListingInput {
+            owned_jobs: &own,
+            has_runner_secrets: false,
+            registrations_changed: false,
+            polls_without_listing: Some(0),
+        };
+        prop_assert!(!lists_registrations(&idle));
+        let listed = run(&s);
+        let unlisted = run_with(&s, UID, &s.owned, &[], Some(s.previous.clone()));
+        prop_assert_eq!(&listed.create_jobs, &unlisted.create_jobs);
+        prop_assert_eq!(&listed.delete_jobs, &unlisted.delete_jobs);
+        prop_assert_eq!(&listed.delete_secrets, &unlisted.delete_secrets);
+        prop_assert_eq!(&listed.status, &unlisted.status);
+        prop_assert_eq!(listed.summary, unlisted.summary);
+        let requested = |plan: &Plan| -> Vec<String> {
+            plan.create_secrets.iter().map(|r| r.job_name.clone()).collect()
+        };
+        prop_assert_eq!(requested(&listed), requested(&unlisted));
+        // Left to the sweep: orphans, and stale registrations named like a new Job.
+        prop_assert!(unlisted.delete_registrations.is_empty());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
 use api::{RunnerDeployment, RunnerDeploymentStatus};
-use scheduler::{OwnedJob, Plan, PlanInput, RunnerPath, RunnerRegistration};
+use scheduler::{ListingInput, OwnedJob, Plan, PlanInput, RunnerPath, RunnerRegistration};
 
 use super::actor::{CarryOutProblems, PoolActor};
 use super::events::publish;
@@ -23,7 +23,7 @@ use super::status::{reasons, record_failure, record_not_ready, record_success};
 use super::{Context, cache, latency};
 use crate::error::{Error, Result};
 use crate::metrics::{PoolLabels, ReconcileMetrics};
-use crate::polls::{PollData, PollRequest};
+use crate::polls::{Poll, PollRequest};
 
 /// The apply path: observe, decide, act, write the status.
 pub async fn apply(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Action> {
@@ -86,6 +86,11 @@ async fn observe_and_act(
     let actor = PoolActor::new(ctx, rd, &observed.client, &observed.scope);
     let problems = actor.carry_out(&decision.plan).await;
     let plan = &decision.plan;
+    if scheduler::changes_registrations(plan) {
+        // The next poll lists them, to see the change took.
+        let uid = rd.uid().unwrap_or_default();
+        ctx.sweeps.changed(&uid, Instant::now());
+    }
     let active = i64::try_from(plan.summary.active + plan.create_jobs.len()).unwrap_or(i64::MAX);
     metrics.active_jobs.get_or_create(&labels).set(active);
 
@@ -120,17 +125,18 @@ struct Observed {
 /// The pool's share of one poll.
 struct Polled {
     /// The shared poll: the whole listing of the scope (the scheduler keeps what the pool's
-    /// labels run: the label rule, applied once).
-    data: Arc<PollData>,
+    /// labels run: the label rule, applied once), and the registrations if it listed them.
+    poll: Poll,
     /// Its registrations without those this replica deleted since, when there are such.
     registrations: Option<Vec<RunnerRegistration>>,
 }
 
 impl Polled {
     fn registrations(&self) -> &[RunnerRegistration] {
-        match &self.registrations {
-            Some(filtered) => filtered,
-            None => self.data.runners.as_deref().unwrap_or_default(),
+        match (&self.registrations, &self.poll.registrations) {
+            (Some(filtered), _) => filtered,
+            (None, Some(listed)) => &listed.runners,
+            (None, None) => &[],
         }
     }
 }
@@ -179,10 +185,10 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
     let namespace = rd.namespace().unwrap_or_default();
     observe::note_refused_pods(ctx, &namespace, &mut owned).await;
 
-    let poll_started = Instant::now();
-    let polled = ctx
-        .polls
-        .poll(PollRequest {
+    let polled = poll(
+        ctx,
+        rd,
+        PollRequest {
             pool: &ObjectRef::from_obj(rd),
             client: &client,
             token: &token,
@@ -190,33 +196,10 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
             scope: &scope,
             label_names: &label_names,
             max_age: interval,
-        })
-        .await;
-    let metrics = &ctx.metrics.reconcile;
-    metrics
-        .poll_duration
-        .observe(poll_started.elapsed().as_secs_f64());
-    let polled = match polled {
-        Ok(data) => {
-            ReconcileMetrics::count(&metrics.polls, "Ok");
-            // Registrations this replica deleted after the listing was made are gone already.
-            let all = data.runners.as_deref().unwrap_or_default();
-            let gone =
-                |r: &RunnerRegistration| ctx.deleted.deleted_after(client.server(), r.id, data.at);
-            let registrations = all
-                .iter()
-                .any(gone)
-                .then(|| all.iter().filter(|r| !gone(r)).cloned().collect());
-            Ok(Polled {
-                data,
-                registrations,
-            })
-        }
-        Err(error) => {
-            ReconcileMetrics::count(&metrics.polls, crate::error::forgejo_reason(&error));
-            Err(error)
-        }
-    };
+            registrations: lists_registrations(ctx, rd, &owned),
+        },
+    )
+    .await;
     Ok(Observed {
         scope,
         interval,
@@ -225,6 +208,64 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
         runner_path,
         polled,
         owned,
+    })
+}
+
+/// Whether this poll of the pool lists the scope's registrations too (the rule is
+/// `scheduler::lists_registrations`).
+fn lists_registrations(ctx: &Context, rd: &RunnerDeployment, owned: &[OwnedJob]) -> bool {
+    let uid = rd.uid().unwrap_or_default();
+    let namespace = rd.namespace().unwrap_or_default();
+    let state = ctx.sweeps.state(&uid);
+    let mut input = ListingInput {
+        owned_jobs: owned,
+        has_runner_secrets: false,
+        registrations_changed: state.registrations_changed,
+        polls_without_listing: state.polls_without_listing,
+    };
+    // The Secrets cache holds every pool's: walked only when nothing else decides.
+    scheduler::lists_registrations(&input) || {
+        input.has_runner_secrets = observe::has_runner_secrets(ctx, &namespace, &uid);
+        scheduler::lists_registrations(&input)
+    }
+}
+
+/// Polls Forgejo through the shared poll, counts the outcome, and notes what the pool's
+/// listings were.
+async fn poll(
+    ctx: &Context,
+    rd: &RunnerDeployment,
+    request: PollRequest<'_>,
+) -> Result<Polled, Arc<forgejo::Error>> {
+    let server = request.client.server().to_owned();
+    let poll_started = Instant::now();
+    let polled = ctx.polls.poll(request).await;
+    let metrics = &ctx.metrics.reconcile;
+    metrics
+        .poll_duration
+        .observe(poll_started.elapsed().as_secs_f64());
+    let poll = match polled {
+        Ok(poll) => poll,
+        Err(error) => {
+            ReconcileMetrics::count(&metrics.polls, crate::error::forgejo_reason(&error));
+            return Err(error);
+        }
+    };
+    ReconcileMetrics::count(&metrics.polls, "Ok");
+    let listed_at = poll.registrations.as_ref().map(|listed| listed.at);
+    ctx.sweeps
+        .polled(&rd.uid().unwrap_or_default(), poll.jobs.at, listed_at);
+    // Registrations this replica deleted after the listing was made are gone already.
+    let registrations = poll.registrations.as_ref().and_then(|listed| {
+        let gone = |r: &RunnerRegistration| ctx.deleted.deleted_after(&server, r.id, listed.at);
+        let all = &listed.runners;
+        all.iter()
+            .any(gone)
+            .then(|| all.iter().filter(|r| !gone(r)).cloned().collect())
+    });
+    Ok(Polled {
+        poll,
+        registrations,
     })
 }
 
@@ -244,7 +285,7 @@ async fn decide(
     let polled = observed.polled.as_ref().ok();
     let input = PlanInput {
         pool: rd,
-        forgejo_jobs: polled.map(|p| p.data.jobs.as_slice()),
+        forgejo_jobs: polled.map(|p| p.poll.jobs.jobs.as_slice()),
         owned_jobs: &observed.owned,
         registrations: polled.map_or(&[], Polled::registrations),
         runner_path: observed.runner_path,

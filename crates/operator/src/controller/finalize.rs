@@ -56,6 +56,7 @@ pub async fn cleanup(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Act
 fn forget_pool(ctx: &Context, rd: &RunnerDeployment) {
     let uid = rd.uid().unwrap_or_default();
     ctx.start_backoff.forget(&uid);
+    ctx.sweeps.forget(&uid);
     latency::forget_pool(ctx, &uid);
     super::backoff::reset_backoff(ctx, rd);
     let labels = crate::metrics::PoolLabels {

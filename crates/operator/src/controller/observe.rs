@@ -91,6 +91,18 @@ pub async fn note_refused_pods(ctx: &Context, namespace: &str, owned: &mut [Owne
     }
 }
 
+/// Whether the pool has a runner Secret in the cache (a Secret normally goes with its Job;
+/// one left alone still names a registration to reconcile).
+pub fn has_runner_secrets(ctx: &Context, namespace: &str, pool_uid: &str) -> bool {
+    ctx.stores
+        .secrets
+        .find(|secret| {
+            secret.namespace().as_deref() == Some(namespace)
+                && scheduler::labels::pool_uid_of(secret.metadata.labels.as_ref()) == Some(pool_uid)
+        })
+        .is_some()
+}
+
 /// The Forgejo scope of a pool, in the client's terms.
 pub fn forgejo_scope(scope: &Scope) -> forgejo::Scope {
     match scope {

@@ -18,7 +18,7 @@ use forgejo::stand_in::{StandIn, StandInConfig};
 use scheduler::{Deletion, ForgejoJob, Plan, PlanInput, Reason, RunnerPath};
 
 use super::actor::{CreateOutcome, PoolActor};
-use super::{Context, Stores, deleted, finalize, recent, start_backoff, token_watch};
+use super::{Context, Stores, deleted, finalize, recent, start_backoff, sweep, token_watch};
 use crate::metrics::Metrics;
 use crate::polls::{ForgejoSettings, SharedPolls};
 
@@ -133,6 +133,7 @@ impl Unit {
             failures: Mutex::default(),
             start_backoff: start_backoff::StartBackoff::default(),
             deleted: deleted::DeletedRegistrations::default(),
+            sweeps: sweep::RegistrationSweeps::default(),
             tokens: token_watch::TokenSecrets::default(),
             recent: recent::RecentWrites::default(),
             caches: super::cache::AppliedCaches::default(),
