@@ -39,7 +39,6 @@ use crate::pool::Pool;
 use crate::secret::{REGISTRATION_TOKEN_KEY, TOKEN_KEY, UUID_KEY};
 use crate::template::merge_user_template;
 
-#[path = "pod_spec.rs"]
 mod spec;
 use spec::pod_spec;
 pub(crate) use spec::{pod_security_context, runner_security_context};
