@@ -3,12 +3,14 @@
 //! cluster runs the preflight first (`preflight.rs`), before any build.
 
 mod bench;
+mod build_cache;
 mod cluster;
 mod crd_reference;
 mod demo;
 mod gen_crds;
 mod image;
 mod node;
+mod pid;
 mod preflight;
 mod previous_release;
 mod test;
