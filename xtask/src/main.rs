@@ -3,12 +3,15 @@
 //! cluster runs the preflight first (`preflight.rs`), before any build.
 
 mod bench;
+mod build_cache;
 mod cluster;
 mod crd_reference;
 mod demo;
 mod gen_crds;
 mod image;
+mod module_graph;
 mod node;
+mod pid;
 mod preflight;
 mod previous_release;
 mod test;
@@ -35,7 +38,8 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Run every test tier: fmt, clippy, drift check, unit tests, then the cluster tier.
+    /// Run every test tier: fmt, clippy, drift check, module graph, unit tests, then the
+    /// cluster tier.
     Test,
     /// Run only the cluster tier (starts and stops the control plane); extra arguments go to
     /// the test binaries, e.g. `cargo xtask test-cluster three_waiting`.

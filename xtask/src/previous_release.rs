@@ -31,7 +31,7 @@ pub(crate) struct Upgrade {
 
 /// The cache directory of the previous release's source, binary and build.
 fn cache_dir() -> Result<PathBuf> {
-    Ok(cluster::cache_root()?.join("previous-release"))
+    Ok(crate::build_cache::cache_root()?.join("previous-release"))
 }
 
 /// Builds (once per commit) the previous release's operator image.

@@ -31,7 +31,8 @@ pub const PREVIOUS_OVERLAY_ENV: &str = "FRC_TEST_PREVIOUS_OVERLAY";
 /// The overlay installing this release over it, serving the same namespace.
 pub const UPGRADE_OVERLAY_ENV: &str = "FRC_TEST_UPGRADE_OVERLAY";
 
-/// Runs fmt, clippy, the drift check, the unit tiers, then the cluster tier.
+/// Runs fmt, clippy, the drift check, the module graph check, the unit tiers, then the
+/// cluster tier.
 pub fn run(root: &Path) -> anyhow::Result<()> {
     step(root, "cargo", &["fmt", "--all", "--check"], &[])?;
     step(
@@ -70,6 +71,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     )?;
     println!("==> cargo xtask gen-crds --check");
     crate::gen_crds::run(root, true)?;
+    let crates = crate::module_graph::run(root)?;
+    println!("==> module graph: no import circle in {crates} crates");
     step(
         root,
         "cargo",

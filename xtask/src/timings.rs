@@ -12,7 +12,7 @@ use anyhow::Result;
 const FILE: &str = "build-timings.json";
 
 fn path() -> Option<PathBuf> {
-    crate::cluster::cache_root()
+    crate::build_cache::cache_root()
         .ok()
         .map(|root| root.join(FILE))
 }

@@ -10,7 +10,7 @@ use crate::names::{
     SECRET_KEY_PATTERN, SECRET_KEY_RULE, SECRET_NAME_PATTERN, SECRET_NAME_RULE, is_secret_key,
     is_secret_name,
 };
-use crate::resource::{DEFAULT_RUNNER_IMAGE, SpecError, URL_MESSAGE, URL_RULE, matches_rule};
+use crate::rules::{URL_MESSAGE, URL_RULE, is_http_url, matches_rule};
 
 /// The Secret key read when `spec.cache.external.secretRef.key` is not given.
 pub const DEFAULT_CACHE_SECRET_KEY: &str = "secret";
@@ -110,17 +110,24 @@ fn default_secret_key() -> String {
     DEFAULT_CACHE_SECRET_KEY.to_owned()
 }
 
-impl CacheSpec {
-    /// The mode a pool with this cache spec and `runner_image` gets.
-    pub fn effective_mode(spec: Option<&Self>, runner_image: &str) -> CacheMode {
-        match spec.and_then(|c| c.mode) {
-            Some(mode) => mode,
-            // Only the default image is known to ship `forgejo-runner cache-server`.
-            None if runner_image == DEFAULT_RUNNER_IMAGE => CacheMode::Managed,
-            None => CacheMode::Disabled,
-        }
-    }
+/// Why `spec.cache` cannot be used. The schema refuses these too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheError {
+    /// `spec.cache.mode` is External without `spec.cache.external`.
+    #[error("spec.cache.external: mode External needs external.url and external.secretRef")]
+    External,
+    /// `spec.cache.external.url` is not an http(s) URL.
+    #[error("spec.cache.external.url {0:?} must be an http:// or https:// URL")]
+    Url(String),
+    /// `spec.cache.external.secretRef.name` is not a Secret name.
+    #[error("spec.cache.external.secretRef.name: {0:?} is not a Secret name: {SECRET_NAME_RULE}")]
+    SecretName(String),
+    /// `spec.cache.external.secretRef.key` is not a Secret key.
+    #[error("spec.cache.external.secretRef.key: {0:?} is not a Secret key: {SECRET_KEY_RULE}")]
+    SecretKey(String),
+}
 
+impl CacheSpec {
     /// The requested volume size.
     pub fn size(&self) -> Quantity {
         self.storage
@@ -130,21 +137,21 @@ impl CacheSpec {
     }
 
     /// Checks what the schema checks, for objects that got past it.
-    pub fn validate(&self) -> Result<(), SpecError> {
+    pub fn validate(&self) -> Result<(), CacheError> {
         let external = match (self.mode, &self.external) {
-            (Some(CacheMode::External), None) => return Err(SpecError::CacheExternal),
+            (Some(CacheMode::External), None) => return Err(CacheError::External),
             (_, Some(external)) => external,
             (_, None) => return Ok(()),
         };
-        if !crate::resource::is_http_url(&external.url) {
-            return Err(SpecError::CacheUrl(external.url.clone()));
+        if !is_http_url(&external.url) {
+            return Err(CacheError::Url(external.url.clone()));
         }
         let secret = &external.secret_ref;
         if !is_secret_name(&secret.name) {
-            return Err(SpecError::CacheSecretName(secret.name.clone()));
+            return Err(CacheError::SecretName(secret.name.clone()));
         }
         if !is_secret_key(&secret.key) {
-            return Err(SpecError::CacheSecretKey(secret.key.clone()));
+            return Err(CacheError::SecretKey(secret.key.clone()));
         }
         Ok(())
     }
@@ -169,36 +176,16 @@ mod tests {
     }
 
     #[test]
-    fn the_default_mode_is_managed_only_with_the_default_image() {
-        assert_eq!(
-            CacheSpec::effective_mode(None, DEFAULT_RUNNER_IMAGE),
-            CacheMode::Managed
-        );
-        assert_eq!(
-            CacheSpec::effective_mode(None, "registry.example/runner:1"),
-            CacheMode::Disabled
-        );
-        let managed = CacheSpec {
-            mode: Some(CacheMode::Managed),
-            ..CacheSpec::default()
-        };
-        assert_eq!(
-            CacheSpec::effective_mode(Some(&managed), "registry.example/runner:1"),
-            CacheMode::Managed
-        );
-    }
-
-    #[test]
     fn external_mode_needs_a_server_and_a_secret() {
         let missing = CacheSpec {
             mode: Some(CacheMode::External),
             ..CacheSpec::default()
         };
-        assert_eq!(missing.validate(), Err(SpecError::CacheExternal));
+        assert_eq!(missing.validate(), Err(CacheError::External));
         assert_eq!(external("http://cache.ci.svc:4000/").validate(), Ok(()));
         assert_eq!(
             external("cache.ci.svc:4000").validate(),
-            Err(SpecError::CacheUrl("cache.ci.svc:4000".to_owned()))
+            Err(CacheError::Url("cache.ci.svc:4000".to_owned()))
         );
         let mut bad_secret = external("http://cache:4000");
         if let Some(e) = bad_secret.external.as_mut() {
@@ -206,7 +193,7 @@ mod tests {
         }
         assert!(matches!(
             bad_secret.validate(),
-            Err(SpecError::CacheSecretName(_))
+            Err(CacheError::SecretName(_))
         ));
     }
 

@@ -11,9 +11,10 @@ mod labels;
 pub mod names;
 mod privileges;
 mod resource;
+mod rules;
 
 pub use cache::{
-    CacheMode, CacheSecretRef, CacheSpec, CacheStorage, DEFAULT_CACHE_SECRET_KEY,
+    CacheError, CacheMode, CacheSecretRef, CacheSpec, CacheStorage, DEFAULT_CACHE_SECRET_KEY,
     DEFAULT_CACHE_SIZE, ExternalCache,
 };
 pub use duration::{DurationError, parse_duration};

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{CacheMode, CacheSpec};
+use crate::cache::{CacheError, CacheMode, CacheSpec};
 use crate::duration::{DurationError, parse_duration};
 use crate::labels::{LABELS_PATTERN, LabelError, RunnerLabel, parse_labels};
 use crate::names::{
@@ -16,6 +16,7 @@ use crate::names::{
     RESERVED_REPO_SUFFIX_PATTERN, SECRET_KEY_PATTERN, SECRET_KEY_RULE, SECRET_NAME_PATTERN,
     SECRET_NAME_RULE, is_owner_name, is_secret_key, is_secret_name, split_repository,
 };
+use crate::rules::{URL_MESSAGE, URL_RULE, is_http_url, matches_rule};
 
 /// The API group of our resources.
 pub const GROUP: &str = "forgejo.runners.dev";
@@ -143,9 +144,6 @@ const SCOPE_RULE: &str = "[has(self.organization), has(self.repository), has(sel
      has(self.instance) && self.instance].exists_one(x, x)";
 const SCOPE_MESSAGE: &str =
     "set exactly one scope: organization, repository, user or instance: true";
-pub(crate) const URL_RULE: &str = r"self.matches('^https?://[^/?#\\s]+([/?#][^\\s]*)?$')";
-pub(crate) const URL_MESSAGE: &str =
-    "must be an http:// or https:// URL, e.g. https://code.example.com";
 const REPOSITORY_MESSAGE: &str = "must be owner/name: the owner a Forgejo user or \
      organization name (ASCII letters, digits, '-', '_' and '.', starting and ending with a \
      letter or digit, without two of '-_.' in a row), the name ASCII letters, digits, '-', \
@@ -162,11 +160,6 @@ fn labels_rule() -> String {
 
 fn owner_message() -> String {
     format!("must be a Forgejo user or organization name: {OWNER_NAME_RULE}")
-}
-
-/// A CEL rule matching `self` against an RE2 pattern (which must hold no `'`).
-pub(crate) fn matches_rule(pattern: &str) -> String {
-    format!("self.matches('{}')", pattern.replace('\\', "\\\\"))
 }
 
 fn default_poll_interval() -> String {
@@ -348,18 +341,9 @@ pub enum SpecError {
     /// `spec.maxRunners` is below 1.
     #[error("spec.maxRunners must be at least 1, got {0}")]
     MaxRunners(i32),
-    /// `spec.cache.mode` is External without `spec.cache.external`.
-    #[error("spec.cache.external: mode External needs external.url and external.secretRef")]
-    CacheExternal,
-    /// `spec.cache.external.url` is not an http(s) URL.
-    #[error("spec.cache.external.url {0:?} must be an http:// or https:// URL")]
-    CacheUrl(String),
-    /// `spec.cache.external.secretRef.name` is not a Secret name.
-    #[error("spec.cache.external.secretRef.name: {0:?} is not a Secret name: {SECRET_NAME_RULE}")]
-    CacheSecretName(String),
-    /// `spec.cache.external.secretRef.key` is not a Secret key.
-    #[error("spec.cache.external.secretRef.key: {0:?} is not a Secret key: {SECRET_KEY_RULE}")]
-    CacheSecretKey(String),
+    /// `spec.cache` is not usable.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     /// `spec.jobTemplate` is not a PodTemplateSpec.
     #[error("spec.jobTemplate is not a valid pod template: {0}")]
     JobTemplate(String),
@@ -387,16 +371,6 @@ impl SpecError {
             _ => "InvalidSpec",
         }
     }
-}
-
-/// Whether `url` is what [`URL_RULE`] accepts: `http(s)://` and a host part.
-pub(crate) fn is_http_url(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    rest.is_some_and(|r| {
-        !r.is_empty() && !r.starts_with(['/', '?', '#']) && !r.contains(char::is_whitespace)
-    })
 }
 
 /// Bounds of `spec.pollInterval`.
@@ -460,9 +434,15 @@ impl RunnerDeploymentSpec {
         Ok(interval)
     }
 
-    /// The cache mode in effect (`spec.cache.mode` or its default for `runnerImage`).
+    /// The cache mode in effect: `spec.cache.mode`, else `Managed` with the default runner
+    /// image and `Disabled` with any other.
     pub fn cache_mode(&self) -> CacheMode {
-        CacheSpec::effective_mode(self.cache.as_ref(), &self.runner_image)
+        match self.cache.as_ref().and_then(|c| c.mode) {
+            Some(mode) => mode,
+            // Only the default image is known to ship `forgejo-runner cache-server`.
+            None if self.runner_image == DEFAULT_RUNNER_IMAGE => CacheMode::Managed,
+            None => CacheMode::Disabled,
+        }
     }
 
     /// Checks every field the schema checks, for objects that got past it.

@@ -1,7 +1,7 @@
 //! The README's example parses and round-trips, defaults apply, and the generated CRD carries
 //! the status subresource, printer columns and every validation rule the schema promises.
 
-use api::{LabelScheme, RunnerDeployment, RunnerDeploymentSpec, Scope};
+use api::{CacheMode, LabelScheme, RunnerDeployment, RunnerDeploymentSpec, Scope};
 use kube::CustomResourceExt as _;
 use serde_json::Value;
 
@@ -78,6 +78,30 @@ fn defaults_fill_optional_fields() {
             repo: "app".into()
         }
     );
+}
+
+#[test]
+fn the_default_cache_mode_is_managed_only_with_the_default_image() {
+    let mode = |runner_image: Option<&str>, cache: Value| {
+        let mut value = serde_json::json!({
+            "forgejoServer": "https://code.example.com",
+            "organization": "faro",
+            "labels": "docker",
+            "tokenSecretRef": {"name": "t"},
+            "cache": cache
+        });
+        if let Some(image) = runner_image {
+            value["runnerImage"] = image.into();
+        }
+        serde_json::from_value::<RunnerDeploymentSpec>(value)
+            .unwrap()
+            .cache_mode()
+    };
+    let other = Some("registry.example/runner:1");
+    assert_eq!(mode(None, Value::Null), CacheMode::Managed);
+    assert_eq!(mode(other, Value::Null), CacheMode::Disabled);
+    let managed = serde_json::json!({"mode": "Managed"});
+    assert_eq!(mode(other, managed), CacheMode::Managed);
 }
 
 fn spec_with(change: impl FnOnce(&mut Value)) -> Result<(), api::SpecError> {

@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, KeyToPath, Secret, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::labels;
 use crate::naming::{is_dns1123_label, is_label_value, pool_hash};
 use crate::pool::Pool;
+use crate::volumes::secret_file_volume;
 
 /// The port the managed cache server listens on, and its Service's port.
 pub const CACHE_PORT: i32 = 4000;
@@ -91,15 +92,34 @@ impl CacheNames {
     }
 }
 
-/// Where a pool's runners find the cache: what their pods mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunnerCache {
-    /// The ConfigMap holding [`RUNNER_CONFIG_KEY`] and [`DOCKER_RUNNER_CONFIG_KEY`].
-    pub config_map: String,
-    /// The Secret holding the HMAC secret.
-    pub secret_name: String,
-    /// Its key.
-    pub secret_key: String,
+/// The forgejo-runner config volume: `key` of the ConfigMap `config_map` as
+/// [`CONFIG_FILE_NAME`].
+pub(crate) fn config_volume(config_map: &str, key: &str) -> Volume {
+    Volume {
+        name: CONFIG_VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.to_owned(),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: CONFIG_FILE_NAME.to_owned(),
+                mode: None,
+            }]),
+            default_mode: None,
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The HMAC secret volume: `key` of the Secret `secret` as [`CACHE_SECRET_FILE_NAME`].
+pub(crate) fn secret_volume(secret: &str, key: &str) -> Volume {
+    secret_file_volume(
+        CACHE_SECRET_VOLUME,
+        secret,
+        key,
+        CACHE_SECRET_FILE_NAME,
+        CACHE_SECRET_MODE,
+    )
 }
 
 /// The forgejo-runner config of a runner that uses the cache server at `server_url`;

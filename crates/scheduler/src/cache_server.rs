@@ -9,24 +9,22 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, KeyToPath,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::cache::{
-    CACHE_DATA_DIR, CACHE_PORT, CACHE_SECRET_DIR, CACHE_SECRET_FILE_NAME, CACHE_SECRET_MODE,
-    CACHE_SECRET_VOLUME, CONFIG_DIR, CONFIG_FILE, CONFIG_FILE_NAME, CONFIG_VOLUME, CacheNames,
-    MANAGED_SECRET_KEY, SERVER_CONFIG_KEY, cache_meta,
+    CACHE_DATA_DIR, CACHE_PORT, CACHE_SECRET_DIR, CACHE_SECRET_VOLUME, CONFIG_DIR, CONFIG_FILE,
+    CONFIG_VOLUME, CacheNames, MANAGED_SECRET_KEY, SERVER_CONFIG_KEY, cache_meta, config_volume,
+    secret_volume,
 };
 use crate::labels;
-use crate::pod::{
-    RUNNER_BINARY, pod_security_context, runner_security_context, secret_file_volume,
-};
+use crate::pod::{RUNNER_BINARY, pod_security_context, runner_security_context};
 use crate::pool::Pool;
 
 /// The cache server's container.
@@ -238,34 +236,4 @@ fn mount(volume: &str, path: &str) -> VolumeMount {
         read_only: Some(true),
         ..VolumeMount::default()
     }
-}
-
-/// The forgejo-runner config volume: `key` of the ConfigMap `config_map` as
-/// [`CONFIG_FILE_NAME`].
-pub(crate) fn config_volume(config_map: &str, key: &str) -> Volume {
-    Volume {
-        name: CONFIG_VOLUME.to_owned(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: config_map.to_owned(),
-            items: Some(vec![KeyToPath {
-                key: key.to_owned(),
-                path: CONFIG_FILE_NAME.to_owned(),
-                mode: None,
-            }]),
-            default_mode: None,
-            optional: Some(false),
-        }),
-        ..Volume::default()
-    }
-}
-
-/// The HMAC secret volume: `key` of the Secret `secret` as [`CACHE_SECRET_FILE_NAME`].
-pub(crate) fn secret_volume(secret: &str, key: &str) -> Volume {
-    secret_file_volume(
-        CACHE_SECRET_VOLUME,
-        secret,
-        key,
-        CACHE_SECRET_FILE_NAME,
-        CACHE_SECRET_MODE,
-    )
 }

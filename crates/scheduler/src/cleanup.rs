@@ -448,5 +448,4 @@ pub(crate) fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Tim
 }
 
 #[cfg(test)]
-#[path = "cleanup_tests.rs"]
 mod tests;

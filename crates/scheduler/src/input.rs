@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use crate::cache::RunnerCache;
 use api::RunnerDeployment;
 
 use crate::owned::OwnedJob;
+use crate::pool::RunnerCache;
 
 /// The `status` of a Forgejo job that waits for a runner.
 pub const WAITING: &str = "waiting";

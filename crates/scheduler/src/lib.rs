@@ -64,13 +64,16 @@
 //! `capacity` (which waiting jobs get a Job within `maxRunners`), `credentials` (which Jobs
 //! need a credential Secret), `finished` (which Jobs ended since the last status), `report`
 //! (the next status). Before it, [`lists_registrations`] (`listing`) decides whether the
-//! poll lists the scope's runner registrations at all. What they build on: `input` and `items` (the plan's input and
-//! output), `pod` and `template` (the Job and its pod, merged with the user's
-//! `jobTemplate`), `secret` (the credential Secret), `owned` (a Job summarised), `status`
-//! (conditions, bounded `scheduledJobs`), `cache_decision` (the shared cache's writes and
-//! `CacheReady`, from what the operator observed), and the leaves [`naming`] (Job names, the base of
-//! duplicate prevention), [`labels`] (label keys and selectors), `containers` and `text`.
-//! No two modules import each other.
+//! poll lists the scope's runner registrations at all. What they build on: `input` and
+//! `items` (the plan's input and output), `pod` and `template` (the Job and its pod, merged with the user's
+//! `jobTemplate`), `cache` and `cache_server` (the shared cache's objects and what runner
+//! pods mount of it), `cache_decision` (the shared cache's writes and `CacheReady`, from what
+//! the operator observed), `secret` (the credential Secret), `owned` (a Job summarised),
+//! `status` (conditions, bounded `scheduledJobs`), and the leaves `pool` (the
+//! RunnerDeployment read once), [`naming`] (Job names, the base of duplicate prevention),
+//! [`labels`] (label keys and selectors), `containers`, `volumes` and `text`. No two modules
+//! import each other, directly or through others: `cargo xtask test` checks it
+//! (`xtask/src/module_graph/`).
 
 mod cache;
 mod cache_decision;
@@ -96,13 +99,13 @@ mod status;
 mod template;
 mod text;
 mod view;
+mod volumes;
 
 pub use cache::{
     CACHE_DATA_DIR, CACHE_PORT, CACHE_SECRET_DIR, CACHE_SECRET_FILE, CACHE_SECRET_VOLUME,
     CONFIG_DIR, CONFIG_FILE, CONFIG_VOLUME, CacheNames, DIND_BRIDGE_CIDR, DIND_BRIDGE_IP,
-    DOCKER_RUNNER_CONFIG_KEY, MANAGED_SECRET_KEY, RUNNER_CONFIG_KEY, RunnerCache,
-    SERVER_CONFIG_KEY, cache_config_map, cache_labels, cache_secret, managed_server_url,
-    runner_config, server_config,
+    DOCKER_RUNNER_CONFIG_KEY, MANAGED_SECRET_KEY, RUNNER_CONFIG_KEY, SERVER_CONFIG_KEY,
+    cache_config_map, cache_labels, cache_secret, managed_server_url, runner_config, server_config,
 };
 pub use cache_decision::{
     CACHE_REAPPLY_AFTER, CacheApply, CacheEvent, CacheObservation, CacheReport, CacheSteps,
@@ -132,7 +135,9 @@ pub use pod::{
     REGISTRATION_TOKEN_FILE, RUNNER_BIN_VOLUME, RUNNER_BINARY, RUNNER_CONTAINER, RUNNER_UID,
     TOKEN_FILE, UUID_ENV, declared_labels, pick_label, runner_command, runner_job,
 };
-pub use pool::{PlanError, Pool, RUNNER_DEPLOYMENT_API_VERSION, RUNNER_DEPLOYMENT_KIND};
+pub use pool::{
+    PlanError, Pool, RUNNER_DEPLOYMENT_API_VERSION, RUNNER_DEPLOYMENT_KIND, RunnerCache,
+};
 pub use reason::Reason;
 pub use secret::{
     REGISTRATION_TOKEN_KEY, RunnerCredentials, SecretError, TOKEN_KEY, UUID_KEY, runner_secret,

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use api::{LabelScheme, RunnerLabel};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -29,17 +29,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::cache::{
     CACHE_SECRET_DIR, CACHE_SECRET_VOLUME, CONFIG_DIR, CONFIG_FILE, CONFIG_VOLUME,
-    DIND_BRIDGE_CIDR, DOCKER_RUNNER_CONFIG_KEY, RUNNER_CONFIG_KEY, RunnerCache,
+    DIND_BRIDGE_CIDR, DOCKER_RUNNER_CONFIG_KEY, RUNNER_CONFIG_KEY, config_volume, secret_volume,
 };
-use crate::cache_server::{config_volume, secret_volume};
 use crate::input::{ForgejoJob, RunnerPath};
 use crate::labels;
 use crate::naming::{NameError, RunnerJobName, is_label_value};
-use crate::pool::Pool;
+use crate::pool::{Pool, RunnerCache};
 use crate::secret::{REGISTRATION_TOKEN_KEY, TOKEN_KEY, UUID_KEY};
 use crate::template::merge_user_template;
+use crate::volumes::secret_file_volume;
 
-#[path = "pod_spec.rs"]
 mod spec;
 use spec::pod_spec;
 pub(crate) use spec::{pod_security_context, runner_security_context};
@@ -91,30 +90,6 @@ IFS= read -r token < /var/run/forgejo-runner/registration-token || [ -n \"$token
 if [ -n \"${5:-}\" ]; then exec \"$1\" -c \"$5\" one-job --wait; fi
 exec \"$1\" one-job --wait
 ";
-
-/// A volume of one key of the Secret `secret`, as the file `path`, with `mode`.
-pub(crate) fn secret_file_volume(
-    volume: &str,
-    secret: &str,
-    key: &str,
-    path: &str,
-    mode: i32,
-) -> Volume {
-    Volume {
-        name: volume.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.to_owned()),
-            items: Some(vec![KeyToPath {
-                key: key.to_owned(),
-                path: path.to_owned(),
-                mode: None,
-            }]),
-            default_mode: Some(mode),
-            optional: Some(false),
-        }),
-        ..Volume::default()
-    }
-}
 
 /// How a pod runs the steps of its job.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,9 @@
 //! A RunnerDeployment read once into what the decisions need: identity, parsed labels,
-//! limits and the user's pod template.
+//! limits, the user's pod template and where its runners find the shared cache.
 
-use api::{RunnerDeployment, RunnerLabel, SpecError};
+use api::{RunnerDeployment, RunnerLabel, SpecError, runs_on_labels};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-
-use crate::cache::RunnerCache;
-use crate::input::runs_on_labels;
 
 /// `apiVersion` of RunnerDeployment, for owner references.
 pub const RUNNER_DEPLOYMENT_API_VERSION: &str = "forgejo.runners.dev/v1alpha1";
@@ -32,6 +29,18 @@ impl PlanError {
             Self::InvalidSpec(_) => "InvalidSpec",
         }
     }
+}
+
+/// Where a pool's runners find the cache: what their pods mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerCache {
+    /// The ConfigMap holding the runner configs ([`crate::RUNNER_CONFIG_KEY`] and
+    /// [`crate::DOCKER_RUNNER_CONFIG_KEY`]).
+    pub config_map: String,
+    /// The Secret holding the HMAC secret.
+    pub secret_name: String,
+    /// Its key.
+    pub secret_key: String,
 }
 
 /// A validated pool of runners.

@@ -139,7 +139,7 @@ impl OperatorProcess {
 
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
-        crate::cluster::signal(self.0.id(), rustix::process::Signal::TERM);
+        crate::pid::signal(self.0.id(), rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if matches!(self.0.try_wait(), Ok(Some(_))) {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::build_cache::cache_root;
+
 /// The Go-built binaries of one pinned version set.
 #[derive(Debug, Clone)]
 pub(crate) struct Binaries {
@@ -59,17 +61,6 @@ pub(super) fn required_version(go_mod: &Path, module: &str) -> Result<String> {
                 .flatten()
         })
         .ok_or_else(|| anyhow!("{} does not require {module}", go_mod.display()))
-}
-
-pub(crate) fn cache_root() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("FRC_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    let home =
-        std::env::var_os("HOME").ok_or_else(|| anyhow!("neither FRC_CACHE_DIR nor HOME is set"))?;
-    Ok(PathBuf::from(home)
-        .join(".cache")
-        .join("forgejo-runner-controller"))
 }
 
 /// Builds the pinned control-plane binaries once; returns where they are.

@@ -17,8 +17,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::binaries::{cache_root, go_build, go_output, go_version, required_version};
+use super::binaries::{go_build, go_output, go_version, required_version};
 use super::pki::{serving, write_ca, write_leaf};
+use crate::build_cache::cache_root;
 
 /// KEDA's Go module.
 pub(crate) const KEDA_MODULE: &str = "github.com/kedacore/keda/v2";

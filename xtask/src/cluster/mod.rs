@@ -42,12 +42,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-pub(crate) use binaries::{cache_root, ensure_binaries};
+pub(crate) use binaries::ensure_binaries;
 pub use keda::print_keda;
 pub(crate) use keda::{KEDA_CRDS, Keda, OperatorRun, ensure_keda, write_grpc_certs};
 pub(crate) use overlay::{install_identity_from, write_overlay};
 pub use overlay::{install_operator_identity, write_local_overlay, write_test_overlay};
-pub(crate) use process::signal;
 pub use state::ClusterInfo;
 pub use stop::down;
 pub use up::up;

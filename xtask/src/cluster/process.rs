@@ -8,10 +8,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rustix::process::{Pid, Signal, WaitOptions};
+use rustix::process::{Signal, WaitOptions};
 
 use super::binaries::Binaries;
 use super::state::Proc;
+use crate::pid::{kernel_pid, signal};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,26 +87,12 @@ pub(super) fn process_matches(p: &Proc) -> bool {
         .is_some_and(|n| n == p.name.as_str())
 }
 
-/// `pid` as the kernel's process id; `None` for 0 and values beyond `i32`, which name no
-/// single process (kill(2) would read them as "my process group" or "everyone").
-fn kernel_pid(pid: u32) -> Option<Pid> {
-    i32::try_from(pid).ok().and_then(Pid::from_raw)
-}
-
 /// Collects the exit status if `pid` is our own child that has exited (when `up` and `down`
 /// run in one process); a no-op for processes that are not our children.
 fn reap(pid: u32) {
     if let Some(pid) = kernel_pid(pid) {
         // ECHILD for processes that are not our children: nothing to collect.
         let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
-    }
-}
-
-/// Sends `sig` to process `pid`; errors (e.g. already gone) are ignored, as callers check
-/// liveness themselves.
-pub(crate) fn signal(pid: u32, sig: Signal) {
-    if let Some(pid) = kernel_pid(pid) {
-        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 

@@ -154,7 +154,7 @@ pub(crate) fn teardown(cluster_dir: &Path) -> Result<()> {
     let dirs = NodeDirs::new(cluster_dir);
     for pid in processes_naming(&dirs.root) {
         eprintln!("cluster: killing leftover process {pid} of the node");
-        crate::cluster::signal(pid, rustix::process::Signal::KILL);
+        crate::pid::signal(pid, rustix::process::Signal::KILL);
     }
     wait_gone(&processes_naming_fn(&dirs.root), Duration::from_secs(10));
     // Deepest first, so a parent mount is never busy with a child.

@@ -233,5 +233,4 @@ where
 }
 
 #[cfg(test)]
-#[path = "routes_tests.rs"]
 mod tests;

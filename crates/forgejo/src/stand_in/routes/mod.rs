@@ -393,7 +393,6 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
-#[path = "routes_endpoints.rs"]
 mod endpoints;
 use endpoints::{find_runner, list_jobs, list_runners, register_runner, runner_json};
 

@@ -422,10 +422,8 @@ impl Client {
     }
 }
 
-#[path = "client_send.rs"]
 mod send;
 use send::Operation;
-#[path = "client_url.rs"]
 mod server_url;
 use server_url::{parse_server, refuse_link_local};
 

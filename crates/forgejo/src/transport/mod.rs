@@ -1,6 +1,6 @@
 //! One HTTP exchange with Forgejo: the pooled hyper + rustls client, sending a request with
 //! the token header, reading the answer under a size cap and a timeout, and mapping the
-//! status or failure to an [`Error`]. Retries live in `client.rs`, not here.
+//! status or failure to an [`Error`]. Retries live in `client/`, not here.
 //!
 //! Host names are resolved by [`GuardedResolver`], which drops link-local and cloud metadata
 //! addresses (unless allowed), so the token is never sent to one, whatever DNS says.
@@ -388,11 +388,9 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-#[path = "transport_resolver.rs"]
 mod resolver;
 use resolver::ForbiddenAddress;
 pub(crate) use resolver::{GuardedResolver, is_link_local_or_metadata};
-#[path = "transport_answer.rs"]
 mod answer;
 use answer::redirect_location;
 pub(crate) use answer::{MAX_RETRY_AFTER, describe_body, describe_json_error, parse_retry_after};
