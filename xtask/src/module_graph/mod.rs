@@ -1,5 +1,7 @@
-//! The module rule `cargo xtask test` checks: no two modules of a crate import each other,
-//! directly or through others, and no `path` attribute hides where a module's file is.
+//! The module rules `cargo xtask test` checks: no two modules of a crate import each other,
+//! directly or through others; no `path` attribute hides where a module's file is; and no
+//! source file but a module's tests is over [`MAX_FILE_LINES`] lines (a module with parts is
+//! a folder of files named for them).
 //!
 //! The rule, precisely. A crate's modules are found from its roots (`src/lib.rs`,
 //! `src/main.rs`, `src/bin/*.rs`) by their `mod` declarations, file modules and inline ones
@@ -71,6 +73,15 @@ pub enum Problem {
         /// The attribute.
         at: Place,
     },
+    /// A file other than a module's tests over [`MAX_FILE_LINES`] lines.
+    TooLong {
+        /// The crate's folder name.
+        krate: String,
+        /// The file's path under `src/`.
+        file: String,
+        /// Its lines.
+        lines: usize,
+    },
     /// A `mod name;` whose file (`name.rs` or `name/mod.rs`) is missing.
     MissingFile {
         /// The crate's folder name.
@@ -104,6 +115,10 @@ impl fmt::Display for Problem {
                 f,
                 "{krate}: src/{}:{}: a path attribute; make the module a folder",
                 at.file, at.line
+            ),
+            Problem::TooLong { krate, file, lines } => write!(
+                f,
+                "{krate}: src/{file} has {lines} lines, over {MAX_FILE_LINES}: split it into parts named for what they do"
             ),
             Problem::MissingFile { krate, at, module } => write!(
                 f,
@@ -169,9 +184,24 @@ fn read_sources(dir: &Path) -> anyhow::Result<Sources> {
     Ok(Sources { name, files })
 }
 
-/// The problems of one crate: its circles, `path` attributes and missing module files.
+/// The most lines a source file has, unless it is a module's tests (`tests.rs`).
+pub const MAX_FILE_LINES: usize = 500;
+
+/// The problems of one crate: its circles, `path` attributes, missing module files and
+/// files over [`MAX_FILE_LINES`].
 pub fn check(sources: &Sources) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    let mut problems: Vec<Problem> = sources
+        .files
+        .iter()
+        .filter(|(file, _)| !file.ends_with("tests.rs"))
+        .map(|(file, text)| (file, text.lines().count()))
+        .filter(|(_, lines)| *lines > MAX_FILE_LINES)
+        .map(|(file, lines)| Problem::TooLong {
+            krate: sources.name.clone(),
+            file: file.clone(),
+            lines,
+        })
+        .collect();
     for root in sources.files.keys().filter(|f| is_crate_root(f)) {
         let tree = Tree::walk(sources, root, &mut problems);
         problems.extend(tree.circles(&sources.name));

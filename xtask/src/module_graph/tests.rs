@@ -270,3 +270,32 @@ fn this_workspace_has_no_import_circle_and_no_path_attribute() {
         Err(error) => panic!("{error:#}"),
     }
 }
+
+#[test]
+fn a_file_over_the_size_limit_is_named_but_its_tests_are_not() {
+    let long = "fn f() {}\n".repeat(super::MAX_FILE_LINES + 1);
+    let sources = super::Sources {
+        name: "demo".into(),
+        files: [
+            ("lib.rs".to_owned(), "mod big;\n".to_owned()),
+            (
+                "big.rs".to_owned(),
+                format!("{long}#[cfg(test)]\nmod tests;\n"),
+            ),
+            ("big/tests.rs".to_owned(), long.clone()),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let problems: Vec<String> = super::check(&sources)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        problems,
+        vec![format!(
+            "demo: src/big.rs has {} lines, over 500: split it into parts named for what they do",
+            super::MAX_FILE_LINES + 3
+        )]
+    );
+}
