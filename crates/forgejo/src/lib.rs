@@ -37,8 +37,6 @@ mod token;
 mod transport;
 mod types;
 
-#[cfg(feature = "runner-proto")]
-pub mod runner_proto;
 #[cfg(feature = "stand-in")]
 pub mod stand_in;
 

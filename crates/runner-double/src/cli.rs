@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use forgejo::runner_proto::{
+use runner_protocol::{
     DeclareRequest, DeclareResponse, FetchSingleTaskRequest, FetchSingleTaskResponse,
     FetchTaskRequest, FetchTaskResponse, RegisterRequest, RegisterResponse, Task,
 };

@@ -4,11 +4,11 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use forgejo::runner_proto::{ConnectError, Message, RUNNER_SERVICE};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use runner_protocol::{ConnectError, Message, RUNNER_SERVICE};
 
 /// The user agent of the runner the double follows.
 const USER_AGENT: &str = concat!("forgejo-runner/", "v12.8.2");

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use forgejo::runner_proto::{
+use runner_protocol::{
     Kind, LogRow, StepState, Task, TaskResult, TaskState, Timestamp, UpdateLogRequest,
     UpdateLogResponse, UpdateTaskRequest, UpdateTaskResponse,
 };

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::body::StandInBody;
 use super::state::{Fetch, JobRecord, RunnerCall, State};
 use crate::it_runs_on;
-use crate::runner_proto::{
+use runner_protocol::{
     ConnectError, DeclareRequest, DeclareResponse, FetchSingleTaskRequest, FetchSingleTaskResponse,
     FetchTaskRequest, FetchTaskResponse, Message, PING_PATH, PingRequest, PingResponse,
     RUNNER_SERVICE, RegisterRequest, RegisterResponse, Runner, Struct, Task, TaskResult, TaskState,

@@ -2,17 +2,17 @@
 //! behaviour pinned to the docs/forgejo.md fact ("Runner protocol") it follows.
 
 use bytes::Bytes;
-use forgejo::runner_proto::{
-    ConnectError, DeclareRequest, DeclareResponse, FetchSingleTaskRequest, FetchSingleTaskResponse,
-    FetchTaskRequest, FetchTaskResponse, LogRow, Message, PING_PATH, PingRequest, PingResponse,
-    RUNNER_SERVICE, RegisterRequest, RegisterResponse, Task, TaskResult, TaskState,
-    UpdateLogRequest, UpdateLogResponse, UpdateTaskRequest, UpdateTaskResponse,
-};
 use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
 use forgejo::{Client, RegisterRunner, Scope};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
+use runner_protocol::{
+    ConnectError, DeclareRequest, DeclareResponse, FetchSingleTaskRequest, FetchSingleTaskResponse,
+    FetchTaskRequest, FetchTaskResponse, LogRow, Message, PING_PATH, PingRequest, PingResponse,
+    RUNNER_SERVICE, RegisterRequest, RegisterResponse, Task, TaskResult, TaskState,
+    UpdateLogRequest, UpdateLogResponse, UpdateTaskRequest, UpdateTaskResponse,
+};
 
 use crate::{TOKEN, V14, V15, options, start, start_with};
 

@@ -14,13 +14,13 @@ use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use forgejo::runner_proto::Task;
 use http_body_util::combinators::BoxBody;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use runner_protocol::Task;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 

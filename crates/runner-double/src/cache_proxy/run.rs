@@ -2,7 +2,7 @@
 //! time it started, and the write isolation key of a pull request run (forgejo-runner
 //! `internal/app/run/runner.go`, `getWriteIsolationKey`).
 
-use forgejo::runner_proto::{Kind, Struct, Task};
+use runner_protocol::{Kind, Struct, Task};
 
 use crate::config::Secret;
 use crate::signing;
@@ -108,7 +108,7 @@ fn write_isolation_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forgejo::runner_proto::{Value, string_value};
+    use runner_protocol::{Value, string_value};
 
     fn fields(pairs: Vec<(&str, Value)>) -> Struct {
         Struct {

@@ -2,9 +2,9 @@
 
 use std::sync::Mutex as StdMutex;
 
-use forgejo::runner_proto::{Struct, string_value};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use runner_protocol::{Struct, string_value};
 
 use super::forward::{Route, route};
 use super::*;

@@ -1,6 +1,10 @@
 //! The runner protocol's messages (`runner.v1`, `ping.v1`), written by hand from the field
 //! table in docs/forgejo.md ("Runner protocol"), for the stand-in and the runner double.
 //!
+//! A test tool: the Forgejo stand-in (`forgejo-stand-in`) serves these messages and the
+//! runner double (`crates/runner-double`) sends them. The operator never speaks this
+//! protocol (it uses Forgejo's REST API), so nothing shipped depends on this crate.
+//!
 //! Field numbers are what matters on the wire. Those docs/forgejo.md marks "observed" were
 //! seen from forgejo-runner v12.8.2. `RegisterRequest` (name 1, token 2, version 5, labels 6,
 //! ephemeral 7), `RegisterResponse` (runner 1) and `ping.v1` (data 1 both ways) were read
