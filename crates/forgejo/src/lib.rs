@@ -1,5 +1,5 @@
-//! Forgejo Actions REST client for the runner controller, and (feature `stand-in`) an
-//! in-process Forgejo stand-in for tests and the demo.
+//! Forgejo Actions REST client for the runner controller. Its tests run against the
+//! Forgejo stand-in of the `forgejo-stand-in` crate.
 //!
 //! Start with [`Client`]: it lists the jobs that wait for a runner in a [`Scope`], registers
 //! and deletes ephemeral runners (Forgejo 15+), and fetches legacy registration tokens.
@@ -36,9 +36,6 @@ mod labels;
 mod token;
 mod transport;
 mod types;
-
-#[cfg(feature = "stand-in")]
-pub mod stand_in;
 
 pub use client::{Client, ClientOptions, Observer, RequestOutcome};
 pub use error::{Endpoint, Error, Result};

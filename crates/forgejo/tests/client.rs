@@ -6,14 +6,13 @@ mod client {
     pub mod errors;
     pub mod fixtures;
     pub mod jobs;
-    pub mod runner_service;
     pub mod runners;
 }
 
 use std::time::Duration;
 
-use forgejo::stand_in::{StandIn, StandInConfig};
 use forgejo::{Client, ClientOptions, Token};
+use forgejo_stand_in::{StandIn, StandInConfig};
 
 /// The API token every test uses; it must never show up in an error.
 pub const TOKEN: &str = "f0rgej0-api-t0ken-5ecret-0123456789abcdef";

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::StandInJob;
+use forgejo_stand_in::StandInJob;
 use support::{Operator, World, wait_until};
 
 const LONG: Duration = Duration::from_secs(90);

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use forgejo::stand_in::StandInJob;
+use forgejo_stand_in::StandInJob;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};

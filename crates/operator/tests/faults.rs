@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::{Fault, StandInJob, Times};
+use forgejo_stand_in::{Fault, StandInJob, Times};
 use support::partition::Partition;
 use support::{Operator, World, wait_until};
 

@@ -9,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::StandInJob;
+use forgejo_stand_in::StandInJob;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -90,11 +90,9 @@ async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
 #[ignore = "cluster tier: run by cargo xtask test"]
 async fn in_cluster_replicas_elect_one_leader_schedule_hand_over_and_are_both_ready_after_every_restart()
  {
-    let world = World::in_namespace(SERVED_NAMESPACE, |config| {
-        forgejo::stand_in::StandInConfig {
-            bind: SocketAddr::new(support::node_ip(), 0),
-            ..config
-        }
+    let world = World::in_namespace(SERVED_NAMESPACE, |config| forgejo_stand_in::StandInConfig {
+        bind: SocketAddr::new(support::node_ip(), 0),
+        ..config
     })
     .await;
     let client = world.client.clone();

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use forgejo::stand_in::StandInJob;
+use forgejo_stand_in::StandInJob;
 use support::{Operator, World, kubectl, wait_until};
 
 const RUNNER_NAMESPACE: &str = "forgejo-runners";

@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use forgejo::stand_in::{StandInConfig, StandInJob};
+use forgejo_stand_in::{StandInConfig, StandInJob};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::{Fault, StandIn, StandInConfig, StandInJob, Times};
 use forgejo::{Client, ClientOptions, RegisterRunner, Scope, Token};
+use forgejo_stand_in::{Fault, StandIn, StandInConfig, StandInJob, Times};
 
 const TOKEN: &str = "double-test-token";
 const DOUBLE: &str = env!("CARGO_BIN_EXE_forgejo-runner");

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
+use forgejo_stand_in::{StandIn, StandInConfig, StandInJob};
 use kube::Client;
 
 use super::TOKEN;

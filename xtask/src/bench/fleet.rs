@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
+use forgejo_stand_in::{StandIn, StandInConfig, StandInJob};
 use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;

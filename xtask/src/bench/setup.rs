@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
 use api::RunnerDeployment;
-use forgejo::stand_in::{RecordedRequest, StandIn};
+use forgejo_stand_in::{RecordedRequest, StandIn};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use forgejo::stand_in::{StandIn, StandInConfig};
+use forgejo_stand_in::{StandIn, StandInConfig};
 use kube::Client;
 
 use super::TOKEN;

@@ -4,8 +4,8 @@ use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::{Fault, StandInConfig, Times};
 use forgejo::{Client, ClientOptions, Error, RegisterRunner, RequestOutcome, Scope, Token};
+use forgejo_stand_in::{Fault, StandInConfig, Times};
 
 use crate::{TOKEN, V15, options, start, start_with, v};
 
@@ -40,8 +40,7 @@ fn all_text(err: &Error) -> String {
 
 #[tokio::test]
 async fn a_wrong_token_is_unauthorized_and_not_retried() {
-    let forgejo =
-        forgejo::stand_in::StandIn::start(StandInConfig::with_token(V15, "another-token"));
+    let forgejo = forgejo_stand_in::StandIn::start(StandInConfig::with_token(V15, "another-token"));
     let client = Client::new(&forgejo.url(), Token::new(TOKEN), options()).unwrap();
 
     let err = list(&client).await.unwrap_err();
@@ -552,7 +551,7 @@ async fn link_local_and_metadata_server_addresses_are_refused_unless_allowed() {
 
 #[tokio::test]
 async fn a_loopback_name_still_resolves_and_connects() {
-    let forgejo = forgejo::stand_in::StandIn::start(StandInConfig::with_token(V15, TOKEN));
+    let forgejo = forgejo_stand_in::StandIn::start(StandInConfig::with_token(V15, TOKEN));
     let url = format!("http://localhost:{}", forgejo.addr().port());
     let client = Client::new(&url, Token::new(TOKEN), options()).unwrap();
 

@@ -1,8 +1,8 @@
 //! Hand-written JSON in Forgejo's shapes (see `tests/fixtures/README.md`), parsed directly and
 //! replayed over HTTP through the client.
 
-use forgejo::stand_in::{Fault, Times};
 use forgejo::{ActionRunJob, Error, Runner, Scope};
+use forgejo_stand_in::{Fault, Times};
 
 use crate::{V15, start, v};
 

@@ -1,7 +1,7 @@
 //! Listing jobs: paths per scope, the label filter, Forgejo's quirks per version.
 
-use forgejo::stand_in::{Fault, StandInConfig, StandInJob, Times};
 use forgejo::{Error, Scope, it_runs_on};
+use forgejo_stand_in::{Fault, StandInConfig, StandInJob, Times};
 
 use crate::{TOKEN, V11, V13, V14, V15, options, paths, start, start_with, v};
 

@@ -1,7 +1,7 @@
 //! Runners: registration (v15), paged listing, deletion, legacy registration tokens.
 
-use forgejo::stand_in::{Fault, StandInConfig, StandInJob, Times};
 use forgejo::{Error, RegisterRunner, Scope};
+use forgejo_stand_in::{Fault, StandInConfig, StandInJob, Times};
 
 use crate::{TOKEN, V14, V15, options, paths, start, start_with};
 

@@ -89,7 +89,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_maintenance_page_is_an_outage_not_a_misconfiguration() {
-        use forgejo::stand_in::{Fault, StandIn, StandInConfig, Times};
+        use forgejo_stand_in::{Fault, StandIn, StandInConfig, Times};
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3", "good"));
         forgejo.inject_fault(
             "/api/v1/orgs/faro/actions/runners/jobs",

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use api::RunnerDeployment;
-use forgejo::stand_in::{StandIn, StandInConfig};
+use forgejo_stand_in::{StandIn, StandInConfig};
 use scheduler::{Deletion, ForgejoJob, Plan, PlanInput, Reason, RunnerPath};
 
 use super::actor::{CreateOutcome, PoolActor};

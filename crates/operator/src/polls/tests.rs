@@ -1,5 +1,5 @@
 use super::*;
-use forgejo::stand_in::{Fault, StandIn, StandInConfig, StandInJob, Times};
+use forgejo_stand_in::{Fault, StandIn, StandInConfig, StandInJob, Times};
 
 fn listings(forgejo: &StandIn) -> usize {
     forgejo

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use api::RunnerDeployment;
-use forgejo::stand_in::{StandIn, StandInConfig};
+use forgejo_stand_in::{StandIn, StandInConfig};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;

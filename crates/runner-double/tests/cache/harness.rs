@@ -7,8 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
 use forgejo::{Client, ClientOptions, RegisterRunner, Scope, Token};
+use forgejo_stand_in::{StandIn, StandInConfig, StandInJob};
 
 const TOKEN: &str = "double-cache-test-token";
 /// The double, as cargo built it.

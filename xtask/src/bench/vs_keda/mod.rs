@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use forgejo::Scope;
-use forgejo::stand_in::{StandIn, StandInConfig};
+use forgejo_stand_in::{StandIn, StandInConfig};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Client;
 use kube::api::{Api, ListParams};

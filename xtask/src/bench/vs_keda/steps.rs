@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::{StandIn, StandInJob};
+use forgejo_stand_in::{StandIn, StandInJob};
 
 use super::Settings;
 use super::systems::System;

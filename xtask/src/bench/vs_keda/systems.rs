@@ -67,7 +67,7 @@ impl System {
 
     /// Index of its token in the stand-in's `tokens` (see [`RecordedRequest::token_index`]).
     ///
-    /// [`RecordedRequest::token_index`]: forgejo::stand_in::RecordedRequest::token_index
+    /// [`RecordedRequest::token_index`]: forgejo_stand_in::RecordedRequest::token_index
     pub(super) fn token_index(self) -> usize {
         match self {
             System::Ours => 0,

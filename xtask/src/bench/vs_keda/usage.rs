@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use forgejo::stand_in::StandIn;
+use forgejo_stand_in::StandIn;
 
 use super::systems::System;
 use crate::bench::setup::{cpu_ticks, is_listing};
@@ -108,9 +108,8 @@ impl Requests {
     /// Both systems' counts so far.
     pub(super) fn now(forgejo: &StandIn) -> [Requests; 2] {
         System::BOTH.map(|system| {
-            let by = |r: &forgejo::stand_in::RecordedRequest| {
-                r.token_index == Some(system.token_index())
-            };
+            let by =
+                |r: &forgejo_stand_in::RecordedRequest| r.token_index == Some(system.token_index());
             Requests {
                 all: forgejo.count_requests(by) as f64,
                 listings: forgejo.count_requests(|r| by(r) && is_listing(r)) as f64,

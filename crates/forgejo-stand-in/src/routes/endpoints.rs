@@ -143,7 +143,7 @@ pub(super) fn find_runner(
 }
 
 /// Forgejo's `ActionRunner` JSON; `labels` is `null` until the runner connects.
-pub(super) fn runner_json(runner: &crate::Runner) -> Value {
+pub(super) fn runner_json(runner: &forgejo::Runner) -> Value {
     json!({
         "id": runner.id,
         "uuid": runner.uuid,

@@ -2,8 +2,8 @@
 //! behaviour pinned to the docs/forgejo.md fact ("Runner protocol") it follows.
 
 use bytes::Bytes;
-use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
-use forgejo::{Client, RegisterRunner, Scope};
+use forgejo::{Client, RegisterRunner, Scope, Token};
+use forgejo_stand_in::{StandIn, StandInConfig, StandInJob};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
@@ -14,7 +14,23 @@ use runner_protocol::{
     UpdateLogRequest, UpdateLogResponse, UpdateTaskRequest, UpdateTaskResponse,
 };
 
-use crate::{TOKEN, V14, V15, options, start, start_with};
+/// The API token every test uses.
+const TOKEN: &str = "f0rgej0-api-t0ken-5ecret-0123456789abcdef";
+
+const V14: &str = "14.0.1+gitea-1.22.0";
+const V15: &str = "15.0.3+gitea-1.22.0";
+
+/// A stand-in behaving as `version`, and a client for it.
+fn start(version: &str) -> (StandIn, Client) {
+    start_with(StandInConfig::with_token(version, TOKEN))
+}
+
+/// A stand-in with `config`, and a client for its REST API (to register runners).
+fn start_with(config: StandInConfig) -> (StandIn, Client) {
+    let forgejo = StandIn::start(config);
+    let client = Client::new(&forgejo.url(), Token::new(TOKEN), Default::default()).unwrap();
+    (forgejo, client)
+}
 
 /// A runner's credentials.
 #[derive(Clone)]
@@ -443,7 +459,7 @@ async fn the_url_names_the_bind_address_and_runners_reach_the_service_there() {
         bind: ([127, 0, 0, 2], 0).into(),
         ..StandInConfig::with_token(V15, TOKEN)
     };
-    let (forgejo, client) = start_with(config, options());
+    let (forgejo, client) = start_with(config);
     assert!(
         forgejo.url().starts_with("http://127.0.0.2:"),
         "{}",

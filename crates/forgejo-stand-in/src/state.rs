@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use rand::Rng;
 
 use super::{Fault, RecordedRequest, StandInConfig, StandInJob, Times};
-use crate::{ActionRunJob, Runner, Scope, ServerVersion};
+use forgejo::{ActionRunJob, Runner, Scope, ServerVersion};
 
 /// A job as the stand-in stores it.
 #[derive(Debug, Clone)]

@@ -1,6 +1,11 @@
-//! A Forgejo stand-in (feature `stand-in`): an in-process hyper server on loopback that
-//! serves exactly the endpoints [`crate::Client`] uses, with Forgejo's JSON and quirks, for
-//! tests and the demo.
+//! A Forgejo stand-in: an in-process hyper server on loopback that serves exactly the
+//! endpoints [`forgejo::Client`] uses, with Forgejo's JSON and quirks, for tests and the demo.
+//!
+//! A test tool, never shipped: Forgejo cannot be built on the project machine, so the
+//! client's and the operator's tests, the runner double's tests and `cargo xtask demo` and
+//! `bench` run against this instead. It serves the client's own types ([`forgejo::Scope`],
+//! [`forgejo::ActionRunJob`], [`forgejo::Runner`]) and label rule ([`forgejo::it_runs_on`]),
+//! so what it answers is what the client reads.
 //!
 //! It behaves as the configured version ([`StandInConfig::version`]): job listing from 11,
 //! unfiltered listing from 14, the runner API, `attempt`/`handle` and
@@ -15,7 +20,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use forgejo::stand_in::{StandIn, StandInConfig, StandInJob};
+//! use forgejo_stand_in::{StandIn, StandInConfig, StandInJob};
 //! let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", "secret"));
 //! forgejo.add_job(StandInJob::new("acme/app", "build", &["docker"]));
 //! let client = forgejo::Client::new(&forgejo.url(), forgejo::Token::new("secret"), Default::default()).unwrap();
@@ -40,7 +45,7 @@ use tokio::task::AbortHandle;
 use self::routes::lock;
 use self::state::State;
 pub use self::state::{Fetch, RunnerCall};
-use crate::{ActionRunJob, Runner, Scope};
+use forgejo::{ActionRunJob, Runner, Scope};
 
 /// How the stand-in behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,7 +290,7 @@ impl StandIn {
         })
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:38211` (give it to [`crate::Client::new`]).
+    /// The base URL, e.g. `http://127.0.0.1:38211` (give it to [`forgejo::Client::new`]).
     pub fn url(&self) -> String {
         format!("http://{}", self.inner.addr)
     }

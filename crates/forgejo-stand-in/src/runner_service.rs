@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::body::StandInBody;
 use super::state::{Fetch, JobRecord, RunnerCall, State};
-use crate::it_runs_on;
+use forgejo::it_runs_on;
 use runner_protocol::{
     ConnectError, DeclareRequest, DeclareResponse, FetchSingleTaskRequest, FetchSingleTaskResponse,
     FetchTaskRequest, FetchTaskResponse, Message, PING_PATH, PingRequest, PingResponse,

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::body::StandInBody;
 use super::state::State;
 use super::{Fault, RecordedRequest};
-use crate::{Scope, it_runs_on};
+use forgejo::{Scope, it_runs_on};
 
 /// Where the runner service's Connect paths start.
 const RUNNER_API: &str = "/api/actions/";
