@@ -48,7 +48,7 @@ pub fn run(root: &Path, exit_when_done: bool) -> anyhow::Result<()> {
     println!("==> demo: building the images (operator, runner double, label image, pause)");
     let images = image::build_all(root, None)?;
     println!(
-        "==> demo: starting the local cluster (the first run builds Kubernetes from Go modules: ~20 min once)"
+        "==> demo: starting the local cluster (the first run builds etcd and Kubernetes from Go modules once: 28 min on a fresh 2-core machine)"
     );
     let info = cluster::up(root)?;
     let result = (|| {

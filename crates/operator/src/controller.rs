@@ -26,19 +26,19 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::polls::{ForgejoSettings, PoolRef, SharedPolls};
 
-mod actor;
 mod apply;
 mod backoff;
 mod cache;
 mod cache_objects;
 mod deleted;
 mod events;
+mod executor;
 mod finalize;
 mod latency;
 mod observe;
 mod recent;
 mod reconcile;
-mod start_backoff;
+mod start_pause;
 mod status;
 mod sweep;
 mod token_watch;
@@ -111,7 +111,7 @@ pub struct Context {
     /// Consecutive failures per pool, for backoff.
     pub failures: Mutex<HashMap<ObjectRef<RunnerDeployment>, u32>>,
     /// Pools whose runner pods cannot start, and until when their new Jobs wait.
-    pub start_backoff: start_backoff::StartBackoff,
+    pub start_pause: start_pause::StartPause,
     /// Runner registrations deleted lately, so that an older listing does not repeat it.
     pub deleted: deleted::DeletedRegistrations,
     /// When each pool last listed its runner registrations, and whether it changed any since.
@@ -281,7 +281,7 @@ where
         timeouts: config.timeouts,
         first_seen: Mutex::default(),
         failures: Mutex::default(),
-        start_backoff: start_backoff::StartBackoff::default(),
+        start_pause: start_pause::StartPause::default(),
         deleted: deleted::DeletedRegistrations::default(),
         sweeps: sweep::RegistrationSweeps::default(),
         tokens: tokens.clone(),

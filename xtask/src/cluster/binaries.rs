@@ -33,9 +33,9 @@ impl Binaries {
 /// etcd, from the etcd wrapper module.
 const ETCD: &str = "etcd";
 /// How long a cold etcd build took on a 2-core machine, until one here is recorded.
-const ETCD_MEASURED: &str = "about 2.5 min cold on 2 cores (measured 2026-12)";
+const ETCD_MEASURED: &str = "3 min cold on a busy 2-core machine (measured 2026-12)";
 /// How long a cold build of the Kubernetes binaries took on a 2-core machine.
-const KUBE_MEASURED: &str = "about 22 min cold on 2 cores (measured 2026-12)";
+const KUBE_MEASURED: &str = "25 min cold on a busy 2-core machine (measured 2026-12)";
 
 /// The Kubernetes binaries, each `k8s.io/kubernetes/cmd/<name>` of the kube wrapper module
 /// (and a `tool` line of its go.mod).

@@ -30,7 +30,7 @@ pub(super) fn build_static_in(
     let step = format!("cargo build --release -p {package} (static, {TARGET})");
     crate::timings::timed(
         &step,
-        "a few minutes cold on 2 cores, seconds when nothing changed",
+        "up to 40 min cold on a 2-core machine busy with other builds (the operator, measured 2026-12), seconds when nothing changed",
         || {
             let status = Command::new("cargo")
                 .args([

@@ -1,5 +1,5 @@
 //! The apply path of a pool, in its phases: [`observe`] what Forgejo and the cluster hold,
-//! [`decide`] with `scheduler::plan`, act through the [`PoolActor`], then write the status.
+//! [`decide`] with `scheduler::plan`, act through the [`PlanExecutor`], then write the status.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +14,10 @@ use kube::runtime::reflector::ObjectRef;
 use api::{RunnerDeployment, RunnerDeploymentStatus};
 use scheduler::{ListingInput, OwnedJob, Plan, PlanInput, RunnerPath, RunnerRegistration};
 
-use super::actor::{CarryOutProblems, PoolActor};
 use super::events::publish;
+use super::executor::{CarryOutProblems, PlanExecutor};
 use super::observe::{self, forgejo_scope, owned_jobs, read_token};
-use super::start_backoff::Pause;
+use super::start_pause::Pause;
 use super::status::apply_status;
 use super::status::{reasons, record_failure, record_not_ready, record_success};
 use super::{Context, cache, latency};
@@ -83,8 +83,8 @@ async fn observe_and_act(
         return Ok(Action::await_change());
     }
 
-    let actor = PoolActor::new(ctx, rd, &observed.client, &observed.scope);
-    let problems = actor.carry_out(&decision.plan).await;
+    let executor = PlanExecutor::new(ctx, rd, &observed.client, &observed.scope);
+    let problems = executor.carry_out(&decision.plan).await;
     let plan = &decision.plan;
     if scheduler::changes_registrations(plan) {
         // The next poll lists them, to see the change took.
@@ -295,7 +295,7 @@ async fn decide(
     let mut plan = scheduler::plan(&input, now.clone())?;
     let pool_uid = rd.uid().unwrap_or_default();
     let started_runner = ctx
-        .start_backoff
+        .start_pause
         .paused_since(&pool_uid)
         .is_some_and(|since| {
             observed
@@ -303,7 +303,7 @@ async fn decide(
                 .iter()
                 .any(|job| job.runner_started_at.as_ref().is_some_and(|t| t.0 > since))
         });
-    let pause = ctx.start_backoff.observe(
+    let pause = ctx.start_pause.observe(
         &pool_uid,
         rd.metadata.generation,
         &plan.delete_jobs,

@@ -55,7 +55,7 @@ pub async fn cleanup(rd: Arc<RunnerDeployment>, ctx: Arc<Context>) -> Result<Act
 /// its per-pool gauges, so that nothing grows with pools that come and go.
 fn forget_pool(ctx: &Context, rd: &RunnerDeployment) {
     let uid = rd.uid().unwrap_or_default();
-    ctx.start_backoff.forget(&uid);
+    ctx.start_pause.forget(&uid);
     ctx.sweeps.forget(&uid);
     latency::forget_pool(ctx, &uid);
     super::backoff::reset_backoff(ctx, rd);

@@ -17,8 +17,8 @@ use api::RunnerDeployment;
 use forgejo_stand_in::{StandIn, StandInConfig};
 use scheduler::{Deletion, ForgejoJob, Plan, PlanInput, Reason, RunnerPath};
 
-use super::actor::{CreateOutcome, PoolActor};
-use super::{Context, Stores, deleted, finalize, recent, start_backoff, sweep, token_watch};
+use super::executor::{CreateOutcome, PlanExecutor};
+use super::{Context, Stores, deleted, finalize, recent, start_pause, sweep, token_watch};
 use crate::metrics::Metrics;
 use crate::polls::{ForgejoSettings, SharedPolls};
 
@@ -131,7 +131,7 @@ impl Unit {
             timeouts: scheduler::Timeouts::default(),
             first_seen: Mutex::default(),
             failures: Mutex::default(),
-            start_backoff: start_backoff::StartBackoff::default(),
+            start_pause: start_pause::StartPause::default(),
             deleted: deleted::DeletedRegistrations::default(),
             sweeps: sweep::RegistrationSweeps::default(),
             tokens: token_watch::TokenSecrets::default(),
@@ -223,7 +223,7 @@ async fn a_plan_is_carried_out_deletions_first_then_the_job_then_its_credentials
     let plan = plan_for_one_job(&rd);
     assert_eq!(plan.create_jobs.len(), 1);
     let client = unit.client();
-    let problems = PoolActor::new(&unit.ctx, &rd, &client, &scope())
+    let problems = PlanExecutor::new(&unit.ctx, &rd, &client, &scope())
         .carry_out(&plan)
         .await;
     assert!(
@@ -253,8 +253,8 @@ async fn a_job_that_already_exists_is_no_error_and_no_event() {
     let plan = plan_for_one_job(&rd);
     let client = unit.client();
     let scope = scope();
-    let actor = PoolActor::new(&unit.ctx, &rd, &client, &scope);
-    let outcome = actor.create_job(&plan.create_jobs[0]).await;
+    let executor = PlanExecutor::new(&unit.ctx, &rd, &client, &scope);
+    let outcome = executor.create_job(&plan.create_jobs[0]).await;
     assert!(
         matches!(outcome, CreateOutcome::AlreadyExists),
         "{outcome:?}"
@@ -292,7 +292,7 @@ async fn leadership_lost_mid_reconcile_stops_every_later_write() {
     let rd = unit.pool();
     let plan = plan_for_one_job(&rd);
     let client = unit.client();
-    PoolActor::new(&unit.ctx, &rd, &client, &scope())
+    PlanExecutor::new(&unit.ctx, &rd, &client, &scope())
         .carry_out(&plan)
         .await;
     let calls = unit.calls.writes_and_reads();
@@ -354,8 +354,8 @@ async fn a_job_just_created_counts_as_owned_before_the_watch_shows_it() {
     let rd = unit.pool();
     let client = unit.client();
     let scope = scope();
-    let actor = PoolActor::new(&unit.ctx, &rd, &client, &scope);
-    let problems = actor.carry_out(&plan_for_one_job(&rd)).await;
+    let executor = PlanExecutor::new(&unit.ctx, &rd, &client, &scope);
+    let problems = executor.carry_out(&plan_for_one_job(&rd)).await;
     assert!(problems.without_credentials.is_none(), "{problems:?}");
     // The caches are empty (no watch runs here), as they are for a moment after a create.
     assert!(unit.ctx.stores.jobs.state().is_empty());

@@ -43,7 +43,7 @@ pub enum CreateOutcome {
 }
 
 /// Writes the plan of one pool: its Jobs and Secrets in the cluster, its runners in Forgejo.
-pub struct PoolActor<'a> {
+pub struct PlanExecutor<'a> {
     ctx: &'a Context,
     rd: &'a RunnerDeployment,
     client: &'a forgejo::Client,
@@ -52,8 +52,8 @@ pub struct PoolActor<'a> {
     secrets: Api<Secret>,
 }
 
-impl<'a> PoolActor<'a> {
-    /// An actor for `rd`, talking to Forgejo through `client` in `scope`.
+impl<'a> PlanExecutor<'a> {
+    /// An executor for `rd`'s plans, talking to Forgejo through `client` in `scope`.
     pub fn new(
         ctx: &'a Context,
         rd: &'a RunnerDeployment,

@@ -11,10 +11,10 @@ use scheduler::{RunnerCredentials, RunnerPath, SecretRequest};
 
 use super::super::FIELD_MANAGER;
 use super::super::events::publish;
-use super::PoolActor;
+use super::PlanExecutor;
 use crate::metrics::ReconcileMetrics;
 
-impl PoolActor<'_> {
+impl PlanExecutor<'_> {
     /// Registers a runner (v15) or fetches the registration token (legacy) and creates the
     /// runner Secret, owned by its Job. Returns why a runner was left without credentials.
     pub(super) async fn give_credentials(

@@ -37,11 +37,11 @@ struct Entry {
 
 /// Per pool (by uid): its current pause, if any.
 #[derive(Debug, Default)]
-pub struct StartBackoff {
+pub struct StartPause {
     pools: Mutex<HashMap<String, Entry>>,
 }
 
-impl StartBackoff {
+impl StartPause {
     /// Updates the pool's pause from the Job deletions a plan makes and returns it while it
     /// lasts. `started_runner` says whether a runner of the pool started since
     /// [`paused_since`](Self::paused_since): the image works again.
@@ -129,7 +129,7 @@ mod tests {
     const DEADLINE: Duration = Duration::from_secs(300);
 
     /// One pool's view of the tracker, so each test line is one observation.
-    struct Pool(StartBackoff);
+    struct Pool(StartPause);
 
     impl Pool {
         fn observe(
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn an_image_that_cannot_be_pulled_pauses_new_jobs_doubling_each_time() {
-        let pool = Pool(StartBackoff::default());
+        let pool = Pool(StartPause::default());
         let failed = plan_deleting(Some(Reason::ImagePullFailed));
         let t0 = Instant::now();
         let first = pool.observe(1, &failed, false, t0).expect("paused");
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_spec_change_or_a_started_runner_ends_the_pause() {
-        let pool = Pool(StartBackoff::default());
+        let pool = Pool(StartPause::default());
         let t0 = Instant::now();
         let failed = plan_deleting(Some(Reason::ContainerConfigError));
         let nothing = plan_deleting(None);
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn other_deletions_do_not_pause() {
-        let pool = Pool(StartBackoff::default());
+        let pool = Pool(StartPause::default());
         for reason in [Reason::ForgejoJobNotWaiting, Reason::Unschedulable] {
             let deleting = plan_deleting(Some(reason));
             assert!(pool.observe(1, &deleting, false, Instant::now()).is_none());
