@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use forgejo::Scope;
-use forgejo::stand_in::RecordedRequest;
+use forgejo_stand_in::RecordedRequest;
 use kube::ResourceExt as _;
 use scheduler::REGISTRATION_SWEEP_POLLS;
 use scheduler::naming::RunnerJobName;
