@@ -12,6 +12,7 @@ pub mod names;
 mod privileges;
 mod resource;
 mod rules;
+mod warm;
 
 pub use cache::{
     CacheError, CacheMode, CacheSecretRef, CacheSpec, CacheStorage, DEFAULT_CACHE_SECRET_KEY,
@@ -26,3 +27,8 @@ pub use privileges::{
     ALLOW_PRIVILEGED_FLAG, BASELINE_CAPABILITIES, DIND_SIDECAR, PodPrivileges, check_pod_template,
 };
 pub use resource::*;
+pub use warm::{
+    DEFAULT_ACTIVITY_WINDOW, DEFAULT_WARM_FETCH_INTERVAL, Day, MAX_ACTIVITY_WINDOW,
+    WARM_FETCH_INTERVAL_RANGE, WarmLabel, WarmRunnersError, WarmRunnersSpec, WarmRunnersStatus,
+    WarmSchedule, WeeklyWindow,
+};

@@ -17,6 +17,7 @@ use crate::names::{
     SECRET_NAME_RULE, is_owner_name, is_secret_key, is_secret_name, split_repository,
 };
 use crate::rules::{URL_MESSAGE, URL_RULE, is_http_url, matches_rule};
+use crate::warm::{WarmRunnersError, WarmRunnersSpec, WarmRunnersStatus};
 
 /// The API group of our resources.
 pub const GROUP: &str = "forgejo.runners.dev";
@@ -54,6 +55,8 @@ pub mod condition_types {
     printcolumn = r#"{"name": "Scope", "type": "string", "jsonPath": ".status.scope"}"#,
     printcolumn = r#"{"name": "Labels", "type": "string", "jsonPath": ".spec.labels"}"#,
     printcolumn = r#"{"name": "Active", "type": "integer", "jsonPath": ".status.activeJobs"}"#,
+    printcolumn = r#"{"name": "Warm Idle", "type": "integer", "jsonPath": ".status.warmRunners.idle"}"#,
+    printcolumn = r#"{"name": "Warm Busy", "type": "integer", "jsonPath": ".status.warmRunners.busy"}"#,
     printcolumn = r#"{"name": "Last Poll", "type": "date", "jsonPath": ".status.lastPollTime"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
@@ -138,6 +141,11 @@ pub struct RunnerDeploymentSpec {
     /// the one-shot pods: see docs/caching.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+
+    /// Idle runners kept ready per label while the pool is in use, so that a job starts
+    /// within about a fetch interval: see docs/operations.md#warm-runners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_runners: Option<WarmRunnersSpec>,
 }
 
 const SCOPE_RULE: &str = "[has(self.organization), has(self.repository), has(self.user), \
@@ -253,6 +261,9 @@ pub struct RunnerDeploymentStatus {
     /// The Forgejo version last seen, and so which runner path is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forgejo_version: Option<String>,
+    /// The pool's warm runners (with `spec.warmRunners`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_runners: Option<WarmRunnersStatus>,
     /// Ready, SecretFound, ForgejoReachable and AtCapacity.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -344,6 +355,9 @@ pub enum SpecError {
     /// `spec.cache` is not usable.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// `spec.warmRunners` is not usable.
+    #[error(transparent)]
+    WarmRunners(#[from] WarmRunnersError),
     /// `spec.jobTemplate` is not a PodTemplateSpec.
     #[error("spec.jobTemplate is not a valid pod template: {0}")]
     JobTemplate(String),
@@ -462,7 +476,11 @@ impl RunnerDeploymentSpec {
         if !is_secret_key(&secret.key) {
             return Err(SpecError::TokenSecretKey(secret.key.clone()));
         }
-        self.runner_labels()?;
+        let labels = self.runner_labels()?;
+        if let Some(warm) = &self.warm_runners {
+            let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+            warm.validate(&names)?;
+        }
         self.poll_interval()?;
         if self.max_runners < 1 {
             return Err(SpecError::MaxRunners(self.max_runners));

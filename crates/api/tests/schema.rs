@@ -264,6 +264,8 @@ fn crd_has_status_subresource_short_name_and_printer_columns() {
             "Scope",
             "Labels",
             "Active",
+            "Warm Idle",
+            "Warm Busy",
             "Last Poll",
             "Ready",
             "Age"

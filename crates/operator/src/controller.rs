@@ -43,6 +43,7 @@ mod status;
 mod sweep;
 mod token_watch;
 mod trim;
+mod warm;
 mod watches;
 mod writer;
 

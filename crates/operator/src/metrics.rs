@@ -28,6 +28,24 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+/// Label set: how a job got its runner.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    /// `cold` (a Job made for it) or `warm` (an idle warm runner took it).
+    pub path: &'static str,
+}
+
+/// Label set: a pool's warm runners in one state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WarmLabels {
+    /// The RunnerDeployment's namespace.
+    pub namespace: String,
+    /// The RunnerDeployment's name.
+    pub pool: String,
+    /// `idle` or `busy`.
+    pub state: &'static str,
+}
+
 /// Label set: a Forgejo endpoint and the outcome of a request to it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -66,7 +84,9 @@ pub struct ReconcileMetrics {
     /// Cleanups (Jobs, Secrets, registrations) by reason.
     pub cleanups: Family<ReasonLabels, Counter>,
     /// Time from first seeing a waiting job to its Kubernetes Job existing.
-    pub job_scheduling_latency: Histogram,
+    pub job_scheduling_latency: Family<PathLabels, Histogram>,
+    /// Warm runners per pool, idle or busy.
+    pub warm_runners: Family<WarmLabels, Gauge>,
     /// Whether the pool's shared cache is ready (`CacheReady`), per pool.
     pub cache_ready: Family<PoolLabels, Gauge>,
 }
@@ -84,7 +104,8 @@ impl Default for ReconcileMetrics {
             jobs_created: Counter::default(),
             create_failures: Family::default(),
             cleanups: Family::default(),
-            job_scheduling_latency: latency_histogram(),
+            job_scheduling_latency: Family::new_with_constructor(latency_histogram),
+            warm_runners: Family::default(),
             cache_ready: Family::default(),
         }
     }
@@ -146,8 +167,13 @@ impl ReconcileMetrics {
         );
         registry.register(
             "job_scheduling_latency_seconds",
-            "Time from first seeing a waiting Forgejo job to its Kubernetes Job existing",
+            "Time from first seeing a waiting Forgejo job to its runner: its Kubernetes Job existing (path cold), or the first poll that sees a warm runner took it (path warm)",
             self.job_scheduling_latency.clone(),
+        );
+        registry.register(
+            "warm_runners",
+            "Warm runners per pool, idle (ready for a job) or busy (running one)",
+            self.warm_runners.clone(),
         );
         self
     }

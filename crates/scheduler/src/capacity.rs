@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::input::{ForgejoJob, RunnerPath};
-use crate::items::JobCreation;
+use crate::items::{JobCreation, RunnerFor};
 use crate::naming::RunnerJobName;
 use crate::pod::{PodMode, pick_label, runner_job};
 use crate::pool::Pool;
@@ -20,25 +20,33 @@ pub(crate) struct Capacity<'a> {
     pub(crate) create_jobs: Vec<JobCreation>,
     /// Waiting jobs left without a Job because `maxRunners` Jobs are active.
     pub(crate) unscheduled: usize,
+    /// Free slots left once the Jobs are created.
+    pub(crate) free_slots: usize,
 }
 
-/// Fills the free slots (`maxRunners` minus the Jobs that hold one once the `deleted` ones
-/// are gone) with the oldest waiting jobs that have no Job yet.
+/// Fills the free slots (`maxRunners` minus the Jobs, warm runners' included, that hold
+/// one once the `deleted` ones are gone) with the oldest waiting jobs that have no Job yet
+/// and are not left to warm runners (`deferred`).
 pub(crate) fn jobs_to_create<'a>(
     pool: &Arc<Pool>,
     view: &PoolView<'a>,
     deleted: &BTreeSet<&str>,
     path: RunnerPath,
+    warm_live: usize,
+    deferred: &BTreeSet<(i64, i64)>,
 ) -> Capacity<'a> {
     let waiting = view.waiting();
-    let mut slots = pool.max_runners.saturating_sub(live_jobs(view, deleted));
+    let live = live_jobs(view, deleted) + warm_live;
+    let mut slots = pool.max_runners.saturating_sub(live);
     let mut create_jobs = Vec::new();
     let mut unscheduled = 0;
     for job in &waiting {
         let Ok(name) = RunnerJobName::new(&pool.uid, job.id, job.attempt) else {
             continue;
         };
-        if view.owned.contains_key(name.as_str()) {
+        if view.owned.contains_key(name.as_str())
+            || deferred.contains(&(job.id, job.attempt_number()))
+        {
             continue;
         }
         if slots == 0 {
@@ -66,7 +74,7 @@ pub(crate) fn jobs_to_create<'a>(
             ),
             name: name.into_string(),
             pool: Arc::clone(pool),
-            forgejo_job: (*job).clone(),
+            runner: RunnerFor::Job((*job).clone()),
             path,
             forgejo_job_id: job.id,
             attempt: job.attempt_number(),
@@ -78,6 +86,7 @@ pub(crate) fn jobs_to_create<'a>(
         waiting,
         create_jobs,
         unscheduled,
+        free_slots: slots,
     }
 }
 

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use api::RunnerDeployment;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::owned::OwnedJob;
 use crate::pool::RunnerCache;
+use crate::warm_runner::WarmRunner;
 
 /// The `status` of a Forgejo job that waits for a runner.
 pub const WAITING: &str = "waiting";
@@ -152,6 +155,21 @@ pub struct PlanInput<'a> {
     pub timeouts: Timeouts,
     /// The shared cache runner pods mount (`None`: none).
     pub cache: Option<&'a RunnerCache>,
+    /// The pool's warm runners and what their decisions read.
+    pub warm: WarmInput<'a>,
+}
+
+/// What a plan is told about warm runners.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WarmInput<'a> {
+    /// The pool's warm runner Jobs.
+    pub runners: &'a [WarmRunner],
+    /// When the registrations in [`PlanInput::registrations`] were listed; `None` when this
+    /// poll did not list them (or on the legacy path).
+    pub registrations_listed_at: Option<&'a Time>,
+    /// When each waiting job attempt (id, attempt with 0 for unknown) was first seen; a
+    /// job not in it is seen now.
+    pub waiting_since: &'a [((i64, i64), Time)],
 }
 
 #[cfg(test)]

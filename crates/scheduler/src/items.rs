@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::RunnerDeploymentStatus;
+use api::{RunnerDeploymentStatus, RunnerLabel};
 use k8s_openapi::api::batch::v1::Job;
 
 use crate::input::{ForgejoJob, RunnerPath};
-use crate::pod::{PodError, PodMode, runner_job};
+use crate::naming::WarmRunnerName;
+use crate::pod::{PodError, PodMode, runner_job, warm_runner_job};
 use crate::pool::Pool;
 use crate::reason::Reason;
 
@@ -18,11 +19,11 @@ pub struct JobCreation {
     pub name: String,
     /// The pool, shared by the plan's creations: see [`JobCreation::job`].
     pub(crate) pool: Arc<Pool>,
-    /// The Forgejo job it runs.
-    pub(crate) forgejo_job: ForgejoJob,
+    /// What its runner runs.
+    pub(crate) runner: RunnerFor,
     /// How its runner gets credentials.
     pub(crate) path: RunnerPath,
-    /// The Forgejo job id.
+    /// The Forgejo job id; 0 for a warm runner.
     pub forgejo_job_id: i64,
     /// The Forgejo job attempt, 0 when unknown.
     pub attempt: i64,
@@ -39,8 +40,42 @@ impl JobCreation {
     /// of creations then holds none of them (each is tens of KiB). The plan built it once
     /// already, so this fails only if building is not deterministic.
     pub fn job(&self) -> Result<Job, PodError> {
-        runner_job(&self.pool, &self.forgejo_job, self.path)
+        match &self.runner {
+            RunnerFor::Job(job) => runner_job(&self.pool, job, self.path),
+            RunnerFor::Warm {
+                name,
+                label,
+                fetch_interval,
+            } => Ok(warm_runner_job(
+                &self.pool,
+                name,
+                label,
+                *fetch_interval,
+                self.path,
+            )),
+        }
     }
+
+    /// Whether it is a warm runner's Job.
+    pub fn is_warm(&self) -> bool {
+        matches!(self.runner, RunnerFor::Warm { .. })
+    }
+}
+
+/// What a new runner Job's runner runs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RunnerFor {
+    /// This Forgejo job attempt.
+    Job(ForgejoJob),
+    /// The next job of `label`: a warm runner.
+    Warm {
+        /// Its name.
+        name: WarmRunnerName,
+        /// The label it serves.
+        label: RunnerLabel,
+        /// How often it asks for a job.
+        fetch_interval: Duration,
+    },
 }
 
 /// A runner Job that needs its credential Secret (created just now, or lost after a crash).
@@ -143,6 +178,8 @@ pub struct Plan {
     pub delete_registrations: Vec<RegistrationDeletion>,
     /// Jobs that ended since the last status, to report once.
     pub finished: Vec<FinishedJob>,
+    /// Whether warm runners started or stopped being kept, to report once.
+    pub warm_window: Option<(Reason, String)>,
     /// The next status: the previous one with `observedGeneration`, `scheduledJobs`,
     /// `activeJobs` and the `AtCapacity` condition updated.
     pub status: RunnerDeploymentStatus,

@@ -41,6 +41,12 @@ pub const RUNNER_DEPLOYMENT: &str = "forgejo.runners.dev/runner-deployment";
 /// The RunnerDeployment uid: groups Jobs by pool whatever the pool's name.
 pub const RUNNER_DEPLOYMENT_UID: &str = "forgejo.runners.dev/runner-deployment-uid";
 
+/// `"true"` on a warm runner's Job and pod: it was made for no job, and takes the next one
+/// of its label.
+pub const WARM: &str = "forgejo.runners.dev/warm";
+
+/// Annotation: the label a warm runner serves.
+pub const WARM_LABEL: &str = "forgejo.runners.dev/warm-label";
 /// Annotation: the Forgejo job's human-readable name.
 pub const FORGEJO_JOB_NAME: &str = "forgejo.runners.dev/job-name";
 /// Annotation: the job's `runs-on` labels, comma-separated.

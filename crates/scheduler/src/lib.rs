@@ -31,6 +31,7 @@
 //!     active_deadline_seconds: 3600,
 //!     job_template: None,
 //!     cache: None,
+//!     warm_runners: None,
 //! });
 //! pool.metadata.namespace = Some("ci".into());
 //! pool.metadata.uid = Some("5f0c8a2e-0d1b-4c3a-9e8f-7a6b5c4d3e2f".into());
@@ -51,6 +52,7 @@
 //!     runner_path: RunnerPath::Ephemeral,
 //!     timeouts: Timeouts::default(),
 //!     cache: None,
+//!     warm: Default::default(),
 //! };
 //! let now = Time(Timestamp::from_second(1_800_000_000).unwrap());
 //! let plan = plan(&input, now).unwrap();
@@ -100,6 +102,8 @@ mod template;
 mod text;
 mod view;
 mod volumes;
+mod warm;
+mod warm_runner;
 
 pub use cache::{
     CACHE_DATA_DIR, CACHE_PORT, CACHE_SECRET_DIR, CACHE_SECRET_FILE, CACHE_SECRET_VOLUME,
@@ -117,7 +121,7 @@ pub use cache_server::{
 };
 pub use input::{
     ForgejoJob, PlanInput, RUNNING, RegistrationStatus, RunnerPath, RunnerRegistration, Timeouts,
-    WAITING, runs_on_labels,
+    WAITING, WarmInput, runs_on_labels,
 };
 pub use items::{
     Deletion, FinishedJob, JobCreation, Plan, PlanSummary, RegistrationDeletion, SecretRequest,
@@ -131,15 +135,17 @@ pub use plan::plan;
 pub use pod::{
     COPIED_RUNNER_BINARY, COPIED_RUNNER_DIR, CREDENTIALS_DIR, CREDENTIALS_MODE, CREDENTIALS_VOLUME,
     DATA_DIR, DATA_VOLUME, DIND_CONTAINER, DIND_IMAGE, DOCKER_CERTS_DIR, DOCKER_CERTS_VOLUME,
-    DOCKER_DATA_VOLUME, INSTALL_RUNNER_CONTAINER, LEGACY_SCRIPT, PodError, PodMode,
+    DOCKER_DATA_VOLUME, Fetch, INSTALL_RUNNER_CONTAINER, LEGACY_SCRIPT, PodError, PodMode,
     REGISTRATION_TOKEN_FILE, RUNNER_BIN_VOLUME, RUNNER_BINARY, RUNNER_CONTAINER, RUNNER_UID,
-    TOKEN_FILE, UUID_ENV, declared_labels, pick_label, runner_command, runner_job,
+    TOKEN_FILE, UUID_ENV, declared_labels, pick_label, runner_command, runner_job, warm_runner_job,
 };
 pub use pool::{
-    PlanError, Pool, RUNNER_DEPLOYMENT_API_VERSION, RUNNER_DEPLOYMENT_KIND, RunnerCache,
+    PlanError, Pool, RUNNER_DEPLOYMENT_API_VERSION, RUNNER_DEPLOYMENT_KIND, RunnerCache, WarmPool,
 };
 pub use reason::Reason;
 pub use secret::{
     REGISTRATION_TOKEN_KEY, RunnerCredentials, SecretError, TOKEN_KEY, UUID_KEY, runner_secret,
 };
 pub use status::{MAX_SCHEDULED_JOBS, bound_scheduled_jobs, condition, reasons, set_condition};
+pub use warm::{WarmState, warm_grace};
+pub use warm_runner::WarmRunner;

@@ -16,6 +16,7 @@
 use crate::input::RunnerPath;
 use crate::items::Plan;
 use crate::owned::OwnedJob;
+use crate::warm_runner::WarmRunner;
 
 /// How many polls an idle pool makes without listing its runner registrations; the next
 /// one lists them (the sweep). An idle pool thus makes one request per interval for this
@@ -34,12 +35,16 @@ pub struct ListingInput<'a> {
     pub registrations_changed: bool,
     /// The pool's polls since it last listed them; `None` when this replica never did.
     pub polls_without_listing: Option<u32>,
+    /// The pool's warm runners: while one is live, every poll lists the registrations (they
+    /// say which warm runners are idle and which may be retired).
+    pub warm_runners: &'a [WarmRunner],
 }
 
 /// Whether the pool's next poll lists the scope's runner registrations.
 pub fn lists_registrations(input: &ListingInput<'_>) -> bool {
     let job_needs_them = |job: &OwnedJob| !job.state.is_finished() || job.secret_exists;
     input.owned_jobs.iter().any(job_needs_them)
+        || input.warm_runners.iter().any(WarmRunner::is_live)
         || input.has_runner_secrets
         || input.registrations_changed
         || input
@@ -71,6 +76,7 @@ mod tests {
             has_runner_secrets: false,
             registrations_changed: false,
             polls_without_listing: Some(0),
+            warm_runners: &[],
         }
     }
 
@@ -153,6 +159,27 @@ mod tests {
             ..idle()
         };
         assert!(!lists_registrations(&input), "its plan saw them already");
+    }
+
+    #[test]
+    fn a_live_warm_runner_needs_them_every_poll() {
+        let warm = [crate::warm_runner::WarmRunner {
+            name: "forgejo-warm-0-0123456789".into(),
+            serial: 0,
+            label: "docker".into(),
+            created_at: None,
+            state: JobState::Active,
+            deleting: false,
+            runner_started_at: None,
+            pod_waiting: false,
+            secret_created_at: None,
+            runner_uuid: None,
+        }];
+        let input = ListingInput {
+            warm_runners: &warm,
+            ..idle()
+        };
+        assert!(lists_registrations(&input));
     }
 
     #[test]

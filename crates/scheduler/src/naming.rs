@@ -128,9 +128,74 @@ pub fn parse_job_name(name: &str) -> Option<ParsedJobName> {
     })
 }
 
-/// Whether `name` is a runner Job name of the pool with `pool_uid`.
+/// Whether `name` is a runner Job name of the pool with `pool_uid`, a warm runner's included.
 pub fn is_pool_job_name(name: &str, pool_uid: &str) -> bool {
-    parse_job_name(name).is_some_and(|parsed| parsed.pool_hash == pool_hash(pool_uid))
+    let ours = pool_hash(pool_uid);
+    parse_job_name(name).is_some_and(|parsed| parsed.pool_hash == ours)
+        || parse_warm_name(name).is_some_and(|parsed| parsed.pool_hash == ours)
+}
+
+/// Every warm runner Job name starts with this.
+pub const WARM_NAME_PREFIX: &str = "forgejo-warm-";
+
+/// The name of a warm runner's Job (and of its Secret and registration): a pool and a
+/// serial, `forgejo-warm-{serial}-{pool hash}`. A plan takes the smallest serials no Job of
+/// the pool holds, so a plan repeated on the same caches makes the same names and a second
+/// create fails with `AlreadyExists`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WarmRunnerName(String);
+
+impl WarmRunnerName {
+    /// The name of warm runner `serial` of the pool with `pool_uid`.
+    pub fn new(pool_uid: &str, serial: u32) -> Result<Self, NameError> {
+        if pool_uid.is_empty() {
+            return Err(NameError::EmptyUid);
+        }
+        Ok(Self(format!(
+            "{WARM_NAME_PREFIX}{serial}-{}",
+            pool_hash(pool_uid)
+        )))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for WarmRunnerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The parts of a warm runner name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedWarmName {
+    /// The serial.
+    pub serial: u32,
+    /// The hash of the pool's uid.
+    pub pool_hash: String,
+}
+
+/// Reads a warm runner name back; `None` when `name` is not one [`WarmRunnerName`] makes.
+pub fn parse_warm_name(name: &str) -> Option<ParsedWarmName> {
+    let rest = name.strip_prefix(WARM_NAME_PREFIX)?;
+    let (serial, hash) = rest.split_once('-')?;
+    if hash.len() != POOL_HASH_LEN || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let serial = u32::try_from(canonical_number(serial)?).ok()?;
+    Some(ParsedWarmName {
+        serial,
+        pool_hash: hash.to_owned(),
+    })
 }
 
 /// The pool part of runner Job names: the first hex digits of SHA-256 over the pool uid.
@@ -239,6 +304,24 @@ mod tests {
         assert_eq!((parsed.forgejo_job_id, parsed.attempt), (12, 3));
         assert!(is_pool_job_name(name.as_str(), UID));
         assert!(!is_pool_job_name(name.as_str(), "another-uid"));
+    }
+
+    #[test]
+    fn warm_names_parse_back_and_are_not_job_names() {
+        let name = WarmRunnerName::new(UID, 7).unwrap();
+        assert_eq!(name.as_str(), format!("forgejo-warm-7-{}", pool_hash(UID)));
+        assert!(is_dns1123_label(name.as_str()));
+        assert_eq!(parse_warm_name(name.as_str()).unwrap().serial, 7);
+        assert_eq!(parse_job_name(name.as_str()), None);
+        assert!(is_pool_job_name(name.as_str(), UID));
+        assert!(!is_pool_job_name(name.as_str(), "another-uid"));
+        for foreign in [
+            "forgejo-warm-07-0123456789",
+            "forgejo-warm-7",
+            "forgejo-warm-x-0123456789",
+        ] {
+            assert_eq!(parse_warm_name(foreign), None, "{foreign}");
+        }
     }
 
     #[test]

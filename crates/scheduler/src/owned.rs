@@ -141,7 +141,7 @@ fn job_counted_pods(job: &Job) -> bool {
 }
 
 /// The Job's state from its conditions (and, failing those, its pod counters).
-fn job_state(job: &Job) -> (JobState, Option<Time>) {
+pub(crate) fn job_state(job: &Job) -> (JobState, Option<Time>) {
     let Some(status) = &job.status else {
         return (JobState::Active, None);
     };
@@ -179,7 +179,7 @@ fn job_state(job: &Job) -> (JobState, Option<Time>) {
 }
 
 /// Whether `pod` is one of `job`'s: owned by its uid, else labelled with its name.
-fn belongs_to(pod: &Pod, job: &Job) -> bool {
+pub(crate) fn belongs_to(pod: &Pod, job: &Job) -> bool {
     if let Some(uid) = &job.metadata.uid {
         return pod
             .metadata
@@ -196,13 +196,13 @@ fn belongs_to(pod: &Pod, job: &Job) -> bool {
 }
 
 /// Whether the pod ended or is going away, so its waiting reasons no longer matter.
-fn pod_is_over(pod: &Pod) -> bool {
+pub(crate) fn pod_is_over(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     pod.metadata.deletion_timestamp.is_some() || matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// When the pod's runner container started, if it did.
-fn runner_started_at(pod: &Pod) -> Option<Time> {
+pub(crate) fn runner_started_at(pod: &Pod) -> Option<Time> {
     let status = pod.status.as_ref()?;
     let runner = status
         .container_statuses
@@ -217,7 +217,7 @@ fn runner_started_at(pod: &Pod) -> Option<Time> {
 }
 
 /// Every waiting reason of the pod's containers, and `Unschedulable` when it is.
-fn pod_waiting(pod: &Pod) -> Vec<PodWaiting> {
+pub(crate) fn pod_waiting(pod: &Pod) -> Vec<PodWaiting> {
     let Some(status) = &pod.status else {
         return Vec::new();
     };
@@ -253,7 +253,7 @@ fn container_waiting(container: &ContainerStatus) -> Option<PodWaiting> {
 }
 
 /// The runner uuid a credential Secret holds, if it holds one.
-fn secret_uuid(secret: &Secret) -> Option<String> {
+pub(crate) fn secret_uuid(secret: &Secret) -> Option<String> {
     if let Some(value) = secret.data.as_ref().and_then(|d| d.get(UUID_KEY)) {
         return String::from_utf8(value.0.clone()).ok();
     }

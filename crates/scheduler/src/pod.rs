@@ -15,6 +15,7 @@
 //! of [`crate::naming`], so creating it twice fails with `AlreadyExists`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use api::{LabelScheme, RunnerLabel};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -33,13 +34,15 @@ use crate::cache::{
 };
 use crate::input::{ForgejoJob, RunnerPath};
 use crate::labels;
-use crate::naming::{NameError, RunnerJobName, is_label_value};
+use crate::naming::{NameError, RunnerJobName, WarmRunnerName, is_label_value};
 use crate::pool::{Pool, RunnerCache};
 use crate::secret::{REGISTRATION_TOKEN_KEY, TOKEN_KEY, UUID_KEY};
 use crate::template::merge_user_template;
 use crate::volumes::secret_file_volume;
 
+mod job;
 mod spec;
+pub use job::{runner_job, warm_runner_job};
 use spec::pod_spec;
 pub(crate) use spec::{pod_security_context, runner_security_context};
 
@@ -177,10 +180,31 @@ pub fn declared_labels(labels: &[RunnerLabel], runs_on: &[String], mode: &PodMod
     declared
 }
 
+/// What a runner fetches: one job attempt (`handle`), or any job of its labels; and how
+/// often it asks (`interval`, the runner's default when `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fetch<'a> {
+    /// The job attempt's handle (Forgejo v15+).
+    pub handle: Option<&'a str>,
+    /// `--fetch-interval`.
+    pub interval: Option<Duration>,
+}
+
+/// A duration as forgejo-runner's flags read it (Go's `time.ParseDuration`): whole
+/// milliseconds.
+fn go_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
 /// The runner container's `command` and `args`.
 ///
 /// v15: `<binary> one-job --url U --uuid $(FORGEJO_RUNNER_UUID) --token-url file:<token>
-/// --label L… [--handle H] --wait`. Legacy: a shell that registers with the registration
+/// --label L… [--handle H] [--fetch-interval D] --wait`. Legacy: a shell that registers with the registration
 /// token (`register --no-interactive --instance U --token … --name N --labels L,…`), then
 /// `exec`s `one-job --wait` with the `.runner` file that wrote.
 pub fn runner_command(
@@ -188,7 +212,7 @@ pub fn runner_command(
     server: &str,
     runner_name: &str,
     declared: &[String],
-    handle: Option<&str>,
+    fetch: Fetch<'_>,
     path: RunnerPath,
 ) -> (Vec<String>, Vec<String>) {
     match path {
@@ -209,9 +233,13 @@ pub fn runner_command(
                 args.push("--label".to_owned());
                 args.push(label.clone());
             }
-            if let Some(handle) = handle {
+            if let Some(handle) = fetch.handle {
                 args.push("--handle".to_owned());
                 args.push(handle.to_owned());
+            }
+            if let Some(interval) = fetch.interval {
+                args.push("--fetch-interval".to_owned());
+                args.push(go_duration(interval));
             }
             args.push("--wait".to_owned());
             (vec![binary.to_owned()], args)
@@ -231,103 +259,6 @@ pub fn runner_command(
             ],
         ),
     }
-}
-
-/// The complete runner Job for `job` in `pool` (its Secret is made later, by name).
-pub fn runner_job(pool: &Pool, job: &ForgejoJob, path: RunnerPath) -> Result<Job, PodError> {
-    let name = RunnerJobName::new(&pool.uid, job.id, job.attempt)?;
-    let label =
-        pick_label(&pool.labels, &job.runs_on).ok_or_else(|| PodError::NoMatchingLabel {
-            id: job.id,
-            runs_on: job.runs_on.join(","),
-        })?;
-    let mode = PodMode::for_label(label);
-    let declared = declared_labels(&pool.labels, &job.runs_on, &mode);
-
-    let job_labels = job_labels(pool, job);
-    let mut annotations = BTreeMap::from([
-        (labels::FORGEJO_JOB_NAME.to_owned(), job.name.clone()),
-        (labels::FORGEJO_RUNS_ON.to_owned(), job.runs_on.join(",")),
-        (labels::RUNNER_LABELS.to_owned(), declared.join(",")),
-    ]);
-    if let Some(handle) = job.handle() {
-        annotations.insert(labels::FORGEJO_HANDLE.to_owned(), handle.to_owned());
-    }
-
-    let mut pod_annotations = annotations.clone();
-    pod_annotations.insert(
-        labels::DEFAULT_CONTAINER.to_owned(),
-        RUNNER_CONTAINER.to_owned(),
-    );
-    let ours = PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(job_labels.clone()),
-            annotations: Some(pod_annotations),
-            ..ObjectMeta::default()
-        }),
-        spec: Some(pod_spec(
-            pool,
-            &mode,
-            name.as_str(),
-            &declared,
-            job.handle(),
-            path,
-        )),
-    };
-    let template = merge_user_template(ours, pool.template.as_ref());
-
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(name.into_string()),
-            namespace: Some(pool.namespace.clone()),
-            labels: Some(job_labels),
-            annotations: Some(annotations),
-            owner_references: Some(vec![pool.owner_reference()]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(0),
-            ttl_seconds_after_finished: Some(pool.ttl_seconds_after_finished),
-            active_deadline_seconds: Some(pool.active_deadline_seconds),
-            template,
-            ..JobSpec::default()
-        }),
-        status: None,
-    })
-}
-
-/// The labels of a runner Job and its pod.
-fn job_labels(pool: &Pool, job: &ForgejoJob) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::from([
-        (
-            labels::APP_NAME.to_owned(),
-            labels::APP_NAME_VALUE.to_owned(),
-        ),
-        (
-            labels::APP_COMPONENT.to_owned(),
-            labels::COMPONENT_RUNNER.to_owned(),
-        ),
-        (
-            labels::MANAGED_BY.to_owned(),
-            labels::MANAGED_BY_VALUE.to_owned(),
-        ),
-        (labels::RUNNER_DEPLOYMENT_UID.to_owned(), pool.uid.clone()),
-        (labels::FORGEJO_JOB_ID.to_owned(), job.id.to_string()),
-        (
-            labels::FORGEJO_JOB_ATTEMPT.to_owned(),
-            job.attempt_number().to_string(),
-        ),
-        (labels::FORGEJO_REPO_ID.to_owned(), job.repo_id.to_string()),
-        (
-            labels::FORGEJO_OWNER_ID.to_owned(),
-            job.owner_id.to_string(),
-        ),
-    ]);
-    if is_label_value(&pool.name) {
-        map.insert(labels::APP_INSTANCE.to_owned(), pool.name.clone());
-        map.insert(labels::RUNNER_DEPLOYMENT.to_owned(), pool.name.clone());
-    }
-    map
 }
 
 #[cfg(test)]
@@ -382,7 +313,10 @@ mod tests {
             "https://code.example.com",
             "forgejo-job-1-1-0123456789",
             &strings(&["docker:docker://node:22", "x:host"]),
-            Some("h-1"),
+            Fetch {
+                handle: Some("h-1"),
+                interval: None,
+            },
             RunnerPath::Ephemeral,
         );
         assert_eq!(command, ["/bin/forgejo-runner"]);
@@ -395,13 +329,31 @@ mod tests {
     }
 
     #[test]
+    fn warm_command_line_fetches_any_job_at_its_interval() {
+        let (_, args) = runner_command(
+            RUNNER_BINARY,
+            "https://code.example.com",
+            "forgejo-warm-0-0123456789",
+            &strings(&["docker:docker://node:22"]),
+            Fetch {
+                handle: None,
+                interval: Some(Duration::from_millis(1500)),
+            },
+            RunnerPath::Ephemeral,
+        );
+        let args = args.join(" ");
+        assert!(!args.contains("--handle"), "{args}");
+        assert!(args.ends_with("--fetch-interval 1500ms --wait"), "{args}");
+    }
+
+    #[test]
     fn legacy_command_line_registers_then_runs_one_job() {
         let (command, args) = runner_command(
             RUNNER_BINARY,
             "https://code.example.com",
             "forgejo-job-1-0-0123456789",
             &strings(&["docker:docker://node:22", "x:host"]),
-            None,
+            Fetch::default(),
             RunnerPath::Legacy,
         );
         assert_eq!(command[..2], ["/bin/sh", "-c"]);

@@ -1,7 +1,9 @@
 //! A RunnerDeployment read once into what the decisions need: identity, parsed labels,
 //! limits, the user's pod template and where its runners find the shared cache.
 
-use api::{RunnerDeployment, RunnerLabel, SpecError, runs_on_labels};
+use std::time::Duration;
+
+use api::{RunnerDeployment, RunnerLabel, SpecError, WeeklyWindow, runs_on_labels};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
@@ -71,6 +73,21 @@ pub struct Pool {
     /// The shared Actions cache runner pods mount; set by the operator once the cache's
     /// config and secret exist (`None`: each runner keeps its own, as without `spec.cache`).
     pub cache: Option<RunnerCache>,
+    /// `spec.warmRunners`, parsed.
+    pub warm: Option<WarmPool>,
+}
+
+/// A pool's warm runners, as `spec.warmRunners` asks for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmPool {
+    /// How many idle runners to keep per label, in spec order.
+    pub runners: Vec<(RunnerLabel, usize)>,
+    /// How often an idle warm runner asks Forgejo for a job.
+    pub fetch_interval: Duration,
+    /// How long after the pool's last job they are kept; `None`: always.
+    pub activity_window: Option<Duration>,
+    /// The schedule windows in which they are kept.
+    pub windows: Vec<WeeklyWindow>,
 }
 
 impl Pool {
@@ -99,6 +116,26 @@ impl Pool {
             .map(|t| t.pod_template())
             .transpose()
             .map_err(|e| SpecError::JobTemplate(e.to_string()))?;
+        let warm = match &spec.warm_runners {
+            None => None,
+            Some(warm) => {
+                let error = |e: api::WarmRunnersError| PlanError::InvalidSpec(SpecError::from(e));
+                let runners = warm
+                    .runners
+                    .iter()
+                    .filter_map(|w| {
+                        let label = labels.iter().find(|l| l.name == w.label)?;
+                        Some((label.clone(), usize::try_from(w.count.max(0)).unwrap_or(0)))
+                    })
+                    .collect();
+                Some(WarmPool {
+                    runners,
+                    fetch_interval: warm.fetch_interval().map_err(error)?,
+                    activity_window: warm.activity_window().map_err(error)?,
+                    windows: warm.windows().map_err(error)?,
+                })
+            }
+        };
         Ok(Self {
             name,
             namespace,
@@ -112,6 +149,7 @@ impl Pool {
             active_deadline_seconds: spec.active_deadline_seconds,
             template,
             cache: None,
+            warm,
         })
     }
 

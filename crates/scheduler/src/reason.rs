@@ -40,6 +40,19 @@ pub enum Reason {
     JobFailed,
     /// A Job in the status is gone without the scheduler deleting it.
     JobVanished,
+    /// The pool keeps fewer idle warm runners than `spec.warmRunners` asks: start one.
+    WarmRunnerWanted,
+    /// An idle warm runner is no longer wanted (the pool is quiet, or fewer are asked for).
+    WarmRunnerRetired,
+    /// An idle warm runner is old enough that a job it takes could outrun the Job's
+    /// `activeDeadlineSeconds`: it is replaced by a new one.
+    WarmRunnerRecycled,
+    /// A warm runner's pod did not start its runner in time.
+    WarmRunnerNotStarted,
+    /// Warm runners are kept: a job was seen, or a schedule window opened.
+    WarmWindowOpened,
+    /// Warm runners are no longer kept: no job within the activity window, no schedule open.
+    WarmWindowClosed,
 }
 
 impl Reason {
@@ -63,6 +76,12 @@ impl Reason {
             Self::JobSucceeded => "JobSucceeded",
             Self::JobFailed => "JobFailed",
             Self::JobVanished => "JobVanished",
+            Self::WarmRunnerWanted => "WarmRunnerWanted",
+            Self::WarmRunnerRetired => "WarmRunnerRetired",
+            Self::WarmRunnerRecycled => "WarmRunnerRecycled",
+            Self::WarmRunnerNotStarted => "WarmRunnerNotStarted",
+            Self::WarmWindowOpened => "WarmWindowOpened",
+            Self::WarmWindowClosed => "WarmWindowClosed",
         }
     }
 
@@ -77,6 +96,7 @@ impl Reason {
                 | Self::RetryWaitingJob
                 | Self::SecretMissing
                 | Self::CredentialsLost
+                | Self::WarmRunnerNotStarted
                 | Self::JobFailed
                 | Self::JobVanished
         )

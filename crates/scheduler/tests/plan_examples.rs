@@ -417,6 +417,7 @@ fn a_failed_poll_creates_and_cleans_nothing_that_depends_on_forgejo() {
         runner_path: RunnerPath::Ephemeral,
         timeouts: Timeouts::default(),
         cache: None,
+        warm: Default::default(),
     };
     let plan = scheduler::plan(&input, at(0)).unwrap();
     assert!(plan.create_jobs.is_empty());
@@ -502,6 +503,7 @@ fn legacy_runners_that_started_are_left_to_their_deadline() {
         runner_path: RunnerPath::Legacy,
         timeouts: Timeouts::default(),
         cache: None,
+        warm: Default::default(),
     };
     let plan = scheduler::plan(&input, at(0)).unwrap();
     assert_eq!(
@@ -524,6 +526,7 @@ fn legacy_jobs_without_attempts_are_named_attempt_zero() {
         runner_path: RunnerPath::Legacy,
         timeouts: Timeouts::default(),
         cache: None,
+        warm: Default::default(),
     };
     let plan = scheduler::plan(&input, at(0)).unwrap();
     assert_eq!(plan.create_jobs[0].name, name(1, 0));
@@ -571,6 +574,7 @@ fn invalid_pools_are_refused_with_a_reason() {
         runner_path: RunnerPath::Ephemeral,
         timeouts: Timeouts::default(),
         cache: None,
+        warm: Default::default(),
     };
     let error = scheduler::plan(&input, at(0)).unwrap_err();
     assert_eq!(error, PlanError::MissingMetadata("uid"));

@@ -214,6 +214,7 @@ fn run_with(
         runner_path: s.path,
         timeouts: Timeouts::default(),
         cache: None,
+        warm: Default::default(),
     };
     scheduler::plan(&input, at(s.now)).unwrap()
 }
@@ -387,6 +388,7 @@ proptest! {
             has_runner_secrets: false,
             registrations_changed: false,
             polls_without_listing: Some(0),
+            warm_runners: &[],
         };
         prop_assert!(!lists_registrations(&idle));
         let listed = run(&s);
@@ -508,6 +510,7 @@ impl Simulation {
             runner_path: self.path,
             timeouts: Timeouts::default(),
             cache: None,
+            warm: Default::default(),
         };
         let plan = scheduler::plan(&input, at(self.now)).unwrap();
         self.world.apply(&plan, &at(self.now));

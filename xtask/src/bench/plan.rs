@@ -39,6 +39,7 @@ pub(super) fn bench_plan() {
         runner_path: scheduler::RunnerPath::Ephemeral,
         timeouts: scheduler::Timeouts::default(),
         cache: None,
+        warm: Default::default(),
     };
     let (first, plan) = time_it(20, || scheduler::plan(&input, now.clone()).expect("plan"));
     let owned: Vec<scheduler::OwnedJob> = plan

@@ -12,7 +12,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
 use api::{RunnerDeployment, RunnerDeploymentStatus};
-use scheduler::{ListingInput, OwnedJob, Plan, PlanInput, RunnerPath, RunnerRegistration};
+use scheduler::{
+    ListingInput, OwnedJob, Plan, PlanInput, RunnerPath, RunnerRegistration, WarmInput, WarmRunner,
+};
 
 use super::events::publish;
 use super::executor::{CarryOutProblems, PlanExecutor};
@@ -20,7 +22,7 @@ use super::observe::{self, forgejo_scope, owned_jobs, read_token};
 use super::start_pause::Pause;
 use super::status::apply_status;
 use super::status::{reasons, record_failure, record_not_ready, record_success};
-use super::{Context, cache, latency};
+use super::{Context, cache, latency, warm};
 use crate::error::{Error, Result};
 use crate::metrics::{PoolLabels, ReconcileMetrics};
 use crate::polls::{Poll, PollRequest};
@@ -91,8 +93,9 @@ async fn observe_and_act(
         let uid = rd.uid().unwrap_or_default();
         ctx.sweeps.changed(&uid, Instant::now());
     }
-    let active = i64::try_from(plan.summary.active + plan.create_jobs.len()).unwrap_or(i64::MAX);
+    let active = i64::try_from(plan.summary.active + cold_creations(plan)).unwrap_or(i64::MAX);
     metrics.active_jobs.get_or_create(&labels).set(active);
+    warm::report(ctx, rd, plan, &labels).await;
 
     *status = RunnerDeploymentStatus {
         scope: status.scope.take(),
@@ -120,6 +123,7 @@ struct Observed {
     runner_path: RunnerPath,
     polled: Result<Polled, Arc<forgejo::Error>>,
     owned: Vec<OwnedJob>,
+    warm: Vec<WarmRunner>,
 }
 
 /// The pool's share of one poll.
@@ -181,9 +185,16 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
         RunnerPath::Legacy
     };
 
-    let mut owned = owned_jobs(ctx, rd);
+    let runners = owned_jobs(ctx, rd);
+    let (mut owned, warm) = (runners.owned, runners.warm);
     let namespace = rd.namespace().unwrap_or_default();
     observe::note_refused_pods(ctx, &namespace, &mut owned).await;
+    // A pool with warm runners plans again when a waiting job's grace ends: it must see
+    // then whether a warm runner took the job, not a listing from before.
+    let max_age = match rd.spec.warm_runners.as_ref().map(|w| w.fetch_interval()) {
+        Some(Ok(fetch)) => interval.min(scheduler::warm_grace(fetch) / 2),
+        _ => interval,
+    };
 
     let polled = poll(
         ctx,
@@ -195,8 +206,8 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
             version: &version,
             scope: &scope,
             label_names: &label_names,
-            max_age: interval,
-            registrations: lists_registrations(ctx, rd, &owned),
+            max_age,
+            registrations: lists_registrations(ctx, rd, &owned, &warm),
         },
     )
     .await;
@@ -208,12 +219,18 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
         runner_path,
         polled,
         owned,
+        warm,
     })
 }
 
 /// Whether this poll of the pool lists the scope's registrations too (the rule is
 /// `scheduler::lists_registrations`).
-fn lists_registrations(ctx: &Context, rd: &RunnerDeployment, owned: &[OwnedJob]) -> bool {
+fn lists_registrations(
+    ctx: &Context,
+    rd: &RunnerDeployment,
+    owned: &[OwnedJob],
+    warm: &[WarmRunner],
+) -> bool {
     let uid = rd.uid().unwrap_or_default();
     let namespace = rd.namespace().unwrap_or_default();
     let state = ctx.sweeps.state(&uid);
@@ -222,6 +239,7 @@ fn lists_registrations(ctx: &Context, rd: &RunnerDeployment, owned: &[OwnedJob])
         has_runner_secrets: false,
         registrations_changed: state.registrations_changed,
         polls_without_listing: state.polls_without_listing,
+        warm_runners: warm,
     };
     // The Secrets cache holds every pool's: walked only when nothing else decides.
     scheduler::lists_registrations(&input) || {
@@ -283,6 +301,10 @@ async fn decide(
     now: &Time,
 ) -> Result<Decision> {
     let polled = observed.polled.as_ref().ok();
+    let registrations_listed_at = polled
+        .and_then(|p| p.poll.registrations.as_ref())
+        .map(|listed| latency::wall_clock(listed.at));
+    let waiting_since = latency::waiting_since(ctx, rd);
     let input = PlanInput {
         pool: rd,
         forgejo_jobs: polled.map(|p| p.poll.jobs.jobs.as_slice()),
@@ -291,6 +313,11 @@ async fn decide(
         runner_path: observed.runner_path,
         timeouts: ctx.timeouts,
         cache,
+        warm: WarmInput {
+            runners: &observed.warm,
+            registrations_listed_at: registrations_listed_at.as_ref(),
+            waiting_since: &waiting_since,
+        },
     };
     let mut plan = scheduler::plan(&input, now.clone())?;
     let pool_uid = rd.uid().unwrap_or_default();
@@ -323,6 +350,11 @@ async fn decide(
     Ok(Decision { plan, pause })
 }
 
+/// How many of the plan's new Jobs are for a Forgejo job (the others are warm runners).
+fn cold_creations(plan: &Plan) -> usize {
+    plan.create_jobs.iter().filter(|c| !c.is_warm()).count()
+}
+
 /// The conditions of a reconcile whose poll worked: Ready, unless something holds it back.
 fn write_conditions(
     rd: &RunnerDeployment,
@@ -346,7 +378,7 @@ fn write_conditions(
         &format!(
             "{} waiting, {} active of maxRunners {}",
             plan.summary.waiting,
-            plan.summary.active + plan.create_jobs.len(),
+            plan.summary.active + cold_creations(plan),
             plan.summary.max_runners
         ),
         generation,

@@ -8,7 +8,7 @@ use kube::ResourceExt as _;
 use kube::api::Api;
 
 use api::{RunnerDeployment, Scope};
-use scheduler::OwnedJob;
+use scheduler::{OwnedJob, WarmRunner};
 
 use crate::controller::Context;
 use crate::controller::trim::RunnerJob;
@@ -116,10 +116,20 @@ pub fn forgejo_scope(scope: &Scope) -> forgejo::Scope {
     }
 }
 
+/// The runner Jobs this pool owns, summarised from the watch caches: those made for a
+/// Forgejo job, and its warm runners.
+#[derive(Debug, Default)]
+pub struct PoolRunners {
+    /// The Jobs made for a Forgejo job.
+    pub owned: Vec<OwnedJob>,
+    /// The warm runners' Jobs.
+    pub warm: Vec<WarmRunner>,
+}
+
 /// The runner Jobs this pool owns, summarised from the watch caches.
-pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
+pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> PoolRunners {
     let Some(uid) = rd.uid() else {
-        return Vec::new();
+        return PoolRunners::default();
     };
     let namespace = rd.namespace().unwrap_or_default();
     let mut jobs: Vec<std::sync::Arc<RunnerJob>> = ctx
@@ -141,7 +151,7 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
     names.extend(created.iter().map(|job| job.name_any()));
     jobs.extend(created);
     if jobs.is_empty() {
-        return Vec::new();
+        return PoolRunners::default();
     }
     // Only this pool's pods are copied: a namespace may hold thousands of other runner pods.
     let pods: Vec<Pod> = ctx
@@ -158,15 +168,20 @@ pub fn owned_jobs(ctx: &Context, rd: &RunnerDeployment) -> Vec<OwnedJob> {
         })
         .map(|pod| pod.to_pod())
         .collect();
-    jobs.iter()
-        .filter_map(|job| {
-            let name = job.name_any();
-            let secret = ctx
-                .stores
-                .secrets
-                .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace))
-                .or_else(|| ctx.recent.secret(&namespace, &name));
-            OwnedJob::from_objects(&job.to_job(), &pods, secret.as_deref())
-        })
-        .collect()
+    let mut runners = PoolRunners::default();
+    for job in &jobs {
+        let name = job.name_any();
+        let secret = ctx
+            .stores
+            .secrets
+            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&namespace))
+            .or_else(|| ctx.recent.secret(&namespace, &name));
+        let job = job.to_job();
+        if let Some(owned) = OwnedJob::from_objects(&job, &pods, secret.as_deref()) {
+            runners.owned.push(owned);
+        } else if let Some(warm) = WarmRunner::from_objects(&job, &pods, secret.as_deref()) {
+            runners.warm.push(warm);
+        }
+    }
+    runners
 }

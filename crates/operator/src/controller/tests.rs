@@ -198,6 +198,7 @@ fn plan_with_owned(rd: &RunnerDeployment, owned: &[scheduler::OwnedJob]) -> Plan
         runner_path: RunnerPath::Ephemeral,
         timeouts: scheduler::Timeouts::default(),
         cache: None,
+        warm: Default::default(),
     };
     let now =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
@@ -359,7 +360,7 @@ async fn a_job_just_created_counts_as_owned_before_the_watch_shows_it() {
     assert!(problems.without_credentials.is_none(), "{problems:?}");
     // The caches are empty (no watch runs here), as they are for a moment after a create.
     assert!(unit.ctx.stores.jobs.state().is_empty());
-    let owned = super::observe::owned_jobs(&unit.ctx, &rd);
+    let owned = super::observe::owned_jobs(&unit.ctx, &rd).owned;
     let names: Vec<&str> = owned.iter().map(|job| job.name.as_str()).collect();
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(

@@ -102,13 +102,17 @@ impl RunnerPod {
 
 /// The labels a reconcile reads: the pool a Job, pod or Secret belongs to, the Forgejo job
 /// a Job runs, and the Job a pod belongs to.
-const KEPT_LABELS: [&str; 5] = [
+const KEPT_LABELS: [&str; 6] = [
     scheduler::labels::RUNNER_DEPLOYMENT_UID,
+    scheduler::labels::WARM,
     scheduler::labels::FORGEJO_JOB_ID,
     scheduler::labels::FORGEJO_JOB_ATTEMPT,
     "batch.kubernetes.io/job-name",
     "job-name",
 ];
+
+/// The one annotation a reconcile reads: the label a warm runner serves.
+const KEPT_ANNOTATION: &str = scheduler::labels::WARM_LABEL;
 
 /// The metadata a reconcile reads: identity, labels, owners and the two timestamps.
 fn trim_metadata(metadata: &mut ObjectMeta) {
@@ -116,12 +120,21 @@ fn trim_metadata(metadata: &mut ObjectMeta) {
         labels.retain(|key, _| KEPT_LABELS.contains(&key.as_str()));
         labels
     });
+    let annotations = metadata
+        .annotations
+        .take()
+        .map(|mut annotations| {
+            annotations.retain(|key, _| key == KEPT_ANNOTATION);
+            annotations
+        })
+        .filter(|annotations| !annotations.is_empty());
     let kept = ObjectMeta {
         name: metadata.name.take(),
         namespace: metadata.namespace.take(),
         uid: metadata.uid.take(),
         resource_version: metadata.resource_version.take(),
         labels,
+        annotations,
         owner_references: metadata.owner_references.take(),
         creation_timestamp: metadata.creation_timestamp.take(),
         deletion_timestamp: metadata.deletion_timestamp.take(),

@@ -9,19 +9,20 @@ pub(super) fn pod_spec(
     mode: &PodMode,
     runner_name: &str,
     declared: &[String],
-    handle: Option<&str>,
+    fetch: Fetch<'_>,
     path: RunnerPath,
 ) -> PodSpec {
     let binary = match mode {
         PodMode::Kubernetes { .. } => COPIED_RUNNER_BINARY,
         PodMode::Host | PodMode::Docker => RUNNER_BINARY,
     };
-    let handle = match path {
-        RunnerPath::Ephemeral => handle,
-        RunnerPath::Legacy => None,
+    let fetch = match path {
+        RunnerPath::Ephemeral => fetch,
+        // The legacy script runs `one-job --wait` with the runner's own defaults.
+        RunnerPath::Legacy => Fetch::default(),
     };
     let (command, mut args) =
-        runner_command(binary, &pool.server, runner_name, declared, handle, path);
+        runner_command(binary, &pool.server, runner_name, declared, fetch, path);
     if pool.cache.is_some() {
         // `-c` is global: before the command (`one-job`), or the legacy script's `$5`.
         match path {

@@ -46,6 +46,7 @@ pub fn pool(uid: &str, labels: &str, max_runners: i32) -> RunnerDeployment {
             active_deadline_seconds: 10_800,
             job_template: None,
             cache: None,
+            warm_runners: None,
         },
     );
     rd.metadata.namespace = Some("ci".into());
@@ -115,6 +116,7 @@ pub fn plan_for(
         runner_path: RunnerPath::Ephemeral,
         timeouts: Timeouts::default(),
         cache: None,
+        warm: Default::default(),
     };
     scheduler::plan(&input, now).unwrap()
 }
