@@ -115,8 +115,9 @@ pub struct PollRequest<'a> {
     pub label_names: &'a [String],
     /// How old a poll may be and still answer (the pool's interval).
     pub max_age: Duration,
-    /// Whether to list the scope's runner registrations too (15+).
-    pub registrations: bool,
+    /// Whether to list the scope's runner registrations too (15+), and how old a listing
+    /// may be and still answer.
+    pub registrations: Option<Duration>,
 }
 
 /// A pool, as the controller names it.
@@ -305,8 +306,11 @@ impl SharedPolls {
             self.wake_users(&key, pool);
         }
         let result = match jobs {
-            Ok(jobs) if registrations && version.supports_ephemeral_runners() => {
-                shared_or_new(&mut slot.registrations, max_age, || {
+            Ok(jobs)
+                if let Some(registrations_age) = registrations
+                    && version.supports_ephemeral_runners() =>
+            {
+                shared_or_new(&mut slot.registrations, registrations_age, || {
                     list_registrations(client, scope)
                 })
                 .await

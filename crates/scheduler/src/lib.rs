@@ -127,7 +127,8 @@ pub use items::{
     Deletion, FinishedJob, JobCreation, Plan, PlanSummary, RegistrationDeletion, SecretRequest,
 };
 pub use listing::{
-    ListingInput, REGISTRATION_SWEEP_POLLS, changes_registrations, lists_registrations,
+    ListingInput, REGISTRATION_SWEEP_POLLS, RegistrationListing, changes_registrations,
+    lists_registrations, registration_listing,
 };
 pub use naming::{NameError, RunnerJobName};
 pub use owned::{JobState, OwnedJob, PodWaiting};

@@ -40,16 +40,40 @@ pub struct ListingInput<'a> {
     pub warm_runners: &'a [WarmRunner],
 }
 
-/// Whether the pool's next poll lists the scope's runner registrations.
-pub fn lists_registrations(input: &ListingInput<'_>) -> bool {
+/// How recent a listing of the registrations the pool's next poll needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationListing {
+    /// None: the poll lists only the jobs.
+    Skip,
+    /// One made within the pool's interval: the pool has something they decide.
+    Current,
+    /// One made within [`REGISTRATION_SWEEP_POLLS`] intervals: only the sweep wants it, so
+    /// pools sharing a scope share one sweep listing instead of one each.
+    Sweep,
+}
+
+/// How recent a listing of the scope's runner registrations the pool's next poll needs.
+pub fn registration_listing(input: &ListingInput<'_>) -> RegistrationListing {
     let job_needs_them = |job: &OwnedJob| !job.state.is_finished() || job.secret_exists;
-    input.owned_jobs.iter().any(job_needs_them)
+    if input.owned_jobs.iter().any(job_needs_them)
         || input.warm_runners.iter().any(WarmRunner::is_live)
         || input.has_runner_secrets
         || input.registrations_changed
-        || input
-            .polls_without_listing
-            .is_none_or(|polls| polls >= REGISTRATION_SWEEP_POLLS)
+    {
+        RegistrationListing::Current
+    } else if input
+        .polls_without_listing
+        .is_none_or(|polls| polls >= REGISTRATION_SWEEP_POLLS)
+    {
+        RegistrationListing::Sweep
+    } else {
+        RegistrationListing::Skip
+    }
+}
+
+/// Whether the pool's next poll lists the scope's runner registrations.
+pub fn lists_registrations(input: &ListingInput<'_>) -> bool {
+    registration_listing(input) != RegistrationListing::Skip
 }
 
 /// Whether carrying out `plan` creates or deletes runner registrations: then the pool's
@@ -122,6 +146,21 @@ mod tests {
             };
             assert!(lists_registrations(&input), "after {polls} polls without");
         }
+    }
+
+    #[test]
+    fn only_the_sweep_accepts_an_older_listing() {
+        let sweep = ListingInput {
+            polls_without_listing: Some(REGISTRATION_SWEEP_POLLS),
+            ..idle()
+        };
+        assert_eq!(registration_listing(&sweep), RegistrationListing::Sweep);
+        let changed = ListingInput {
+            registrations_changed: true,
+            ..sweep
+        };
+        assert_eq!(registration_listing(&changed), RegistrationListing::Current);
+        assert_eq!(registration_listing(&idle()), RegistrationListing::Skip);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use kube::runtime::reflector::ObjectRef;
 
 use api::{RunnerDeployment, RunnerDeploymentStatus};
 use scheduler::{
-    ListingInput, OwnedJob, Plan, PlanInput, RunnerPath, RunnerRegistration, WarmInput, WarmRunner,
+    ListingInput, OwnedJob, Plan, PlanInput, RegistrationListing, RunnerPath, RunnerRegistration,
+    WarmInput, WarmRunner,
 };
 
 use super::events::publish;
@@ -207,7 +208,7 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
             scope: &scope,
             label_names: &label_names,
             max_age,
-            registrations: lists_registrations(ctx, rd, &owned, &warm),
+            registrations: registrations_max_age(ctx, rd, &owned, &warm, interval),
         },
     )
     .await;
@@ -223,14 +224,15 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
     })
 }
 
-/// Whether this poll of the pool lists the scope's registrations too (the rule is
-/// `scheduler::lists_registrations`).
-fn lists_registrations(
+/// Whether this poll of the pool lists the scope's registrations too, and how old a
+/// shared listing may be (the rule is `scheduler::registration_listing`).
+fn registrations_max_age(
     ctx: &Context,
     rd: &RunnerDeployment,
     owned: &[OwnedJob],
     warm: &[WarmRunner],
-) -> bool {
+    interval: Duration,
+) -> Option<Duration> {
     let uid = rd.uid().unwrap_or_default();
     let namespace = rd.namespace().unwrap_or_default();
     let state = ctx.sweeps.state(&uid);
@@ -242,9 +244,15 @@ fn lists_registrations(
         warm_runners: warm,
     };
     // The Secrets cache holds every pool's: walked only when nothing else decides.
-    scheduler::lists_registrations(&input) || {
+    let mut listing = scheduler::registration_listing(&input);
+    if listing != RegistrationListing::Current {
         input.has_runner_secrets = observe::has_runner_secrets(ctx, &namespace, &uid);
-        scheduler::lists_registrations(&input)
+        listing = scheduler::registration_listing(&input);
+    }
+    match listing {
+        RegistrationListing::Skip => None,
+        RegistrationListing::Current => Some(interval),
+        RegistrationListing::Sweep => Some(interval * scheduler::REGISTRATION_SWEEP_POLLS),
     }
 }
 

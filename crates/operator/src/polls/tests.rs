@@ -77,6 +77,26 @@ impl Setup {
         max_age: Duration,
         registrations: bool,
     ) -> PollResult {
+        self.poll_listing(
+            pool_name,
+            token,
+            labels,
+            max_age,
+            registrations.then_some(max_age),
+        )
+        .await
+    }
+
+    /// A poll whose jobs listing may be `max_age` old and whose registrations listing, if
+    /// asked for, `registrations` old.
+    async fn poll_listing(
+        &self,
+        pool_name: &str,
+        token: &str,
+        labels: &[&str],
+        max_age: Duration,
+        registrations: Option<Duration>,
+    ) -> PollResult {
         let token = Token::new(token);
         let client = self.polls.client(&self.forgejo.url(), &token).unwrap();
         let labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
@@ -195,6 +215,42 @@ async fn registrations_are_listed_only_for_a_pool_that_asks_and_shared_like_the_
         ),
         (2, 2)
     );
+}
+
+#[tokio::test]
+async fn a_sweep_takes_a_registrations_listing_older_than_the_interval() {
+    let setup = Setup::new().await;
+    let sweep_age = Duration::from_secs(300);
+    setup
+        .poll_asking("a", "good", &["docker"], Duration::from_secs(30), true)
+        .await
+        .unwrap();
+    // Another pool's sweep, with a fresh jobs listing: the registrations listing is shared.
+    let swept = setup
+        .poll_listing("b", "good", &["docker"], Duration::ZERO, Some(sweep_age))
+        .await
+        .unwrap();
+    assert!(swept.registrations.is_some());
+    assert_eq!(
+        (
+            listings(&setup.forgejo),
+            registration_listings(&setup.forgejo)
+        ),
+        (2, 1),
+        "one registrations listing for both"
+    );
+    // A pool that needs a current one does not take it.
+    setup
+        .poll_listing(
+            "c",
+            "good",
+            &["docker"],
+            Duration::ZERO,
+            Some(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registration_listings(&setup.forgejo), 2);
 }
 
 #[tokio::test]
