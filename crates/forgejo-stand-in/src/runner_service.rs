@@ -133,6 +133,13 @@ fn call(state: &mut State, procedure: &str, headers: &HeaderMap, body: &[u8]) ->
         return Err(not_found_procedure(procedure));
     }
     let runner_id = authenticate(state, headers)?;
+    if let Some(runner) = state.runners.get_mut(&runner_id) {
+        let now = std::time::Instant::now();
+        runner.last_online = Some(now);
+        if matches!(procedure, "UpdateTask" | "UpdateLog") {
+            runner.last_active = Some(now);
+        }
+    }
     match procedure {
         "Declare" => declare(state, runner_id, decode(body)?),
         "FetchTask" => {
@@ -229,6 +236,17 @@ fn declare(state: &mut State, runner_id: i64, request: DeclareRequest) -> RpcRes
 /// Hands the runner a waiting job it may run (the one of `handle`, if given), once.
 fn fetch(state: &mut State, runner_id: i64, handle: Option<String>) -> Option<Task> {
     let runner = state.runners.get(&runner_id)?.clone();
+    // Forgejo hands an ephemeral runner one task in its life (`PickTask`).
+    if runner.ephemeral && runner.had_task {
+        state.fetches.push(Fetch {
+            runner_uuid: runner.uuid,
+            runner_name: runner.name,
+            handle,
+            job_id: None,
+            task_id: None,
+        });
+        return None;
+    }
     // Forgejo hands a job to runners of its repository, its owner, or the instance, and
     // only when every `runs-on` label is among the runner's (`ItRunsOn`).
     let in_scope = |job: &JobRecord| match (runner.owner_id, runner.repo_id) {
@@ -245,7 +263,7 @@ fn fetch(state: &mut State, runner_id: i64, handle: Option<String>) -> Option<Ta
                 .is_none_or(|h| !h.is_empty() && h == job.handle)
     };
     let job_id = state.jobs.values().find(|job| eligible(job)).map(|j| j.id);
-    let taken = job_id.filter(|id| state.take_job(*id, runner_id));
+    let taken = job_id.filter(|id| state.assign_job(*id, runner_id));
     if let Some(job) = taken.and_then(|id| state.jobs.get_mut(&id)) {
         job.log_rows.clear();
     }

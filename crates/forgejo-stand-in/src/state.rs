@@ -2,6 +2,7 @@
 //! registration tokens, injected faults and the requests it received. No I/O here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -66,10 +67,19 @@ pub(super) struct RunnerRecord {
     pub token: String,
     /// Label names from `Declare` or `Register`; empty until it connects.
     pub labels: Vec<String>,
-    /// Whether it runs a task now. Forgejo says `active` for a runner that reported a task
-    /// lately (runners report every second while one runs), `idle` for one only online.
-    pub busy: bool,
+    /// When it last called the runner service (Forgejo's `LastOnline`).
+    pub last_online: Option<Instant>,
+    /// When it last reported on a task, `UpdateTask` or `UpdateLog` (Forgejo's `LastActive`).
+    pub last_active: Option<Instant>,
+    /// Whether it was ever handed a task (an ephemeral runner gets one only).
+    pub had_task: bool,
 }
+
+/// After this long without a call, Forgejo lists a runner as `offline` (`RunnerOfflineTime`).
+pub const RUNNER_OFFLINE_AFTER: Duration = Duration::from_secs(60);
+/// After this long without a report on a task, an online runner is `idle`, not `active`
+/// (`RunnerIdleTime`).
+pub const RUNNER_IDLE_AFTER: Duration = Duration::from_secs(10);
 
 impl RunnerRecord {
     /// The client's view of this runner.
@@ -78,20 +88,28 @@ impl RunnerRecord {
             id: self.id,
             uuid: self.uuid.clone(),
             name: self.name.clone(),
-            status: if self.busy {
-                "active"
-            } else if self.labels.is_empty() {
-                "offline"
-            } else {
-                "idle"
-            }
-            .into(),
+            status: self.status().into(),
             ephemeral: self.ephemeral,
             labels: self.labels.clone(),
             description: self.description.clone(),
             owner_id: Some(self.owner_id),
             repo_id: Some(self.repo_id),
             version: Some(String::new()),
+        }
+    }
+
+    /// Forgejo's `Status()`: `offline` when not heard from for a minute, else `active` when
+    /// it reported on a task in the last 10 s, else `idle`. A runner is not `active` from
+    /// fetching a task, only from its first report on it.
+    pub fn status(&self) -> &'static str {
+        let within =
+            |at: Option<Instant>, limit: Duration| at.is_some_and(|at| at.elapsed() <= limit);
+        if !within(self.last_online, RUNNER_OFFLINE_AFTER) {
+            "offline"
+        } else if within(self.last_active, RUNNER_IDLE_AFTER) {
+            "active"
+        } else {
+            "idle"
         }
     }
 
@@ -297,9 +315,24 @@ impl State {
         job.task_id = task_id;
         job.runner_id = Some(runner_id);
         if let Some(runner) = self.runners.get_mut(&runner_id) {
-            runner.busy = true;
+            runner.had_task = true;
+            // A runner outside the runner service (a test's) reports on it at once.
+            let now = Instant::now();
+            runner.last_online = Some(now);
+            runner.last_active = Some(now);
         }
         true
+    }
+
+    /// Hands job `job_id` to runner `runner_id` as `FetchTask` does: the runner becomes
+    /// `active` only once it reports on the task.
+    pub fn assign_job(&mut self, job_id: i64, runner_id: i64) -> bool {
+        let last_active = self.runners.get(&runner_id).and_then(|r| r.last_active);
+        let taken = self.take_job(job_id, runner_id);
+        if let Some(runner) = self.runners.get_mut(&runner_id) {
+            runner.last_active = last_active;
+        }
+        taken
     }
 
     /// Ends a job's attempt; an ephemeral runner that ran it is deleted, as Forgejo does.
@@ -312,7 +345,7 @@ impl State {
             if self.runners.get(&runner_id).is_some_and(|r| r.ephemeral) {
                 self.runners.remove(&runner_id);
             } else if let Some(runner) = self.runners.get_mut(&runner_id) {
-                runner.busy = false;
+                runner.last_active = None;
             }
         }
         true
@@ -363,7 +396,9 @@ impl State {
             repo_id,
             token: random_hex(40),
             labels: Vec::new(),
-            busy: false,
+            last_online: None,
+            last_active: None,
+            had_task: false,
         };
         self.runners.insert(id, record.clone());
         let token = record.token.clone();

@@ -478,3 +478,70 @@ async fn the_url_names_the_bind_address_and_runners_reach_the_service_there() {
         "a token was recorded"
     );
 }
+
+async fn fetch_any(forgejo: &StandIn, creds: &Creds) -> Option<Task> {
+    let response: FetchTaskResponse = call(
+        forgejo,
+        "FetchTask",
+        creds,
+        &FetchTaskRequest {
+            tasks_version: 0,
+            task_capacity: 1,
+        },
+    )
+    .await;
+    response.task
+}
+
+/// The registration's status as the REST listing gives it.
+async fn listed_status(client: &Client, name: &str) -> String {
+    let runners = client
+        .list_runners(&Scope::Organization("acme".into()))
+        .await
+        .unwrap();
+    runners
+        .into_iter()
+        .find(|r| r.name == name)
+        .map(|r| r.status)
+        .unwrap_or_else(|| "gone".into())
+}
+
+/// Facts: `FetchTask` without a handle hands any waiting job whose labels the runner has,
+/// oldest first, each to one runner; an ephemeral runner gets one task in its life; a
+/// runner is `active` only from its first report on the task (`UpdateLog`/`UpdateTask`),
+/// `idle` while it only polls, and an ephemeral one is deleted when its task ends.
+#[tokio::test]
+async fn fetch_task_hands_any_matching_job_once_and_active_means_reporting() {
+    let (forgejo, client) = start(V15);
+    let first = forgejo.add_job(StandInJob::new("acme/app", "one", &["docker"]));
+    let second = forgejo.add_job(StandInJob::new("acme/app", "two", &["docker"]));
+    let warm_a = register(&client, "acme", "warm-a", true).await;
+    let warm_b = register(&client, "acme", "warm-b", true).await;
+    declare(&forgejo, &warm_a, &["docker"]).await;
+    declare(&forgejo, &warm_b, &["docker"]).await;
+    assert_eq!(listed_status(&client, "warm-a").await, "idle");
+
+    let task_a = fetch_any(&forgejo, &warm_a)
+        .await
+        .expect("a job for warm-a");
+    let task_b = fetch_any(&forgejo, &warm_b)
+        .await
+        .expect("a job for warm-b");
+    let ids: Vec<i64> = forgejo.fetches().iter().filter_map(|f| f.job_id).collect();
+    assert_eq!(ids, [first.id, second.id], "oldest first, one runner each");
+    assert_ne!(task_a.id, task_b.id);
+    assert_eq!(
+        listed_status(&client, "warm-a").await,
+        "idle",
+        "fetching a task does not make a runner active"
+    );
+    assert!(
+        fetch_any(&forgejo, &warm_a).await.is_none(),
+        "an ephemeral runner gets one task"
+    );
+
+    update_task(&forgejo, &warm_a, task_a.id, TaskResult::Unspecified).await;
+    assert_eq!(listed_status(&client, "warm-a").await, "active");
+    update_task(&forgejo, &warm_a, task_a.id, TaskResult::Success).await;
+    assert_eq!(listed_status(&client, "warm-a").await, "gone");
+}

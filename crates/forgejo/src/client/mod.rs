@@ -382,6 +382,25 @@ impl Client {
         })
     }
 
+    /// `GET …/actions/runners/{id}` (Forgejo 15+): the runner as Forgejo sees it now;
+    /// `None` when it is gone (404).
+    pub async fn get_runner(&self, scope: &Scope, id: i64) -> Result<Option<Runner>> {
+        let id = id.to_string();
+        let mut segments = scope.runners_segments(true);
+        segments.push(&id);
+        let call = self.call(
+            Operation::get("get_runner", scope.forbidden_hint(false)),
+            &segments,
+            None,
+            None,
+        )?;
+        match self.send(&call).await {
+            Ok(answer) => self.decode(&call, &answer),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// `DELETE …/actions/runners/{id}` (Forgejo 15+); a runner that is already gone (404) is fine.
     ///
     /// Before Forgejo 15 the endpoint does not exist, and its 404 also reads as success:

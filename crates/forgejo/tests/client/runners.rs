@@ -279,3 +279,28 @@ async fn a_runner_without_a_name_is_refused_without_quoting_the_servers_message(
     assert!(!format!("{err} {err:?}").contains("[Name]"), "{err}");
     assert!(err.to_string().contains("a JSON error message"), "{err}");
 }
+
+#[tokio::test]
+async fn one_runner_is_read_by_id_and_a_gone_one_is_none() {
+    let (forgejo, client) = start(V15);
+    let runner = client
+        .register_runner(&acme(), &ephemeral("warm-0"))
+        .await
+        .unwrap();
+
+    let read = client.get_runner(&acme(), runner.id).await.unwrap();
+    let read = read.expect("the runner is there");
+    assert_eq!((read.id, read.name.as_str()), (runner.id, "warm-0"));
+    assert_eq!(read.status, "offline", "it never called Forgejo");
+    let last = forgejo.requests().last().cloned().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path),
+        (
+            "GET",
+            format!("/api/v1/orgs/acme/actions/runners/{}", runner.id)
+        )
+    );
+
+    client.delete_runner(&acme(), runner.id).await.unwrap();
+    assert_eq!(client.get_runner(&acme(), runner.id).await.unwrap(), None);
+}

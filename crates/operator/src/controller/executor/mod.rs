@@ -280,6 +280,9 @@ impl<'a> PlanExecutor<'a> {
         if !self.may_write() {
             return;
         }
+        if deletion.reason.retires_warm_runner() && !self.still_idle(deletion).await {
+            return;
+        }
         let deleted = self
             .write(self.client.delete_runner(self.scope, deletion.id))
             .await;
@@ -305,6 +308,29 @@ impl<'a> PlanExecutor<'a> {
             }
             Err(error) => {
                 tracing::warn!(runner = %deletion.name, %error, "deleting a runner registration failed");
+            }
+        }
+    }
+}
+
+impl PlanExecutor<'_> {
+    /// Whether a warm runner's registration is still there and not `active`: the listing
+    /// the plan read may be a few seconds old, and a runner that took a job since keeps its
+    /// registration (Forgejo would fail its task once the registration is gone).
+    async fn still_idle(&self, deletion: &RegistrationDeletion) -> bool {
+        match self
+            .read(self.client.get_runner(self.scope, deletion.id))
+            .await
+        {
+            Ok(Some(runner)) if runner.status == "active" => {
+                tracing::info!(runner = %deletion.name, "warm runner took a job since the listing; not retired");
+                false
+            }
+            Ok(Some(_)) => true,
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(runner = %deletion.name, %error, "reading a warm runner's registration failed; not retired now");
+                false
             }
         }
     }
