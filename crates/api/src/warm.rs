@@ -69,9 +69,11 @@ pub struct WarmSchedule {
     #[schemars(length(min = 1, max = 7))]
     pub days: Vec<Day>,
     /// When it opens on those days, HH:MM local time.
+    #[schemars(length(min = 5, max = 5))]
     #[x_kube(validation = Rule::new(format!("self.matches('{CLOCK_PATTERN}')")).message(CLOCK_MESSAGE))]
     pub start: String,
     /// When it closes on those days, HH:MM local time, after `start` (24:00: midnight).
+    #[schemars(length(min = 5, max = 5))]
     #[x_kube(validation = Rule::new(format!("self.matches('{CLOCK_PATTERN}')")).message(CLOCK_MESSAGE))]
     pub end: String,
     /// The IANA time zone of `start` and `end`, e.g. `Europe/Berlin` (default UTC).

@@ -109,6 +109,21 @@ async fn apiserver_applies_defaults_to_a_valid_pool() {
     assert_eq!(rd.spec.token_secret_ref.key, "token");
     assert_eq!(rd.spec.runner_image, api::DEFAULT_RUNNER_IMAGE);
     assert_eq!(rd.spec.ttl_seconds_after_finished, 300);
+
+    // Warm runners: the defaults of the optional fields, and a schedule in a zone.
+    let mut warm = valid_pool("warm");
+    warm["spec"]["warmRunners"] = json!({"runners": [{"label": "docker", "count": 2}],
+        "schedules": [{"days": ["Mon", "Fri"], "start": "07:00", "end": "24:00",
+            "timeZone": "Europe/Berlin"}]});
+    let object: kube::api::DynamicObject = serde_json::from_value(warm).unwrap();
+    raw.create(&PostParams::default(), &object).await.unwrap();
+    let rd = api.get("warm").await.unwrap();
+    let warm = rd.spec.warm_runners.clone().expect("kept");
+    assert_eq!(
+        (warm.fetch_interval.as_str(), warm.activity_window.as_str()),
+        ("1s", "30m")
+    );
+    rd.spec.validate().expect("the operator accepts it too");
 }
 
 #[tokio::test]
@@ -122,7 +137,7 @@ async fn apiserver_refuses_each_bad_field_and_names_it() {
         &kube::api::ApiResource::erase::<RunnerDeployment>(&()),
     );
     type Change = fn(&mut Value);
-    let cases: [(&str, Change, &[&str]); 19] = [
+    let cases: [(&str, Change, &[&str]); 21] = [
         (
             "bad-url",
             |v| v["spec"]["forgejoServer"] = "ftp://code.example.com".into(),
@@ -234,6 +249,22 @@ async fn apiserver_refuses_each_bad_field_and_names_it() {
                     "url": "http://cache:4000/", "secretRef": {"name": "../cache"}}})
             },
             &["spec.cache.external.secretRef.name", "Secret name"],
+        ),
+        (
+            "bad-warm-clock",
+            |v| {
+                v["spec"]["warmRunners"] = serde_json::json!({"runners": [{"label": "docker", "count": 2}],
+                    "schedules": [{"days": ["Mon"], "start": "7:00", "end": "19:00"}]})
+            },
+            &["spec.warmRunners.schedules[0].start"],
+        ),
+        (
+            "bad-warm-day",
+            |v| {
+                v["spec"]["warmRunners"] = serde_json::json!({"runners": [{"label": "docker", "count": 2}],
+                    "schedules": [{"days": ["Monday"], "start": "07:00", "end": "19:00"}]})
+            },
+            &["spec.warmRunners.schedules[0].days[0]", "Mon"],
         ),
     ];
     for (name, change, expected) in cases {
