@@ -38,8 +38,8 @@ pub struct WarmRunnersSpec {
     #[serde(default = "default_fetch_interval")]
     #[schemars(length(min = 1, max = 32))]
     pub fetch_interval: String,
-    /// Warm runners are kept while a job of the pool was seen (waiting or running) within
-    /// this long; `0s` keeps them always (default 30m, at most 168h).
+    /// Warm runners are kept while a job of the pool was seen waiting within this long;
+    /// `0s` keeps them always (default 30m, at most 168h).
     #[serde(default = "default_activity_window")]
     #[schemars(length(min = 1, max = 32))]
     pub activity_window: String,
@@ -127,7 +127,7 @@ pub struct WarmRunnersStatus {
     /// Whether warm runners are kept now: a job was seen within `activityWindow`, or a
     /// schedule window is open.
     pub kept: bool,
-    /// When a job of the pool was last seen waiting or running.
+    /// When a job of the pool was last seen waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_job_seen: Option<Time>,
 }

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use forgejo_stand_in::{StandInConfig, StandInJob};
@@ -13,35 +12,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use scheduler::labels::FORGEJO_JOB_ID;
-use serde_json::{Value, json};
-use support::{Operator, World, kubectl, kubelet, wait_until};
+use serde_json::json;
+use support::{Operator, World, kubectl, kubelet, node_pool, wait_for_results, wait_until};
 
 const LONG: Duration = Duration::from_secs(120);
-
-/// A pool whose pods go to the real node, with the runner test image.
-fn node_pool(world: &World, name: &str, labels: &str, max_runners: i32) -> Value {
-    json!({
-        "metadata": {"name": name},
-        "spec": {
-            "forgejoServer": world.forgejo.url(),
-            "organization": "faro",
-            "labels": labels,
-            "tokenSecretRef": {"name": "forgejo-token", "key": "token"},
-            "pollInterval": "1s",
-            "maxRunners": max_runners,
-            "runnerImage": support::runner_image(),
-            // Small requests, as a user sizes a pool through jobTemplate: the node has two
-            // cores, and tests run side by side.
-            "jobTemplate": {"spec": {
-                "schedulerName": "default-scheduler",
-                "containers": [{"name": "runner", "resources": {
-                    "requests": {"cpu": "50m", "memory": "64Mi"},
-                    "limits": {"cpu": "1", "memory": "512Mi"},
-                }}],
-            }},
-        }
-    })
-}
 
 fn condition(job: &Job, type_: &str) -> Option<(String, String)> {
     job.status
@@ -161,22 +135,6 @@ async fn missing_image_gets_a_real_image_pull_error_and_is_cleaned_up() {
 fn job_for(jobs: &[Job], id: i64) -> Option<&Job> {
     jobs.iter()
         .find(|job| job.labels().get(FORGEJO_JOB_ID) == Some(&id.to_string()))
-}
-
-/// Waits until the stand-in has a final result for every job in `ids`; returns them.
-async fn wait_for_results(world: &World, ids: &[i64]) -> BTreeMap<i64, String> {
-    wait_until(&format!("results of jobs {ids:?}"), LONG, || async {
-        let results: BTreeMap<i64, String> = world
-            .forgejo
-            .jobs()
-            .into_iter()
-            .filter(|job| ids.contains(&job.id))
-            .filter(|job| ["success", "failure", "cancelled"].contains(&job.status.as_str()))
-            .map(|job| (job.id, job.status))
-            .collect();
-        (results.len() == ids.len()).then_some(results)
-    })
-    .await
 }
 
 #[tokio::test]

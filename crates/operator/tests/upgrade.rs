@@ -19,7 +19,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
 use scheduler::labels::FORGEJO_JOB_ID;
-use serde_json::json;
 use support::{World, kubectl, wait_until};
 
 const OPERATOR_NAMESPACE: &str = "forgejo-runner-system";
@@ -120,28 +119,6 @@ fn record_runner_jobs(world: &World) -> Arc<Mutex<BTreeMap<String, BTreeSet<Stri
     seen
 }
 
-fn node_pool(world: &World) -> serde_json::Value {
-    json!({
-        "metadata": {"name": "pool"},
-        "spec": {
-            "forgejoServer": world.forgejo.url(),
-            "organization": "faro",
-            "labels": "linux:host",
-            "tokenSecretRef": {"name": "forgejo-token", "key": "token"},
-            "pollInterval": "1s",
-            "maxRunners": SLOTS,
-            "runnerImage": support::runner_image(),
-            "jobTemplate": {"spec": {
-                "schedulerName": "default-scheduler",
-                "containers": [{"name": "runner", "resources": {
-                    "requests": {"cpu": "50m", "memory": "64Mi"},
-                    "limits": {"cpu": "1", "memory": "512Mi"},
-                }}],
-            }},
-        }
-    })
-}
-
 #[tokio::test]
 #[ignore = "cluster tier: run by cargo xtask test"]
 async fn an_upgrade_while_jobs_run_and_wait_duplicates_loses_and_leaves_nothing() {
@@ -175,7 +152,14 @@ async fn an_upgrade_while_jobs_run_and_wait_duplicates_loses_and_leaves_nothing(
             StandInJob::new("faro/app", &format!("waits-{n}"), &["linux"]).with_steps(&[&step]),
         ));
     }
-    world.create_pool_from(node_pool(&world)).await;
+    world
+        .create_pool_from(support::node_pool(
+            &world,
+            "pool",
+            "linux:host",
+            i32::try_from(SLOTS).expect("a few slots"),
+        ))
+        .await;
     wait_until(
         "the long jobs running under the previous release",
         LONG,

@@ -382,12 +382,13 @@ fn on_the_legacy_path_idle_runners_retire_only_with_no_job_running() {
     scene.registrations.clear();
     let plan = scene.plan();
     assert_eq!(plan.delete_jobs.len(), 2, "no job at all: none is busy");
-    // A job running on the label: one of them may be running it; it is kept busy, and the
-    // window is open again as a job was seen.
+    // A job running on the label: one of them may be running it, so none is retired (a
+    // running job is no demand: the window stays closed).
     scene.jobs = vec![support::forgejo_job(5, 1, &["docker"], "running")];
     let plan = scene.plan();
     assert!(plan.delete_jobs.is_empty());
-    assert_eq!(plan.status.warm_runners.unwrap().busy, 1);
+    let status = plan.status.warm_runners.unwrap();
+    assert_eq!((status.busy, status.kept), (1, false));
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //!   `burst` (N waiting jobs → N Jobs), `shared` (Forgejo listings per interval with many
 //!   pools on one server+scope+token), `memory` (100 pools, 1,000 live Jobs: creation time,
 //!   RSS, idle CPU), `scale` (the same with 10,000) and `start` (a burst on the real node:
-//!   poll answer → runner pod Running, p50 and p95, and where the time goes).
+//!   poll answer → runner pod Running, p50 and p95, and where the time goes), and
+//!   `first-step` (on the real node: job waiting → its first log row, single jobs and a
+//!   burst, cold and with 2 and 20 warm runners).
 //! - `--vs-keda` instead of the stages: our operator and KEDA's `forgejo-runner` scaler side
 //!   by side in one run (`vs_keda/`), one table written into docs/benchmarks.md.
 //!
@@ -16,6 +18,7 @@
 //! to profile its heap (the figures are then the profiler's, not the operator's).
 
 mod burst;
+mod first_step;
 mod fleet;
 mod plan;
 mod setup;
@@ -45,6 +48,8 @@ pub enum Stage {
     Scale,
     /// A burst on the real node: poll answer → runner pod Running.
     Start,
+    /// On the real node: job waiting → first log row, cold and with warm runners.
+    FirstStep,
 }
 
 /// What to measure, and how big.
@@ -107,6 +112,9 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
                     }
                     Stage::Start => {
                         start::bench_start(root, &client, &operator, args.start_burst).await?;
+                    }
+                    Stage::FirstStep => {
+                        first_step::bench_first_step(root, &client, &operator).await?;
                     }
                     Stage::Scale => {
                         let per_pool = args.scale_jobs.div_ceil(args.pools.max(1));

@@ -29,15 +29,15 @@ const RUNNING_DEADLINE: Duration = Duration::from_secs(300);
 
 /// When this process saw each step of one runner Job.
 #[derive(Default, Clone, Copy)]
-struct Seen {
-    job: Option<Instant>,
-    pod: Option<Instant>,
-    scheduled: Option<Instant>,
-    running: Option<Instant>,
+pub(super) struct Seen {
+    pub(super) job: Option<Instant>,
+    pub(super) pod: Option<Instant>,
+    pub(super) scheduled: Option<Instant>,
+    pub(super) running: Option<Instant>,
 }
 
 /// Seen steps by Forgejo job id (the label on the Job and, through the template, the pod).
-type Timeline = Arc<Mutex<HashMap<String, Seen>>>;
+pub(super) type Timeline = Arc<Mutex<HashMap<String, Seen>>>;
 
 fn note(timeline: &Timeline, job_id: Option<&String>, step: impl FnOnce(&mut Seen)) {
     if let Some(id) = job_id {
@@ -47,7 +47,11 @@ fn note(timeline: &Timeline, job_id: Option<&String>, step: impl FnOnce(&mut See
 }
 
 /// Watches the namespace's runner Jobs and pods, noting when each step was first seen.
-fn watch(client: &Client, ns: &str, timeline: &Timeline) -> Vec<tokio::task::JoinHandle<()>> {
+pub(super) fn watch(
+    client: &Client,
+    ns: &str,
+    timeline: &Timeline,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let selector = scheduler::labels::owned_jobs_selector();
     let config = watcher::Config::default().labels(&selector);
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
@@ -199,7 +203,7 @@ fn report(n: usize, listed: Instant, seen: &[Seen]) {
 }
 
 /// The `q` quantile (nearest rank) of `values`.
-fn percentile(values: &[f64], q: f64) -> f64 {
+pub(super) fn percentile(values: &[f64], q: f64) -> f64 {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
     sorted.sort_by(f64::total_cmp);
     if sorted.is_empty() {

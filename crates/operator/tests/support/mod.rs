@@ -6,6 +6,11 @@
 
 pub mod kubelet;
 pub mod partition;
+mod pools;
+
+// Not every test binary uses them.
+#[allow(unused_imports)]
+pub use pools::{node_pool, wait_for_results};
 
 use std::future::Future;
 use std::io::{Read as _, Write as _};

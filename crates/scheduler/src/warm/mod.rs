@@ -60,7 +60,7 @@ pub(crate) struct WarmView<'a> {
     registrations: BTreeMap<&'a str, Vec<&'a RunnerRegistration>>,
     /// Whether warm runners are kept now.
     kept: bool,
-    /// When a job of the pool was last seen.
+    /// When a job of the pool was last seen waiting.
     last_job_seen: Option<Time>,
 }
 
@@ -111,7 +111,11 @@ pub(crate) fn observe<'a>(
         .status
         .as_ref()
         .and_then(|s| s.warm_runners.as_ref());
-    let job_seen = view.forgejo.as_ref().is_some_and(|jobs| !jobs.is_empty());
+    // Demand is a job waiting: a long job running does not keep idle runners by itself.
+    let job_seen = view
+        .forgejo
+        .as_ref()
+        .is_some_and(|jobs| jobs.values().any(|job| job.is_waiting()));
     let last_job_seen = if job_seen {
         Some(now.clone())
     } else {

@@ -28,6 +28,14 @@ pub(super) fn retirements<'a>(
             continue;
         }
         let label = runner.label.as_str();
+        // On the legacy path which started runner runs a job is not known: while one of
+        // the label runs, none of its started runners is retired.
+        let legacy_unsure = ctx.path == RunnerPath::Legacy
+            && runner.runner_started_at.is_some()
+            && state::running_on(ctx.view, label) > 0;
+        if legacy_unsure {
+            continue;
+        }
         let not_started = runner.runner_started_at.is_none()
             && runner
                 .created_at

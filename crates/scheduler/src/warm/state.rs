@@ -105,7 +105,7 @@ pub(crate) fn legacy_states<'a>(
 }
 
 /// How many jobs Forgejo lists as running that a runner of `label` alone could run.
-fn running_on(view: &PoolView<'_>, label: &str) -> usize {
+pub(super) fn running_on(view: &PoolView<'_>, label: &str) -> usize {
     view.forgejo
         .iter()
         .flat_map(|jobs| jobs.values())

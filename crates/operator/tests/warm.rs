@@ -1,0 +1,194 @@
+//! Node tier: warm runners on the real node. Two idle warm runners take two jobs without a
+//! new Job, a third job gets its own (cold) Job, and when the window closes the idle ones
+//! are retired (registration, then Job) while a busy one runs its job to the end. Run by
+//! `cargo xtask test`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use forgejo_stand_in::StandInJob;
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt as _;
+use kube::api::{Patch, PatchParams};
+use scheduler::labels::FORGEJO_JOB_ID;
+use serde_json::{Value, json};
+use support::{Operator, World, node_pool, wait_for_results, wait_until};
+
+const LONG: Duration = Duration::from_secs(180);
+const WARM_PREFIX: &str = "forgejo-warm-";
+
+/// A pool on `linux:host` keeping 2 warm runners while a schedule open all week lasts.
+/// `maxRunners` 3: two busy warm runners and one cold Job fill it, so no new warm runner
+/// can take the third job before its own Job does.
+fn warm_pool(world: &World) -> Value {
+    let mut pool = node_pool(world, "warm", "linux:host", 3);
+    pool["spec"]["warmRunners"] = json!({
+        "runners": [{"label": "linux", "count": 2}],
+        "fetchInterval": "1s",
+        "activityWindow": "10m",
+        "schedules": [{"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+            "start": "00:00", "end": "24:00", "timeZone": "Europe/Berlin"}],
+    });
+    pool
+}
+
+/// The names of the warm runners Forgejo lists as `idle` (registered, polling, no task).
+fn idle_warm_runners(world: &World) -> BTreeSet<String> {
+    world
+        .forgejo
+        .runners()
+        .into_iter()
+        .filter(|r| r.name.starts_with(WARM_PREFIX) && r.status == "idle")
+        .map(|r| r.name)
+        .collect()
+}
+
+/// The pool's `status.warmRunners` (idle, busy, kept).
+async fn warm_status(world: &World) -> Option<(i32, i32, bool)> {
+    let rd = world.pools().get("warm").await.ok()?;
+    let warm = rd.status?.warm_runners?;
+    Some((warm.idle, warm.busy, warm.kept))
+}
+
+/// Waits until Forgejo lists two idle warm runners and the pool's status agrees.
+async fn two_idle_warm_runners(world: &World) -> BTreeSet<String> {
+    let idle = wait_until("two idle warm runners polling Forgejo", LONG, || async {
+        let idle = idle_warm_runners(world);
+        (idle.len() == 2).then_some(idle)
+    })
+    .await;
+    wait_until("status.warmRunners: 2 idle, kept", LONG, || async {
+        matches!(warm_status(world).await, Some((2, _, true))).then_some(())
+    })
+    .await;
+    idle
+}
+
+fn job_of(jobs: &[Job], id: i64) -> Option<&Job> {
+    jobs.iter()
+        .find(|job| job.labels().get(FORGEJO_JOB_ID) == Some(&id.to_string()))
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
+    let world = World::on_node("warm").await;
+    world.create_pool_from(warm_pool(&world)).await;
+    let _operator = Operator::start(&world.ns);
+    let first_warm = two_idle_warm_runners(&world).await;
+    world.wait_for_event("warm", "WarmWindowOpened").await;
+
+    // Three jobs: the two warm runners take the first two (one stays busy past the
+    // window's end below), the third gets its own Job.
+    let held = world.forgejo.add_job(
+        StandInJob::new("faro/app", "held", &["linux"]).with_steps(&["sleep 45", "echo held"]),
+    );
+    let quick = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "quick", &["linux"]).with_steps(&["echo quick"]));
+    let third = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "third", &["linux"]).with_steps(&["echo third"]));
+    let results = wait_for_results(&world, &[quick.id, third.id]).await;
+    assert_eq!(results[&quick.id], "success");
+    assert_eq!(results[&third.id], "success");
+
+    // No job got two runners; the first two went to the warm runners without a Job of
+    // their own, the third to the cold Job made for it.
+    let fetches = world.forgejo.fetches();
+    let runner_of = |id: i64| {
+        let taken: Vec<&str> = fetches
+            .iter()
+            .filter(|f| f.job_id == Some(id) && f.task_id.is_some())
+            .map(|f| f.runner_name.as_str())
+            .collect();
+        assert_eq!(taken.len(), 1, "job {id} handed out {} times", taken.len());
+        taken[0].to_owned()
+    };
+    let jobs = world.runner_jobs().await;
+    for warm_taken in [&held, &quick] {
+        let runner = runner_of(warm_taken.id);
+        assert!(
+            first_warm.contains(&runner),
+            "job {} ran on {runner}, not on a warm runner ({first_warm:?})",
+            warm_taken.id
+        );
+        assert!(
+            job_of(&jobs, warm_taken.id).is_none(),
+            "a Job was made for job {}, which a warm runner took",
+            warm_taken.id
+        );
+    }
+    let cold = job_of(&jobs, third.id).expect("the third job got its own Job");
+    assert_eq!(runner_of(third.id), cold.name_any());
+    let held_runner = runner_of(held.id);
+
+    // The pool refills: two idle warm runners again, the held one still busy.
+    let second_warm = two_idle_warm_runners(&world).await;
+    assert!(
+        second_warm.is_disjoint(&first_warm),
+        "new runners, new names"
+    );
+    assert_eq!(world.forgejo.job(held.id).expect("held").status, "running");
+
+    // The window closes (no schedule, no job waiting within 1s): the idle ones retire, the
+    // busy one is left to finish its job.
+    let patch = json!({"spec": {"warmRunners": {"schedules": null, "activityWindow": "1s"}}});
+    world
+        .pools()
+        .patch("warm", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patching the pool");
+    world.wait_for_event("warm", "WarmWindowClosed").await;
+    wait_until(
+        "the idle warm runners' Jobs and registrations gone",
+        LONG,
+        || async {
+            let live: BTreeSet<String> = world
+                .live_runner_jobs()
+                .await
+                .iter()
+                .map(|job| job.name_any())
+                .collect();
+            let registered: BTreeSet<String> = world
+                .forgejo
+                .runners()
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            (live.is_disjoint(&second_warm) && registered.is_disjoint(&second_warm)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        world.forgejo.job(held.id).expect("held").status,
+        "running",
+        "the busy warm runner was not touched"
+    );
+    let results = wait_for_results(&world, &[held.id]).await;
+    assert_eq!(results[&held.id], "success");
+
+    // Then nothing is left: no live runner Job, no registration; the held runner's Job
+    // ended by itself (Complete), it was never deleted.
+    wait_until("no live runner Job and no registration", LONG, || async {
+        (world.live_runner_jobs().await.is_empty() && world.forgejo.runners().is_empty())
+            .then_some(())
+    })
+    .await;
+    let held_job = world
+        .runner_jobs()
+        .await
+        .into_iter()
+        .find(|job| job.name_any() == held_runner)
+        .expect("the held runner's Job is kept until its TTL");
+    assert!(support::is_finished(&held_job), "it finished by itself");
+    assert!(held_job.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        warm_status(&world)
+            .await
+            .map(|(idle, _, kept)| (idle, kept)),
+        Some((0, false))
+    );
+}

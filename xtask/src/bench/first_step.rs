@@ -1,0 +1,259 @@
+//! Time to a job's first step on the real node: from the moment a job becomes waiting in
+//! the stand-in to the stand-in receiving that job's first log row (the runner started the
+//! job), for single jobs and a burst, cold (a Job made per job after a poll) and warm (idle
+//! warm runners fetching every second). The node's pod start (Job seen → runner container
+//! started, cold Jobs) is measured in the same run, for the cold target.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use forgejo_stand_in::{StandIn, StandInConfig, StandInJob};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::TOKEN;
+use super::setup::{OperatorBinary, apply_pool, fresh_namespace, pool_value, start_operator};
+use super::start::{Timeline, percentile, watch};
+use crate::{cluster, image, node};
+
+/// Single jobs per scenario, one after the other.
+const SINGLES: usize = 5;
+/// Jobs of the burst.
+const BURST: usize = 20;
+/// How long one job may take to send its first log row.
+const FIRST_ROW_DEADLINE: Duration = Duration::from_secs(180);
+/// How long warm runners may take to be ready.
+const READY_DEADLINE: Duration = Duration::from_secs(240);
+/// The pools' poll interval, in seconds: the default of `spec.pollInterval`.
+const POLL_INTERVAL_SECS: u64 = 30;
+
+/// One row of the table: a scenario's single jobs and its burst.
+struct Row {
+    name: String,
+    singles: Vec<f64>,
+    burst: Vec<f64>,
+}
+
+/// Runs the cold and warm scenarios and prints their figures.
+pub(super) async fn bench_first_step(
+    root: &Path,
+    client: &Client,
+    operator: &OperatorBinary,
+) -> anyhow::Result<()> {
+    let runner = image::build_runner_test(root, None)?;
+    cluster::import_image(root, &runner.tar)?;
+    let ns = "bench-first-step";
+    fresh_namespace(client, ns).await?;
+    let forgejo = StandIn::start(StandInConfig {
+        bind: SocketAddr::new(node::NODE_IP.into(), 0),
+        ..StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN)
+    });
+    let timeline = Timeline::default();
+    let watches = watch(client, ns, &timeline);
+    let _operator = start_operator(operator, ns)?;
+    let mut rows = Vec::new();
+    for warm in [0, 2, 20] {
+        let name = if warm == 0 {
+            "cold".to_owned()
+        } else {
+            format!("warm{warm}")
+        };
+        let scenario = Scenario {
+            client,
+            ns,
+            forgejo: &forgejo,
+            pool: format!("fs-{name}"),
+            label: name.clone(),
+            warm,
+        };
+        println!("==> first-step: {name}");
+        rows.push(scenario.run(&runner.reference).await?);
+    }
+    for task in watches {
+        task.abort();
+    }
+    let pod_start: Vec<f64> = timeline
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter_map(|s| Some((s.running? - s.job?).as_secs_f64() * 1e3))
+        .collect();
+    report(&rows, &pod_start);
+    Ok(())
+}
+
+/// One pool on a label of its own, with `warm` warm runners (0: none).
+struct Scenario<'a> {
+    client: &'a Client,
+    ns: &'a str,
+    forgejo: &'a StandIn,
+    pool: String,
+    label: String,
+    warm: usize,
+}
+
+impl Scenario<'_> {
+    async fn run(&self, image: &str) -> anyhow::Result<Row> {
+        let mut pool = pool_value(
+            &self.pool,
+            &self.forgejo.url(),
+            &format!("{}:host", self.label),
+            (self.warm + BURST) * 2,
+            &format!("{POLL_INTERVAL_SECS}s"),
+        );
+        pool["spec"]["runnerImage"] = image.into();
+        pool["spec"]["jobTemplate"] = json!({"spec": {"containers": [{
+            "name": scheduler::RUNNER_CONTAINER,
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}
+        }]}});
+        if self.warm > 0 {
+            pool["spec"]["warmRunners"] = json!({
+                "runners": [{"label": self.label, "count": self.warm}],
+                "fetchInterval": "1s",
+                "activityWindow": "0s",
+            });
+        }
+        apply_pool(self.client, self.ns, pool).await?;
+        let mut singles = Vec::new();
+        for i in 0..SINGLES {
+            self.wait_for_warm_runners().await?;
+            let job = self.job(&format!("single-{i}"));
+            let added = Instant::now();
+            let id = self.forgejo.add_job(job).id;
+            let firsts = self.first_rows(&[(id, added)]).await?;
+            singles.extend(firsts);
+            self.wait_for_results(&[id]).await?;
+        }
+        self.wait_for_warm_runners().await?;
+        let mut added = Vec::new();
+        for i in 0..BURST {
+            let job = self.job(&format!("burst-{i}"));
+            let at = Instant::now();
+            added.push((self.forgejo.add_job(job).id, at));
+        }
+        let burst = self.first_rows(&added).await?;
+        let ids: Vec<i64> = added.iter().map(|(id, _)| *id).collect();
+        self.wait_for_results(&ids).await?;
+        if self.warm > 0 {
+            // Retire them (the spec no longer asks for any), so the next scenario runs on a
+            // quiet node.
+            let patch = json!({"spec": {"warmRunners": null}});
+            Api::<api::RunnerDeployment>::namespaced(self.client.clone(), self.ns)
+                .patch(&self.pool, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            self.wait_for_idle_warm(0).await?;
+        }
+        Ok(Row {
+            name: self.label.clone(),
+            singles,
+            burst,
+        })
+    }
+
+    fn job(&self, name: &str) -> StandInJob {
+        StandInJob::new("bench/app", name, &[self.label.as_str()]).with_steps(&["echo first-step"])
+    }
+
+    /// Waits until the stand-in lists this pool's warm runners, all idle (polling).
+    async fn wait_for_warm_runners(&self) -> anyhow::Result<()> {
+        if self.warm == 0 {
+            return Ok(());
+        }
+        self.wait_for_idle_warm(self.warm).await
+    }
+
+    /// Waits until exactly `count` warm runners of this pool are registered and idle.
+    async fn wait_for_idle_warm(&self, count: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        let of_pool = format!("{}/{}", self.ns, self.pool);
+        loop {
+            let runners = self.forgejo.runners();
+            let ours: Vec<_> = runners
+                .iter()
+                .filter(|r| r.description.contains(&of_pool))
+                .collect();
+            if ours.len() == count && ours.iter().all(|r| r.status == "idle") {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "first-step {}: {} of {count} warm runners idle after {READY_DEADLINE:?}",
+                self.pool,
+                ours.iter().filter(|r| r.status == "idle").count()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// For each (job, when it was added), the milliseconds until its first log row arrived.
+    async fn first_rows(&self, added: &[(i64, Instant)]) -> anyhow::Result<Vec<f64>> {
+        let deadline = Instant::now() + FIRST_ROW_DEADLINE;
+        let mut first: BTreeMap<i64, f64> = BTreeMap::new();
+        while first.len() < added.len() {
+            for (id, at) in added {
+                if !first.contains_key(id) && !self.forgejo.log_lines(*id).is_empty() {
+                    first.insert(*id, at.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "first-step {}: {} of {} jobs started after {FIRST_ROW_DEADLINE:?}",
+                self.pool,
+                first.len(),
+                added.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(first.into_values().collect())
+    }
+
+    async fn wait_for_results(&self, ids: &[i64]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + FIRST_ROW_DEADLINE;
+        let wanted: BTreeSet<i64> = ids.iter().copied().collect();
+        loop {
+            let done = self
+                .forgejo
+                .jobs()
+                .into_iter()
+                .filter(|j| wanted.contains(&j.id) && j.status == "success")
+                .count();
+            if done == ids.len() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "first-step {}: {done} of {} jobs succeeded",
+                self.pool,
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn report(rows: &[Row], pod_start: &[f64]) {
+    let start = percentile(pod_start, 0.5);
+    println!(
+        "first-step: node pod start (cold Jobs, Job seen -> runner container started): p50 {start:.0} ms, p95 {:.0} ms; cold target p50 <= {:.0} ms (pollInterval/2 + pod start)",
+        percentile(pod_start, 0.95),
+        POLL_INTERVAL_SECS as f64 * 500.0 + start
+    );
+    println!();
+    println!(
+        "| Runners | Single jobs ({SINGLES}, one at a time): p50 / p95 | Burst of {BURST}: p50 / p95 |"
+    );
+    println!("|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {:.0} ms / {:.0} ms | {:.0} ms / {:.0} ms |",
+            row.name,
+            percentile(&row.singles, 0.5),
+            percentile(&row.singles, 0.95),
+            percentile(&row.burst, 0.5),
+            percentile(&row.burst, 0.95)
+        );
+    }
+}
