@@ -366,7 +366,8 @@ impl StandIn {
         lock(&self.inner.state).jobs.remove(&id).is_some()
     }
 
-    /// A runner takes a job: it becomes `running` with a task id; false if the job is unknown.
+    /// A runner takes a job: it becomes `running` with a task id, and the runner is listed
+    /// `active` until the job ends, as one that reports on it; false if the job is unknown.
     pub fn take_job(&self, job_id: i64, runner_id: i64) -> bool {
         lock(&self.inner.state).take_job(job_id, runner_id)
     }

@@ -73,6 +73,9 @@ pub(super) struct RunnerRecord {
     pub last_active: Option<Instant>,
     /// Whether it was ever handed a task (an ephemeral runner gets one only).
     pub had_task: bool,
+    /// Whether a test handed it its task ([`State::take_job`]) and stands for a runner
+    /// that reports on it every second: `active` until the task ends.
+    pub reports_by_test: bool,
 }
 
 /// After this long without a call, Forgejo lists a runner as `offline` (`RunnerOfflineTime`).
@@ -316,10 +319,8 @@ impl State {
         job.runner_id = Some(runner_id);
         if let Some(runner) = self.runners.get_mut(&runner_id) {
             runner.had_task = true;
-            // A runner outside the runner service (a test's) reports on it at once.
-            let now = Instant::now();
-            runner.last_online = Some(now);
-            runner.last_active = Some(now);
+            // A runner outside the runner service (a test's) reports on it until it ends.
+            runner.reports_by_test = true;
         }
         true
     }
@@ -327,10 +328,9 @@ impl State {
     /// Hands job `job_id` to runner `runner_id` as `FetchTask` does: the runner becomes
     /// `active` only once it reports on the task.
     pub fn assign_job(&mut self, job_id: i64, runner_id: i64) -> bool {
-        let last_active = self.runners.get(&runner_id).and_then(|r| r.last_active);
         let taken = self.take_job(job_id, runner_id);
         if let Some(runner) = self.runners.get_mut(&runner_id) {
-            runner.last_active = last_active;
+            runner.reports_by_test = false;
         }
         taken
     }
@@ -346,6 +346,7 @@ impl State {
                 self.runners.remove(&runner_id);
             } else if let Some(runner) = self.runners.get_mut(&runner_id) {
                 runner.last_active = None;
+                runner.reports_by_test = false;
             }
         }
         true
@@ -399,6 +400,7 @@ impl State {
             last_online: None,
             last_active: None,
             had_task: false,
+            reports_by_test: false,
         };
         self.runners.insert(id, record.clone());
         let token = record.token.clone();
