@@ -122,6 +122,17 @@ pub struct Deletion {
     pub message: String,
 }
 
+/// A warm runner to retire. The operator reads each registration again first: if one is
+/// `active` now (the runner took a job since the listing), nothing is deleted; else it
+/// deletes the registrations, then the Job (its Secret goes with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmRetirement {
+    /// Its registrations (none when it never registered, or on the legacy path).
+    pub registrations: Vec<RegistrationDeletion>,
+    /// Its Job.
+    pub job: Deletion,
+}
+
 /// A Forgejo runner registration to delete (`DELETE …/actions/runners/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationDeletion {
@@ -172,6 +183,8 @@ pub struct Plan {
     pub create_secrets: Vec<SecretRequest>,
     /// Runner Jobs to delete (propagation `Background`).
     pub delete_jobs: Vec<Deletion>,
+    /// Warm runners to retire, each its registration then its Job.
+    pub retire_warm_runners: Vec<WarmRetirement>,
     /// Runner Secrets to delete.
     pub delete_secrets: Vec<Deletion>,
     /// Runner registrations to delete.
@@ -197,6 +210,7 @@ impl Plan {
         !(self.create_jobs.is_empty()
             && self.create_secrets.is_empty()
             && self.delete_jobs.is_empty()
+            && self.retire_warm_runners.is_empty()
             && self.delete_secrets.is_empty()
             && self.delete_registrations.is_empty())
     }

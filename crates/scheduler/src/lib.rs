@@ -125,6 +125,7 @@ pub use input::{
 };
 pub use items::{
     Deletion, FinishedJob, JobCreation, Plan, PlanSummary, RegistrationDeletion, SecretRequest,
+    WarmRetirement,
 };
 pub use listing::{
     ListingInput, REGISTRATION_SWEEP_POLLS, RegistrationListing, changes_registrations,

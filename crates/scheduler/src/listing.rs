@@ -81,6 +81,10 @@ pub fn lists_registrations(input: &ListingInput<'_>) -> bool {
 pub fn changes_registrations(plan: &Plan) -> bool {
     !plan.delete_registrations.is_empty()
         || plan
+            .retire_warm_runners
+            .iter()
+            .any(|r| !r.registrations.is_empty())
+        || plan
             .create_secrets
             .iter()
             .any(|request| request.path == RunnerPath::Ephemeral)

@@ -77,8 +77,6 @@ pub fn plan(input: &PlanInput<'_>, now: Time) -> Result<Plan, PlanError> {
     create_jobs.extend(warm.create_jobs);
     let mut create_secrets = create_secrets;
     create_secrets.extend(warm.create_secrets);
-    let mut delete_jobs = cleanup.delete_jobs;
-    delete_jobs.extend(warm.delete_jobs);
     delete_registrations.extend(warm.delete_registrations);
     let recheck_at = earliest(
         cleanup.recheck_at,
@@ -94,7 +92,8 @@ pub fn plan(input: &PlanInput<'_>, now: Time) -> Result<Plan, PlanError> {
         waiting_jobs: attempts(&capacity.waiting),
         create_jobs,
         create_secrets,
-        delete_jobs,
+        delete_jobs: cleanup.delete_jobs,
+        retire_warm_runners: warm.retire,
         delete_secrets,
         delete_registrations,
         finished,

@@ -85,15 +85,6 @@ impl Reason {
         }
     }
 
-    /// Whether it retires a warm runner: its registration is checked again just before it
-    /// is deleted, and kept if the runner took a job since the listing.
-    pub fn retires_warm_runner(&self) -> bool {
-        matches!(
-            self,
-            Self::WarmRunnerRetired | Self::WarmRunnerRecycled | Self::WarmRunnerNotStarted
-        )
-    }
-
     /// Whether it reports a failure (a Warning event) rather than routine work.
     pub fn is_failure(&self) -> bool {
         matches!(

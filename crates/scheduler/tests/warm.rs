@@ -236,7 +236,7 @@ fn idle_warm_runners_are_left_the_jobs_they_can_take_within_the_grace() {
     assert_eq!(warm_creations(&plan), 0, "both ready runners count");
     let recheck = plan.recheck_after.unwrap();
     assert!(recheck <= warm_grace(Duration::from_secs(1)), "{recheck:?}");
-    assert!(plan.delete_registrations.is_empty() && plan.delete_jobs.is_empty());
+    assert!(plan.delete_registrations.is_empty() && plan.retire_warm_runners.is_empty());
 }
 
 #[test]
@@ -282,32 +282,33 @@ fn a_closing_window_retires_idle_runners_registration_first_and_never_a_busy_one
         Reason::WarmWindowClosed
     );
     let name = |n| WarmRunnerName::new(UID, n).unwrap().into_string();
-    let deleted_regs: Vec<&str> = plan
-        .delete_registrations
+    let retired: Vec<(String, Vec<String>)> = plan
+        .retire_warm_runners
         .iter()
-        .map(|d| d.name.as_str())
+        .map(|r| {
+            let registrations = r.registrations.iter().map(|d| d.name.clone()).collect();
+            (r.job.name.clone(), registrations)
+        })
         .collect();
     assert_eq!(
-        deleted_regs,
-        [name(0)],
-        "the idle one's registration goes first"
-    );
-    let deleted_jobs: BTreeSet<&str> = plan.delete_jobs.iter().map(|d| d.name.as_str()).collect();
-    let expected: BTreeSet<String> = [name(2), name(3)].into();
-    assert_eq!(
-        deleted_jobs,
-        expected.iter().map(String::as_str).collect(),
-        "the one whose registration is gone and the one never registered"
+        retired,
+        [(name(0), vec![name(0)]), (name(3), vec![])],
+        "the idle one (its registration, then its Job) and the one never registered (its \
+         Job); not the busy one, nor the one whose task ended (its pod exits by itself)"
     );
     assert!(
-        plan.delete_jobs
+        plan.retire_warm_runners
             .iter()
-            .all(|d| d.reason == Reason::WarmRunnerRetired)
+            .all(|r| r.job.reason == Reason::WarmRunnerRetired)
     );
+    assert!(plan.delete_jobs.is_empty() && plan.delete_registrations.is_empty());
     assert!(plan.create_jobs.is_empty());
     let status = plan.status.warm_runners.unwrap();
     assert!(!status.kept);
-    assert_eq!(status.busy, 1);
+    assert_eq!(
+        status.busy, 2,
+        "the one running and the one whose task ended"
+    );
 }
 
 #[test]
@@ -339,18 +340,24 @@ fn a_pod_that_never_starts_its_runner_is_replaced() {
     let rd = was_kept(warm_pool(10, 1), at(390));
     let scene = Scene::new(rd, 400).with_warm(&[warm(0, "docker", Stage::Starting)]);
     let plan = scene.plan();
-    assert_eq!(plan.delete_registrations.len(), 1, "its registration first");
+    let retired = &plan.retire_warm_runners[0];
     assert_eq!(
-        plan.delete_registrations[0].reason,
-        Reason::WarmRunnerNotStarted
+        retired.registrations.len(),
+        1,
+        "its registration, then its Job"
     );
+    assert_eq!(retired.job.reason, Reason::WarmRunnerNotStarted);
     let scene = Scene::new(was_kept(warm_pool(10, 1), at(390)), 400).with_warm(&[warm(
         0,
         "docker",
         Stage::Unregistered,
     )]);
     let plan = scene.plan();
-    assert_eq!(plan.delete_jobs[0].reason, Reason::WarmRunnerNotStarted);
+    assert!(plan.retire_warm_runners[0].registrations.is_empty());
+    assert_eq!(
+        plan.retire_warm_runners[0].job.reason,
+        Reason::WarmRunnerNotStarted
+    );
     assert_eq!(warm_creations(&plan), 1, "a new one replaces it");
 }
 
@@ -381,12 +388,16 @@ fn on_the_legacy_path_idle_runners_retire_only_with_no_job_running() {
     scene.path = RunnerPath::Legacy;
     scene.registrations.clear();
     let plan = scene.plan();
-    assert_eq!(plan.delete_jobs.len(), 2, "no job at all: none is busy");
+    assert_eq!(
+        plan.retire_warm_runners.len(),
+        2,
+        "no job at all: none is busy"
+    );
     // A job running on the label: one of them may be running it, so none is retired (a
     // running job is no demand: the window stays closed).
     scene.jobs = vec![support::forgejo_job(5, 1, &["docker"], "running")];
     let plan = scene.plan();
-    assert!(plan.delete_jobs.is_empty());
+    assert!(plan.retire_warm_runners.is_empty());
     let status = plan.status.warm_runners.unwrap();
     assert_eq!((status.busy, status.kept), (1, false));
 }
@@ -458,7 +469,11 @@ proptest! {
     #[test]
     fn plans_never_start_runners_beyond_max_runners(s in scene()) {
         let plan = s.plan();
-        let deleted: BTreeSet<&str> = plan.delete_jobs.iter().map(|d| d.name.as_str()).collect();
+        let deleted: BTreeSet<&str> = plan
+            .retire_warm_runners
+            .iter()
+            .map(|r| r.job.name.as_str())
+            .collect();
         let live_warm = s
             .warm
             .iter()
@@ -478,10 +493,18 @@ proptest! {
             .filter(|r| r.status == RegistrationStatus::Active)
             .map(|r| r.name.as_str())
             .collect();
-        for d in &plan.delete_jobs {
+        let jobs = plan
+            .delete_jobs
+            .iter()
+            .chain(plan.retire_warm_runners.iter().map(|r| &r.job));
+        for d in jobs {
             prop_assert!(!busy.contains(d.name.as_str()), "deleted busy Job {}", d.name);
         }
-        for d in &plan.delete_registrations {
+        let registrations = plan
+            .delete_registrations
+            .iter()
+            .chain(plan.retire_warm_runners.iter().flat_map(|r| &r.registrations));
+        for d in registrations {
             prop_assert!(!busy.contains(d.name.as_str()), "deleted busy registration {}", d.name);
         }
     }

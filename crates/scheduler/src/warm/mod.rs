@@ -11,9 +11,10 @@
 //! - [`decide`]: which warm runners to start (within `maxRunners`, after the jobs' own
 //!   Jobs), which to retire, and the status.
 //!
-//! Retiring never stops a runner with a task: an idle runner's registration is deleted
-//! first, and its Job only once a later listing no longer shows the registration; a runner
-//! whose registration is `active` is never touched.
+//! Retiring never stops a runner with a task: a retirement ([`WarmRetirement`]) names an
+//! idle runner's registrations and its Job; the operator reads the registrations again and
+//! deletes them, then the Job, only if none is `active`. A runner whose registration is
+//! `active` is never retired, and one whose task ended is left to exit.
 
 mod deferral;
 mod report;
@@ -32,7 +33,9 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::cleanup::{after, earliest};
 use crate::input::{ForgejoJob, PlanInput, RegistrationStatus, RunnerPath, RunnerRegistration};
-use crate::items::{Deletion, JobCreation, RegistrationDeletion, RunnerFor, SecretRequest};
+use crate::items::{
+    Deletion, JobCreation, RegistrationDeletion, RunnerFor, SecretRequest, WarmRetirement,
+};
 use crate::naming::{WarmRunnerName, parse_warm_name, pool_hash};
 use crate::pod::PodMode;
 use crate::pool::Pool;
@@ -164,9 +167,9 @@ pub(crate) struct WarmDecisions {
     pub(crate) create_jobs: Vec<JobCreation>,
     /// Their credentials, and those of live warm Jobs without a Secret.
     pub(crate) create_secrets: Vec<SecretRequest>,
-    /// Warm runner Jobs to delete.
-    pub(crate) delete_jobs: Vec<Deletion>,
-    /// Warm runner registrations to delete.
+    /// Warm runners to retire.
+    pub(crate) retire: Vec<WarmRetirement>,
+    /// Registrations of warm runners that no live warm Job can use.
     pub(crate) delete_registrations: Vec<RegistrationDeletion>,
     /// When to plan again.
     pub(crate) recheck_at: Option<Timestamp>,
@@ -200,9 +203,9 @@ pub(crate) fn decide(warm_view: &WarmView<'_>, ctx: &WarmContext<'_>) -> WarmDec
     }
     retire::orphaned_registrations(warm_view, &mut decisions);
     let deleted: BTreeSet<String> = decisions
-        .delete_jobs
+        .retire
         .iter()
-        .map(|d| d.name.clone())
+        .map(|r| r.job.name.clone())
         .collect();
     decisions.live_after = warm_view
         .live

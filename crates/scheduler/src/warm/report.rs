@@ -13,9 +13,9 @@ pub(crate) fn report(
         return (None, None);
     }
     let deleted: BTreeSet<&str> = decisions
-        .delete_jobs
+        .retire
         .iter()
-        .map(|d| d.name.as_str())
+        .map(|r| r.job.name.as_str())
         .collect();
     let count = |wanted: fn(WarmState) -> bool| {
         warm_view

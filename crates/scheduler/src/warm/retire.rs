@@ -1,5 +1,6 @@
-//! Which warm runners go, and how: the registration of an idle one first, its Job once
-//! Forgejo no longer lists the registration; a busy one never.
+//! Which warm runners go, and how: one [`WarmRetirement`] each, its registration (when it
+//! has one, not active) then its Job, carried out together by the operator after it read
+//! the registration again; a busy one never.
 
 use super::*;
 
@@ -24,7 +25,8 @@ pub(super) fn retirements<'a>(
     let mut live: Vec<&(&WarmRunner, WarmState)> = warm_view.live.iter().collect();
     live.sort_by_key(|(r, _)| (r.created_at.clone(), r.serial));
     for (runner, state) in live {
-        if !state.is_ready() && *state != WarmState::Done {
+        // Busy, unknown, or done (its task ended: the pod exits by itself).
+        if !state.is_ready() {
             continue;
         }
         let label = runner.label.as_str();
@@ -49,7 +51,7 @@ pub(super) fn retirements<'a>(
             out.push((*runner, Reason::WarmRunnerRetired));
             continue;
         }
-        if deferral::waiting_on(ctx.view, label) || *state == WarmState::Done {
+        if deferral::waiting_on(ctx.view, label) {
             continue;
         }
         let seen = ready_seen.entry(label).or_default();
@@ -74,8 +76,7 @@ pub(super) fn is_old(runner: &WarmRunner, ctx: &WarmContext<'_>) -> bool {
         .is_some_and(|at| ctx.now.0 >= after(at, half))
 }
 
-/// Retires one runner a step: its registration first (when it has one that is not active),
-/// its Job once no registration is left or it never had one.
+/// Retires one runner: its registrations (unless one is active) and its Job, as one item.
 pub(super) fn retire(
     runner: &WarmRunner,
     reason: Reason,
@@ -84,12 +85,17 @@ pub(super) fn retire(
     decisions: &mut WarmDecisions,
 ) {
     let name = runner.name.as_str();
-    let registrations = warm_view.registrations.get(name);
-    let busy = registrations
+    let registrations: Vec<&RunnerRegistration> = warm_view
+        .registrations
+        .get(name)
         .into_iter()
         .flatten()
-        .any(|r| r.status == RegistrationStatus::Active);
-    if busy {
+        .copied()
+        .collect();
+    if registrations
+        .iter()
+        .any(|r| r.status == RegistrationStatus::Active)
+    {
         return;
     }
     let why = match reason {
@@ -111,27 +117,25 @@ pub(super) fn retire(
             runner.label
         ),
     };
-    let registered = registrations.is_some_and(|regs| !regs.is_empty());
-    if ctx.path == RunnerPath::Ephemeral && registered {
-        for r in registrations.into_iter().flatten() {
-            let message = format!(
-                "{why}: deleting its runner registration {} first, its Job once Forgejo no longer lists it",
-                r.id
-            );
-            decisions
-                .delete_registrations
-                .push(RegistrationDeletion::of(r, reason, message));
-        }
-        let soon = after(ctx.now, Duration::from_secs(2));
-        decisions.recheck_at = earliest(decisions.recheck_at, Some(soon));
-        return;
-    }
-    decisions.delete_jobs.push(Deletion {
-        name: name.to_owned(),
-        forgejo_job_id: 0,
-        attempt: 0,
-        reason,
-        message: format!("{why}: deleting its Job"),
+    let registrations = match ctx.path {
+        RunnerPath::Ephemeral => registrations
+            .into_iter()
+            .map(|r| {
+                let message = format!("{why}: deleting its runner registration {}", r.id);
+                RegistrationDeletion::of(r, reason, message)
+            })
+            .collect(),
+        RunnerPath::Legacy => Vec::new(),
+    };
+    decisions.retire.push(WarmRetirement {
+        registrations,
+        job: Deletion {
+            name: name.to_owned(),
+            forgejo_job_id: 0,
+            attempt: 0,
+            reason,
+            message: format!("{why}: deleting its Job"),
+        },
     });
 }
 

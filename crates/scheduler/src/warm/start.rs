@@ -44,10 +44,11 @@ pub(super) fn start(
     let used: BTreeSet<u32> = warm_view.all.values().map(|r| r.serial).collect();
     let mut serials = (0u32..).filter(|s| !used.contains(s));
     for (label, count) in &warm.runners {
+        // An unknown one may be ready: counting it keeps a stale listing from starting more.
         let ready = warm_view
             .live
             .iter()
-            .filter(|(r, s)| r.label == label.name && s.is_ready())
+            .filter(|(r, s)| r.label == label.name && (s.is_ready() || *s == WarmState::Unknown))
             .filter(|(r, _)| !leaving.contains(r.name.as_str()))
             .count();
         for _ in ready..*count {

@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 use tokio::sync::OnceCell;
 
 use api::RunnerDeployment;
-use scheduler::{Deletion, JobCreation, Plan, RegistrationDeletion};
+use scheduler::{Deletion, JobCreation, Plan, RegistrationDeletion, WarmRetirement};
 
 use super::events::{publish, record_item};
 use super::{Context, FIELD_MANAGER};
@@ -95,6 +95,7 @@ impl<'a> PlanExecutor<'a> {
     pub async fn carry_out(&self, plan: &Plan) -> CarryOutProblems {
         bounded(&plan.delete_registrations, |d| self.delete_registration(d)).await;
         bounded(&plan.delete_jobs, |d| self.delete_job(d)).await;
+        bounded(&plan.retire_warm_runners, |r| self.retire_warm_runner(r)).await;
         bounded(&plan.delete_secrets, |d| self.delete_secret(d)).await;
         for finished in &plan.finished {
             let (ctx, rd) = (self.ctx, self.rd);
@@ -280,9 +281,6 @@ impl<'a> PlanExecutor<'a> {
         if !self.may_write() {
             return;
         }
-        if deletion.reason.retires_warm_runner() && !self.still_idle(deletion).await {
-            return;
-        }
         let deleted = self
             .write(self.client.delete_runner(self.scope, deletion.id))
             .await;
@@ -314,25 +312,32 @@ impl<'a> PlanExecutor<'a> {
 }
 
 impl PlanExecutor<'_> {
-    /// Whether a warm runner's registration is still there and not `active`: the listing
-    /// the plan read may be a few seconds old, and a runner that took a job since keeps its
-    /// registration (Forgejo would fail its task once the registration is gone).
-    async fn still_idle(&self, deletion: &RegistrationDeletion) -> bool {
-        match self
-            .read(self.client.get_runner(self.scope, deletion.id))
-            .await
-        {
-            Ok(Some(runner)) if runner.status == "active" => {
-                tracing::info!(runner = %deletion.name, "warm runner took a job since the listing; not retired");
-                false
-            }
-            Ok(Some(_)) => true,
-            Ok(None) => false,
-            Err(error) => {
-                tracing::warn!(runner = %deletion.name, %error, "reading a warm runner's registration failed; not retired now");
-                false
+    /// Retires a warm runner: reads each registration again and stops if one is `active`
+    /// now (the listing the plan read may be seconds old, and a runner with a task keeps
+    /// it: Forgejo would fail the task once its registration is gone); else deletes the
+    /// registrations, then the Job, so no runner is left fetching without a registration.
+    async fn retire_warm_runner(&self, retirement: &WarmRetirement) {
+        if !self.may_write() {
+            return;
+        }
+        for deletion in &retirement.registrations {
+            let now = self
+                .read(self.client.get_runner(self.scope, deletion.id))
+                .await;
+            match now {
+                Ok(Some(runner)) if runner.status == "active" => {
+                    tracing::info!(runner = %deletion.name, "warm runner took a job since the listing; not retired");
+                    return;
+                }
+                Ok(Some(_)) => self.delete_registration(deletion).await,
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(runner = %deletion.name, %error, "reading a warm runner's registration failed; not retired now");
+                    return;
+                }
             }
         }
+        self.delete_job(&retirement.job).await;
     }
 }
 
