@@ -104,7 +104,7 @@ async fn apiserver_applies_defaults_to_a_valid_pool() {
     let object: kube::api::DynamicObject = serde_json::from_value(valid_pool("ok")).unwrap();
     raw.create(&PostParams::default(), &object).await.unwrap();
     let rd = api.get("ok").await.unwrap();
-    assert_eq!(rd.spec.poll_interval, "30s");
+    assert_eq!(rd.spec.poll_interval, "10s");
     assert_eq!(rd.spec.max_runners, 10);
     assert_eq!(rd.spec.token_secret_ref.key, "token");
     assert_eq!(rd.spec.runner_image, api::DEFAULT_RUNNER_IMAGE);

@@ -61,7 +61,7 @@ fn defaults_fill_optional_fields() {
         "tokenSecretRef": {"name": "t"}
     }))
     .unwrap();
-    assert_eq!(spec.poll_interval, "30s");
+    assert_eq!(spec.poll_interval, "10s");
     assert_eq!(
         spec.poll_interval().unwrap(),
         std::time::Duration::from_secs(30)
@@ -283,7 +283,7 @@ fn crd_schema_carries_every_validation_rule() {
     assert!(rules(&spec)[0].contains("exists_one"));
     assert!(rules(&props["pollInterval"])[0].contains("duration('1s')"));
     assert!(rules(&props["pollInterval"])[0].contains("duration('1h')"));
-    assert_eq!(props["pollInterval"]["default"], "30s");
+    assert_eq!(props["pollInterval"]["default"], "10s");
     assert_eq!(props["maxRunners"]["minimum"], 1.0);
     assert_eq!(
         props["jobTemplate"]["x-kubernetes-preserve-unknown-fields"],

@@ -63,7 +63,21 @@ async fn two_idle_warm_runners(world: &World) -> BTreeSet<String> {
         matches!(warm_status(world).await, Some((2, _, true))).then_some(())
     })
     .await;
+    eprintln!(
+        "two idle warm runners: {idle:?}; Forgejo lists {:?}",
+        runners(world)
+    );
     idle
+}
+
+/// Every registration as (name, status), for the test's log.
+fn runners(world: &World) -> Vec<(String, String)> {
+    world
+        .forgejo
+        .runners()
+        .into_iter()
+        .map(|r| (r.name, r.status))
+        .collect()
 }
 
 fn job_of(jobs: &[Job], id: i64) -> Option<&Job> {
@@ -98,6 +112,15 @@ async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
     // No job got two runners; the first two went to the warm runners without a Job of
     // their own, the third to the cold Job made for it.
     let fetches = world.forgejo.fetches();
+    let handed: Vec<(&str, Option<i64>)> = fetches
+        .iter()
+        .filter(|f| f.task_id.is_some())
+        .map(|f| (f.runner_name.as_str(), f.job_id))
+        .collect();
+    eprintln!(
+        "jobs held {}, quick {}, third {}: handed out {handed:?}",
+        held.id, quick.id, third.id
+    );
     let runner_of = |id: i64| {
         let taken: Vec<&str> = fetches
             .iter()
@@ -173,8 +196,15 @@ async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
     // Then nothing is left: no live runner Job, no registration; the held runner's Job
     // ended by itself (Complete), it was never deleted.
     wait_until("no live runner Job and no registration", LONG, || async {
-        (world.live_runner_jobs().await.is_empty() && world.forgejo.runners().is_empty())
-            .then_some(())
+        let live: Vec<String> = world
+            .live_runner_jobs()
+            .await
+            .iter()
+            .map(|job| job.name_any())
+            .collect();
+        let left = runners(&world);
+        eprintln!("live runner Jobs {live:?}, registrations {left:?}");
+        (live.is_empty() && left.is_empty()).then_some(())
     })
     .await;
     let held_job = world

@@ -28,7 +28,7 @@ const FIRST_ROW_DEADLINE: Duration = Duration::from_secs(180);
 /// How long warm runners may take to be ready.
 const READY_DEADLINE: Duration = Duration::from_secs(240);
 /// The pools' poll interval, in seconds: the default of `spec.pollInterval`.
-const POLL_INTERVAL_SECS: u64 = 30;
+const POLL_INTERVAL_SECS: u64 = 10;
 
 /// One row of the table: a scenario's single jobs and its burst.
 struct Row {

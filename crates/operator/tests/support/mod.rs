@@ -418,7 +418,10 @@ pub fn is_finished(job: &Job) -> bool {
     // The operator's own rule (conditions, including SuccessCriteriaMet and FailureTarget
     // that come before Complete and Failed, then the pod counters): a test that counted
     // only Complete saw a slot the operator had rightly reused.
-    scheduler::OwnedJob::from_objects(job, &[], None).is_some_and(|owned| owned.state.is_finished())
+    if let Some(owned) = scheduler::OwnedJob::from_objects(job, &[], None) {
+        return owned.state.is_finished();
+    }
+    scheduler::WarmRunner::from_objects(job, &[], None).is_some_and(|warm| warm.state.is_finished())
 }
 
 /// The operator binary, run as its ServiceAccount, watching one namespace.
