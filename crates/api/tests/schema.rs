@@ -64,7 +64,7 @@ fn defaults_fill_optional_fields() {
     assert_eq!(spec.poll_interval, "10s");
     assert_eq!(
         spec.poll_interval().unwrap(),
-        std::time::Duration::from_secs(30)
+        std::time::Duration::from_secs(10)
     );
     assert_eq!(spec.token_secret_ref.key, "token");
     assert_eq!(spec.max_runners, 10);
