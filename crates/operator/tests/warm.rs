@@ -63,6 +63,18 @@ async fn two_idle_warm_runners(world: &World) -> BTreeSet<String> {
         matches!(warm_status(world).await, Some((2, _, true))).then_some(())
     })
     .await;
+    // Registered and declared is not yet fetching: wait until each has asked for a task.
+    wait_until("both warm runners fetching", LONG, || async {
+        let fetched: BTreeSet<String> = world
+            .forgejo
+            .fetches()
+            .into_iter()
+            .map(|f| f.runner_name)
+            .filter(|name| idle.contains(name))
+            .collect();
+        (fetched.len() == idle.len()).then_some(())
+    })
+    .await;
     eprintln!(
         "two idle warm runners: {idle:?}; Forgejo lists {:?}",
         runners(world)

@@ -168,7 +168,7 @@ impl Scenario<'_> {
     /// Waits until exactly `count` warm runners of this pool are registered and idle.
     async fn wait_for_idle_warm(&self, count: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_DEADLINE;
-        let of_pool = format!("{}/{}", self.ns, self.pool);
+        let of_pool = format!("{}/{} for label", self.ns, self.pool);
         loop {
             let runners = self.forgejo.runners();
             let ours: Vec<_> = runners
