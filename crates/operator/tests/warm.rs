@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use forgejo_stand_in::StandInJob;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use scheduler::labels::FORGEJO_JOB_ID;
 use serde_json::{Value, json};
 use support::{Operator, World, node_pool, wait_for_results, wait_until};
@@ -217,6 +218,21 @@ async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
         let left = runners(&world);
         eprintln!("live runner Jobs {live:?}, registrations {left:?}");
         (live.is_empty() && left.is_empty()).then_some(())
+    })
+    .await;
+    wait_until("no runner pod running or pending", LONG, || async {
+        let pods: Api<Pod> = Api::namespaced(world.client.clone(), &world.ns);
+        let pods = pods.list(&ListParams::default()).await.ok()?;
+        let up: Vec<String> = pods
+            .items
+            .iter()
+            .filter(|pod| {
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                matches!(phase, Some("Running" | "Pending"))
+            })
+            .map(|pod| pod.name_any())
+            .collect();
+        up.is_empty().then_some(())
     })
     .await;
     let held_job = world
