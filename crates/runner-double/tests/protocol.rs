@@ -554,3 +554,36 @@ async fn wrong_runner_token_is_unauthenticated_and_exits_1() {
         text(&out)
     );
 }
+
+/// Fact: a runner waiting with `--wait` and no handle takes a job added while it polls at
+/// its next fetch, and reports its first log row at once (what warm runners rely on).
+#[tokio::test]
+async fn a_waiting_runner_takes_a_new_job_within_a_fetch_interval() {
+    let setup = Setup::new("15.0.3+gitea-1.22.0").await;
+    let child = setup.one_job(&["--wait"]).spawn().unwrap();
+    let forgejo = &setup.forgejo;
+    wait_for("the runner declares", || {
+        forgejo
+            .runner_calls()
+            .iter()
+            .any(|c| c.procedure == "Declare")
+    })
+    .await;
+    let job =
+        forgejo.add_job(StandInJob::new("faro/app", "warm", &["linux"]).with_steps(&["echo warm"]));
+    let added = Instant::now();
+    wait_for("its first log row", || {
+        !forgejo.log_lines(job.id).is_empty()
+    })
+    .await;
+    let took = added.elapsed();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // The fetch interval here is 200 ms: one interval and the report take well under 1 s.
+    assert!(
+        took < Duration::from_secs(1),
+        "first log row after {took:?}"
+    );
+}

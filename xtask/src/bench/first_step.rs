@@ -175,7 +175,17 @@ impl Scenario<'_> {
                 .iter()
                 .filter(|r| r.description.contains(&of_pool))
                 .collect();
-            if ours.len() == count && ours.iter().all(|r| r.status == "idle") {
+            // Ready is polling: each has asked for a task since it registered.
+            let fetched: BTreeSet<String> = self
+                .forgejo
+                .fetches()
+                .into_iter()
+                .map(|f| f.runner_name)
+                .collect();
+            let ready = ours
+                .iter()
+                .all(|r| r.status == "idle" && (count == 0 || fetched.contains(&r.name)));
+            if ours.len() == count && ready {
                 return Ok(());
             }
             anyhow::ensure!(
