@@ -15,7 +15,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::TOKEN;
-use super::setup::{OperatorBinary, apply_pool, fresh_namespace, pool_value, start_operator};
+use super::setup::{
+    OperatorBinary, apply_pool, fresh_namespace, listings, pool_value, start_operator,
+};
 use super::start::{Timeline, percentile, watch};
 use crate::{cluster, image, node};
 
@@ -35,6 +37,9 @@ struct Row {
     name: String,
     singles: Vec<f64>,
     burst: Vec<f64>,
+    /// For each single job: when it was added, when the first jobs listing after that
+    /// reached the stand-in, and when its first log row arrived.
+    single_times: Vec<(i64, Instant, Option<Instant>, Instant)>,
 }
 
 /// Runs the cold and warm scenarios and prints their figures.
@@ -75,13 +80,15 @@ pub(super) async fn bench_first_step(
     for task in watches {
         task.abort();
     }
-    let pod_start: Vec<f64> = timeline
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let seen = timeline.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let pod_start: Vec<f64> = seen
         .values()
         .filter_map(|s| Some((s.running? - s.job?).as_secs_f64() * 1e3))
         .collect();
     report(&rows, &pod_start);
+    if let Some(cold) = rows.first() {
+        cold_breakdown(cold, &seen);
+    }
     Ok(())
 }
 
@@ -118,13 +125,16 @@ impl Scenario<'_> {
         }
         apply_pool(self.client, self.ns, pool).await?;
         let mut singles = Vec::new();
+        let mut single_times = Vec::new();
         for i in 0..SINGLES {
             self.wait_for_warm_runners().await?;
             let job = self.job(&format!("single-{i}"));
+            let listed_before = listings(self.forgejo);
             let added = Instant::now();
             let id = self.forgejo.add_job(job).id;
-            let firsts = self.first_rows(&[(id, added)]).await?;
-            singles.extend(firsts);
+            let (first, listed) = self.first_row_and_listing(id, added, listed_before).await?;
+            singles.push(first.duration_since(added).as_secs_f64() * 1e3);
+            single_times.push((id, added, listed, first));
             self.wait_for_results(&[id]).await?;
         }
         self.wait_for_warm_runners().await?;
@@ -150,6 +160,7 @@ impl Scenario<'_> {
             name: self.label.clone(),
             singles,
             burst,
+            single_times,
         })
     }
 
@@ -198,6 +209,32 @@ impl Scenario<'_> {
         }
     }
 
+    /// When job `id`'s first log row arrived, and when the first jobs listing after
+    /// `listed_before` listings reached the stand-in (the poll that could see it).
+    async fn first_row_and_listing(
+        &self,
+        id: i64,
+        added: Instant,
+        listed_before: usize,
+    ) -> anyhow::Result<(Instant, Option<Instant>)> {
+        let deadline = added + FIRST_ROW_DEADLINE;
+        let mut listed = None;
+        loop {
+            if listed.is_none() && listings(self.forgejo) > listed_before {
+                listed = Some(Instant::now());
+            }
+            if !self.forgejo.log_lines(id).is_empty() {
+                return Ok((Instant::now(), listed));
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "first-step {}: job {id} did not start in {FIRST_ROW_DEADLINE:?}",
+                self.pool
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// For each (job, when it was added), the milliseconds until its first log row arrived.
     async fn first_rows(&self, added: &[(i64, Instant)]) -> anyhow::Result<Vec<f64>> {
         let deadline = Instant::now() + FIRST_ROW_DEADLINE;
@@ -241,6 +278,35 @@ impl Scenario<'_> {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Where a cold single job's time goes: the wait for the poll, the operator, the pod start,
+/// the runner's first report.
+fn cold_breakdown(cold: &Row, seen: &std::collections::HashMap<String, super::start::Seen>) {
+    let ms = |from: Option<Instant>, to: Option<Instant>| match (from, to) {
+        (Some(from), Some(to)) => to.saturating_duration_since(from).as_secs_f64() * 1e3,
+        _ => f64::NAN,
+    };
+    let mut parts: [(&str, Vec<f64>); 4] = [
+        ("job waiting -> the next jobs listing (poll)", Vec::new()),
+        ("that listing -> its Job seen", Vec::new()),
+        ("Job seen -> runner container started", Vec::new()),
+        ("runner started -> first log row", Vec::new()),
+    ];
+    for (id, added, listed, first) in &cold.single_times {
+        let job = seen.get(&id.to_string()).copied().unwrap_or_default();
+        parts[0].1.push(ms(Some(*added), *listed));
+        parts[1].1.push(ms(*listed, job.job));
+        parts[2].1.push(ms(job.job, job.running));
+        parts[3].1.push(ms(job.running, Some(*first)));
+    }
+    for (name, values) in parts {
+        println!(
+            "first-step: cold single jobs, {name}: p50 {:.0} ms, p95 {:.0} ms",
+            percentile(&values, 0.5),
+            percentile(&values, 0.95)
+        );
     }
 }
 
