@@ -107,7 +107,9 @@ impl RunnerRecord {
     pub fn status(&self) -> &'static str {
         let within =
             |at: Option<Instant>, limit: Duration| at.is_some_and(|at| at.elapsed() <= limit);
-        if !within(self.last_online, RUNNER_OFFLINE_AFTER) {
+        if self.reports_by_test {
+            "active"
+        } else if !within(self.last_online, RUNNER_OFFLINE_AFTER) {
             "offline"
         } else if within(self.last_active, RUNNER_IDLE_AFTER) {
             "active"

@@ -211,7 +211,12 @@ async fn an_ephemeral_runner_is_deleted_by_forgejo_when_its_job_ends() {
         .unwrap();
 
     assert!(forgejo.take_job(job.id, runner.id));
-    assert_eq!(client.list_runners(&acme()).await.unwrap().len(), 1);
+    let listed = client.list_runners(&acme()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].status, "active",
+        "a test's runner reports on its job"
+    );
     assert!(forgejo.finish_job(job.id, "success"));
 
     assert!(client.list_runners(&acme()).await.unwrap().is_empty());
