@@ -108,9 +108,20 @@ async fn observe_and_act(
         return Err(Error::Forgejo(error.clone()));
     }
     write_conditions(rd, &observed, &decision, &problems, status, now);
+    // The next poll is due when the listing this plan read is `max_age` old, not an
+    // interval from now: a reconcile woken by a Job or pod event reads the shared listing,
+    // and requeueing a whole interval after it put the next poll off by up to an interval.
+    let poll_due = observed
+        .polled
+        .as_ref()
+        .map_or(observed.interval, |polled| {
+            observed
+                .max_age
+                .saturating_sub(polled.poll.jobs.at.elapsed())
+        });
     let next = plan
         .recheck_after
-        .map_or(observed.interval, |recheck| recheck.min(observed.interval))
+        .map_or(poll_due, |recheck| recheck.min(poll_due))
         .max(Duration::from_millis(200));
     Ok(Action::requeue(next))
 }
@@ -119,6 +130,9 @@ async fn observe_and_act(
 struct Observed {
     scope: forgejo::Scope,
     interval: Duration,
+    /// How old a shared listing may be for this pool (its interval, shorter with warm
+    /// runners).
+    max_age: Duration,
     client: forgejo::Client,
     version: forgejo::ServerVersion,
     runner_path: RunnerPath,
@@ -215,6 +229,7 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
     Ok(Observed {
         scope,
         interval,
+        max_age,
         client,
         version,
         runner_path,
