@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, KeyToPath, Se
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::labels;
-use crate::naming::{is_dns1123_label, is_label_value, pool_hash};
+use crate::naming::{is_dns1123_label, pool_hash};
 use crate::pool::Pool;
 use crate::volumes::secret_file_volume;
 
@@ -176,23 +176,7 @@ pub fn managed_server_url(cluster_ip: &str) -> String {
 
 /// The labels of every cache object of `pool`.
 pub fn cache_labels(pool: &Pool, component: &str) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::from([
-        (
-            labels::APP_NAME.to_owned(),
-            labels::APP_NAME_VALUE.to_owned(),
-        ),
-        (labels::APP_COMPONENT.to_owned(), component.to_owned()),
-        (
-            labels::MANAGED_BY.to_owned(),
-            labels::MANAGED_BY_VALUE.to_owned(),
-        ),
-        (labels::RUNNER_DEPLOYMENT_UID.to_owned(), pool.uid.clone()),
-    ]);
-    if is_label_value(&pool.name) {
-        map.insert(labels::APP_INSTANCE.to_owned(), pool.name.clone());
-        map.insert(labels::RUNNER_DEPLOYMENT.to_owned(), pool.name.clone());
-    }
-    map
+    labels::pool_object_labels(&pool.uid, &pool.name, component)
 }
 
 /// Metadata of a cache object named `name`, owned by `pool`.

@@ -58,6 +58,27 @@ pub const RUNNER_LABELS: &str = "forgejo.runners.dev/runner-labels";
 /// Annotation: the container `kubectl logs` and `kubectl exec` pick by default.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
+/// The labels of every object the controller makes for a pool (runner Jobs and pods, cache
+/// objects): the app labels, `component`, and the pool's uid and, when it is a valid label
+/// value, its name.
+pub fn pool_object_labels(
+    pool_uid: &str,
+    pool_name: &str,
+    component: &str,
+) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::from([
+        (APP_NAME.to_owned(), APP_NAME_VALUE.to_owned()),
+        (APP_COMPONENT.to_owned(), component.to_owned()),
+        (MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
+        (RUNNER_DEPLOYMENT_UID.to_owned(), pool_uid.to_owned()),
+    ]);
+    if crate::naming::is_label_value(pool_name) {
+        map.insert(APP_INSTANCE.to_owned(), pool_name.to_owned());
+        map.insert(RUNNER_DEPLOYMENT.to_owned(), pool_name.to_owned());
+    }
+    map
+}
+
 /// The selector of every runner Job the controller made, in any pool.
 pub fn owned_jobs_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE},{APP_COMPONENT}={COMPONENT_RUNNER}")

@@ -34,7 +34,7 @@ use crate::cache::{
 };
 use crate::input::{ForgejoJob, RunnerPath};
 use crate::labels;
-use crate::naming::{NameError, RunnerJobName, WarmRunnerName, is_label_value};
+use crate::naming::{NameError, RunnerJobName, WarmRunnerName};
 use crate::pool::{Pool, RunnerCache};
 use crate::secret::{REGISTRATION_TOKEN_KEY, TOKEN_KEY, UUID_KEY};
 use crate::template::merge_user_template;

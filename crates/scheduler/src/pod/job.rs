@@ -139,24 +139,5 @@ fn build_job(
 
 /// The labels of every runner Job of the pool and its pod.
 fn pool_labels(pool: &Pool) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::from([
-        (
-            labels::APP_NAME.to_owned(),
-            labels::APP_NAME_VALUE.to_owned(),
-        ),
-        (
-            labels::APP_COMPONENT.to_owned(),
-            labels::COMPONENT_RUNNER.to_owned(),
-        ),
-        (
-            labels::MANAGED_BY.to_owned(),
-            labels::MANAGED_BY_VALUE.to_owned(),
-        ),
-        (labels::RUNNER_DEPLOYMENT_UID.to_owned(), pool.uid.clone()),
-    ]);
-    if is_label_value(&pool.name) {
-        map.insert(labels::APP_INSTANCE.to_owned(), pool.name.clone());
-        map.insert(labels::RUNNER_DEPLOYMENT.to_owned(), pool.name.clone());
-    }
-    map
+    labels::pool_object_labels(&pool.uid, &pool.name, labels::COMPONENT_RUNNER)
 }
