@@ -130,9 +130,11 @@ impl Scenario<'_> {
             self.wait_for_warm_runners().await?;
             let job = self.job(&format!("single-{i}"));
             let listed_before = listings(self.forgejo);
+            let fetched_before = self.forgejo.fetches().len();
             let added = Instant::now();
             let id = self.forgejo.add_job(job).id;
             let (first, listed) = self.first_row_and_listing(id, added, listed_before).await?;
+            self.print_taker(id, fetched_before);
             singles.push(first.duration_since(added).as_secs_f64() * 1e3);
             single_times.push((id, added, listed, first));
             self.wait_for_results(&[id]).await?;
@@ -166,6 +168,25 @@ impl Scenario<'_> {
 
     fn job(&self, name: &str) -> StandInJob {
         StandInJob::new("bench/app", name, &[self.label.as_str()]).with_steps(&["echo first-step"])
+    }
+
+    /// Prints which runner took job `id` and how often each runner fetched since the
+    /// `fetched_before`th fetch: a warm single job that a cold Job took shows why.
+    fn print_taker(&self, id: i64, fetched_before: usize) {
+        let fetches = self.forgejo.fetches();
+        let since = fetches.get(fetched_before..).unwrap_or_default();
+        let taker = since
+            .iter()
+            .find(|f| f.job_id == Some(id))
+            .map_or("nobody", |f| f.runner_name.as_str());
+        let mut per_runner: BTreeMap<&str, usize> = BTreeMap::new();
+        for fetch in since {
+            *per_runner.entry(fetch.runner_name.as_str()).or_default() += 1;
+        }
+        println!(
+            "first-step {}: job {id} taken by {taker}; fetches since it was added: {per_runner:?}",
+            self.pool
+        );
     }
 
     /// Waits until the stand-in lists this pool's warm runners, all idle (polling).
