@@ -97,8 +97,9 @@ pub struct Args {
     pub forgejo_timeout: Duration,
 
     /// How long a runner Job whose Forgejo job no longer waits (cancelled, or taken by another
-    /// runner) and whose runner runs nothing is kept, counted from when its runner started
-    /// (or, if it has not started, from the Job's creation), e.g. `60s`.
+    /// runner) and whose runner runs nothing is kept, counted from when its runner started and
+    /// this replica first saw the job not waiting (or, if the runner has not started, from the
+    /// Job's creation), e.g. `60s`.
     #[arg(long, env = "FRC_NOT_WAITING_GRACE", default_value = "60s", value_parser = parse_period)]
     pub not_waiting_grace: Duration,
 

@@ -35,6 +35,7 @@ mod events;
 mod executor;
 mod finalize;
 mod latency;
+mod not_waiting;
 mod observe;
 mod recent;
 mod reconcile;
@@ -123,6 +124,8 @@ pub struct Context {
     pub recent: recent::RecentWrites,
     /// The cache objects last applied per pool.
     pub caches: cache::AppliedCaches,
+    /// When each runner Job's Forgejo job was first seen not waiting.
+    pub not_waiting: not_waiting::NotWaitingSince,
 }
 
 /// Requests (to the apiserver and Forgejo) that the reconciles of one controller make at
@@ -288,6 +291,7 @@ where
         tokens: tokens.clone(),
         recent: recent::RecentWrites::default(),
         caches: cache::AppliedCaches::default(),
+        not_waiting: not_waiting::NotWaitingSince::default(),
     });
 
     let (pool_store, pool_stream) = watches::pools(pools);

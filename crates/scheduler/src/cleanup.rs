@@ -2,14 +2,19 @@
 //!
 //! A Job goes when:
 //! - its Forgejo job no longer waits and its runner runs nothing, for `not_waiting_grace`
-//!   since the runner started (or since the Job was created, if no runner started): the job
-//!   was cancelled, or another runner took it;
+//!   since the runner started and the job was first seen not waiting (or since the Job was
+//!   created, if no runner started): the job was cancelled, or another runner took it;
 //! - its pod cannot start: an image error or a container config error for
 //!   `image_pull_deadline`, or unschedulable for `unschedulable_deadline` (failures);
 //! - it finished while its Forgejo job still waits, `retry_after` ago: a new Job may try.
 //!
 //! "Runs nothing": the runner container has not started; or (v15) its registration is not
-//! `active`. A started runner whose registration is gone was an ephemeral runner that took
+//! `active`. Forgejo calls a runner `active` only once it reported on its task (`UpdateTask`
+//! or `UpdateLog`, which a runner sends at once and then every second), so a runner that
+//! fetched its task just before a registrations listing is still `idle` in it. So `idle`
+//! counts only in a listing made [`REPORT_GAP`] after the job was first seen not waiting
+//! (any runner that took it had reported by then), and the grace counts from that sighting
+//! too. A started runner whose registration is gone was an ephemeral runner that took
 //! its task (Forgejo deletes those when the task ends): it is left to exit. On the legacy
 //! path a started runner may be running any job of its labels, so it is left alone until
 //! its `activeDeadlineSeconds`.
@@ -31,6 +36,10 @@ use crate::owned::{JobState, OwnedJob};
 use crate::reason::Reason;
 use crate::text::truncate;
 use crate::view::{ForgejoState, PoolView, holds_slot};
+
+/// How long after taking a task a runner has surely reported on it (forgejo-runner reports
+/// at once, then every second), so that Forgejo lists it `active`.
+pub const REPORT_GAP: Duration = Duration::from_secs(3);
 
 /// What to do with one runner Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +64,10 @@ pub(crate) struct JobContext<'a> {
     pub(crate) path: RunnerPath,
     /// The grace periods and deadlines.
     pub(crate) timeouts: Timeouts,
+    /// When each live Job's Forgejo job was first seen not waiting, by Job name.
+    pub(crate) not_waiting_since: BTreeMap<&'a str, &'a Time>,
+    /// When the registrations were listed (`None`: not by this poll).
+    pub(crate) registrations_listed_at: Option<&'a Time>,
     /// The pool's runner registrations by name.
     pub(crate) registrations: &'a BTreeMap<&'a str, Vec<&'a RunnerRegistration>>,
     /// The time of the plan.
@@ -63,11 +76,17 @@ pub(crate) struct JobContext<'a> {
 
 impl<'a> JobContext<'a> {
     /// The context of a plan of `input`, narrowed to `view`, at `now`.
-    pub(crate) fn new(input: &PlanInput<'_>, view: &'a PoolView<'_>, now: &'a Time) -> Self {
+    pub(crate) fn new(input: &PlanInput<'a>, view: &'a PoolView<'_>, now: &'a Time) -> Self {
         Self {
             path: input.runner_path,
             timeouts: input.timeouts,
             registrations: &view.registrations,
+            not_waiting_since: input
+                .not_waiting_since
+                .iter()
+                .map(|(name, at)| (name.as_str(), at))
+                .collect(),
+            registrations_listed_at: input.warm.registrations_listed_at,
             now,
         }
     }
@@ -153,12 +172,23 @@ fn forgejo_job_gone(
     ctx: &JobContext<'_>,
     deadlines: &mut Deadlines<'_>,
 ) -> Option<JobDecision> {
+    let seen = ctx
+        .not_waiting_since
+        .get(job.name.as_str())
+        .copied()
+        .unwrap_or(ctx.now);
     if !matches!(forgejo, ForgejoState::Taken | ForgejoState::Absent)
-        || runner_may_be_busy(job, ctx)
+        || runner_may_be_busy(job, seen, ctx)
     {
         return None;
     }
-    let idle_since = job.runner_started_at.as_ref().or(job.created_at.as_ref())?;
+    // A runner that never started cannot have taken the task: its grace runs from the Job's
+    // creation, as a pod that cannot start is best gone soon.
+    let idle_since = match (&job.runner_started_at, &job.created_at) {
+        (Some(started), _) if seen.0 > started.0 => seen,
+        (Some(started), _) => started,
+        (None, created) => created.as_ref()?,
+    };
     let whereabouts = if forgejo == ForgejoState::Taken {
         "was taken by another runner"
     } else {
@@ -255,7 +285,7 @@ fn stuck_reason(waiting_reason: &str, timeouts: &Timeouts) -> Option<(Reason, Du
 }
 
 /// Whether the Job's runner may be running a task (so the Job must not be deleted).
-fn runner_may_be_busy(job: &OwnedJob, ctx: &JobContext<'_>) -> bool {
+fn runner_may_be_busy(job: &OwnedJob, not_waiting_since: &Time, ctx: &JobContext<'_>) -> bool {
     if job.runner_started_at.is_none() {
         return false;
     }
@@ -268,9 +298,15 @@ fn runner_may_be_busy(job: &OwnedJob, ctx: &JobContext<'_>) -> bool {
                 // when its task ends, so it is exiting (or the list is incomplete): leave it.
                 true
             } else {
-                registrations
-                    .iter()
-                    .any(|r| r.status == RegistrationStatus::Active)
+                // Only a listing made a report's time after the job left waiting shows the
+                // runner that took it as `active`.
+                let listed_after_a_report = ctx
+                    .registrations_listed_at
+                    .is_some_and(|at| at.0 >= after(not_waiting_since, REPORT_GAP));
+                !listed_after_a_report
+                    || registrations
+                        .iter()
+                        .any(|r| r.status == RegistrationStatus::Active)
             }
         }
     }
@@ -294,6 +330,8 @@ fn own_registrations<'a>(
 pub(crate) struct JobCleanup<'a> {
     /// The Jobs to delete.
     pub(crate) delete_jobs: Vec<Deletion>,
+    /// The live Jobs whose Forgejo job is listed as not waiting (taken or gone).
+    pub(crate) not_waiting: Vec<String>,
     /// Their names.
     pub(crate) deleted: BTreeSet<&'a str>,
     /// The earliest moment a kept Job's grace period or deadline runs out.
@@ -304,11 +342,15 @@ pub(crate) struct JobCleanup<'a> {
 pub(crate) fn job_deletions<'a>(view: &PoolView<'a>, ctx: &JobContext<'_>) -> JobCleanup<'a> {
     let mut cleanup = JobCleanup {
         delete_jobs: Vec::new(),
+        not_waiting: Vec::new(),
         deleted: BTreeSet::new(),
         recheck_at: None,
     };
     for job in view.owned.values() {
         let forgejo = view.forgejo_state((job.forgejo_job_id, job.attempt));
+        if job.is_live() && matches!(forgejo, ForgejoState::Taken | ForgejoState::Absent) {
+            cleanup.not_waiting.push(job.name.clone());
+        }
         match decide_job(job, forgejo, ctx) {
             JobDecision::Keep { recheck_at } => {
                 cleanup.recheck_at = earliest(cleanup.recheck_at, recheck_at);

@@ -157,6 +157,10 @@ pub struct PlanInput<'a> {
     pub cache: Option<&'a RunnerCache>,
     /// The pool's warm runners and what their decisions read.
     pub warm: WarmInput<'a>,
+    /// When each live Job's Forgejo job was first seen not waiting, by Job name, as
+    /// [`Plan::not_waiting_jobs`](crate::Plan::not_waiting_jobs) told; a Job not in it is
+    /// seen so now.
+    pub not_waiting_since: &'a [(String, Time)],
 }
 
 /// What a plan is told about warm runners.

@@ -183,6 +183,10 @@ pub struct Plan {
     pub create_secrets: Vec<SecretRequest>,
     /// Runner Jobs to delete (propagation `Background`).
     pub delete_jobs: Vec<Deletion>,
+    /// The live Jobs whose Forgejo job is listed as not waiting (taken or gone): the caller
+    /// remembers when it first saw each and passes it back in
+    /// [`PlanInput::not_waiting_since`](crate::PlanInput::not_waiting_since).
+    pub not_waiting_jobs: Vec<String>,
     /// Warm runners to retire, each its registration then its Job.
     pub retire_warm_runners: Vec<WarmRetirement>,
     /// Runner Secrets to delete.

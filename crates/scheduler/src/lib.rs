@@ -53,6 +53,7 @@
 //!     timeouts: Timeouts::default(),
 //!     cache: None,
 //!     warm: Default::default(),
+//!     not_waiting_since: &[],
 //! };
 //! let now = Time(Timestamp::from_second(1_800_000_000).unwrap());
 //! let plan = plan(&input, now).unwrap();

@@ -93,6 +93,7 @@ pub fn plan(input: &PlanInput<'_>, now: Time) -> Result<Plan, PlanError> {
         create_jobs,
         create_secrets,
         delete_jobs: cleanup.delete_jobs,
+        not_waiting_jobs: cleanup.not_waiting,
         retire_warm_runners: warm.retire,
         delete_secrets,
         delete_registrations,

@@ -418,6 +418,7 @@ fn a_failed_poll_creates_and_cleans_nothing_that_depends_on_forgejo() {
         timeouts: Timeouts::default(),
         cache: None,
         warm: Default::default(),
+        not_waiting_since: &[],
     };
     let plan = scheduler::plan(&input, at(0)).unwrap();
     assert!(plan.create_jobs.is_empty());
@@ -495,15 +496,17 @@ fn legacy_runners_that_started_are_left_to_their_deadline() {
     started.runner_started_at = Some(at(-9_990));
     started.runner_uuid = None;
     let pending = live_job(&name(2, 0), 2, 0, -10_000);
+    let owned = [started, pending];
     let input = PlanInput {
         pool: &rd,
         forgejo_jobs: Some(&[]),
-        owned_jobs: &[started, pending],
+        owned_jobs: &owned,
         registrations: &[],
         runner_path: RunnerPath::Legacy,
         timeouts: Timeouts::default(),
         cache: None,
         warm: Default::default(),
+        not_waiting_since: &seen_since_created(&owned),
     };
     let plan = scheduler::plan(&input, at(0)).unwrap();
     assert_eq!(
@@ -527,6 +530,7 @@ fn legacy_jobs_without_attempts_are_named_attempt_zero() {
         timeouts: Timeouts::default(),
         cache: None,
         warm: Default::default(),
+        not_waiting_since: &[],
     };
     let plan = scheduler::plan(&input, at(0)).unwrap();
     assert_eq!(plan.create_jobs[0].name, name(1, 0));
@@ -575,6 +579,7 @@ fn invalid_pools_are_refused_with_a_reason() {
         timeouts: Timeouts::default(),
         cache: None,
         warm: Default::default(),
+        not_waiting_since: &[],
     };
     let error = scheduler::plan(&input, at(0)).unwrap_err();
     assert_eq!(error, PlanError::MissingMetadata("uid"));

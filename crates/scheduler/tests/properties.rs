@@ -206,6 +206,7 @@ fn run_with(
         scheduled_jobs,
         ..api::RunnerDeploymentStatus::default()
     });
+    let now = at(s.now);
     let input = PlanInput {
         pool: &rd,
         forgejo_jobs: Some(&s.jobs),
@@ -214,9 +215,13 @@ fn run_with(
         runner_path: s.path,
         timeouts: Timeouts::default(),
         cache: None,
-        warm: Default::default(),
+        warm: scheduler::WarmInput {
+            registrations_listed_at: Some(&now),
+            ..Default::default()
+        },
+        not_waiting_since: &seen_since_created(owned),
     };
-    scheduler::plan(&input, at(s.now)).unwrap()
+    scheduler::plan(&input, now.clone()).unwrap()
 }
 
 fn run(s: &Scenario) -> Plan {
@@ -488,6 +493,9 @@ struct Simulation {
     world: World,
     status: Option<Vec<ScheduledJob>>,
     now: i64,
+    /// What the operator remembers between plans: when each Job's job was first seen not
+    /// waiting.
+    not_waiting_since: Vec<(String, k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)>,
 }
 
 impl Simulation {
@@ -502,6 +510,7 @@ impl Simulation {
             });
         let jobs: Vec<ForgejoJob> = self.forgejo.values().cloned().collect();
         let owned = self.world.owned();
+        let now = at(self.now);
         let input = PlanInput {
             pool: &rd,
             forgejo_jobs: Some(&jobs),
@@ -510,9 +519,20 @@ impl Simulation {
             runner_path: self.path,
             timeouts: Timeouts::default(),
             cache: None,
-            warm: Default::default(),
+            warm: scheduler::WarmInput {
+                registrations_listed_at: Some(&now),
+                ..Default::default()
+            },
+            not_waiting_since: &self.not_waiting_since,
         };
-        let plan = scheduler::plan(&input, at(self.now)).unwrap();
+        let plan = scheduler::plan(&input, now.clone()).unwrap();
+        self.not_waiting_since
+            .retain(|(name, _)| plan.not_waiting_jobs.contains(name));
+        for name in &plan.not_waiting_jobs {
+            if !self.not_waiting_since.iter().any(|(n, _)| n == name) {
+                self.not_waiting_since.push((name.clone(), now.clone()));
+            }
+        }
         self.world.apply(&plan, &at(self.now));
         self.status = Some(plan.status.scheduled_jobs.clone());
         plan
@@ -627,10 +647,13 @@ proptest! {
             world: World::default(),
             status: None,
             now: 0,
+            not_waiting_since: Vec::new(),
         };
         for round in &rounds {
             if round.restart {
+                // A restarted operator has lost its status cache and what it remembered.
                 sim.status = None;
+                sim.not_waiting_since.clear();
             }
             sim.reconcile();
             prop_assert!(sim.live() <= max_runners as usize, "{} live Jobs > {max_runners}", sim.live());

@@ -147,6 +147,7 @@ impl Scene {
                 registrations_listed_at: (self.path == RunnerPath::Ephemeral).then_some(&listed),
                 waiting_since: &self.waiting_since,
             },
+            not_waiting_since: &[],
         };
         scheduler::plan(&input, self.now.clone()).unwrap()
     }

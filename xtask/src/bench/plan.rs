@@ -40,6 +40,7 @@ pub(super) fn bench_plan() {
         timeouts: scheduler::Timeouts::default(),
         cache: None,
         warm: Default::default(),
+        not_waiting_since: &[],
     };
     let (first, plan) = time_it(20, || scheduler::plan(&input, now.clone()).expect("plan"));
     let owned: Vec<scheduler::OwnedJob> = plan

@@ -328,6 +328,8 @@ async fn decide(
         .and_then(|p| p.poll.registrations.as_ref())
         .map(|listed| latency::wall_clock(listed.at));
     let waiting_since = latency::waiting_since(ctx, rd);
+    let pool_uid = rd.uid().unwrap_or_default();
+    let not_waiting_since = ctx.not_waiting.of_pool(&pool_uid);
     let input = PlanInput {
         pool: rd,
         forgejo_jobs: polled.map(|p| p.poll.jobs.jobs.as_slice()),
@@ -341,9 +343,13 @@ async fn decide(
             registrations_listed_at: registrations_listed_at.as_ref(),
             waiting_since: &waiting_since,
         },
+        not_waiting_since: &not_waiting_since,
     };
     let mut plan = scheduler::plan(&input, now.clone())?;
-    let pool_uid = rd.uid().unwrap_or_default();
+    if polled.is_some() {
+        ctx.not_waiting
+            .remember(&pool_uid, &plan.not_waiting_jobs, now);
+    }
     let started_runner = ctx
         .start_pause
         .paused_since(&pool_uid)

@@ -137,6 +137,7 @@ impl Unit {
             tokens: token_watch::TokenSecrets::default(),
             recent: recent::RecentWrites::default(),
             caches: super::cache::AppliedCaches::default(),
+            not_waiting: super::not_waiting::NotWaitingSince::default(),
         };
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
         Self {
@@ -199,6 +200,7 @@ fn plan_with_owned(rd: &RunnerDeployment, owned: &[scheduler::OwnedJob]) -> Plan
         timeouts: scheduler::Timeouts::default(),
         cache: None,
         warm: Default::default(),
+        not_waiting_since: &[],
     };
     let now =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());

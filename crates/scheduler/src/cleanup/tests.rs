@@ -24,12 +24,25 @@ fn active_job() -> OwnedJob {
     }
 }
 
+/// Decides at `now` on a Job whose Forgejo job was seen not waiting from the start.
 fn decide(
     job: &OwnedJob,
     forgejo: ForgejoState,
     regs: &[RunnerRegistration],
     now: i64,
 ) -> JobDecision {
+    decide_seen(job, forgejo, regs, now, 0)
+}
+
+/// Decides at `now` on a Job whose Forgejo job was first seen not waiting at `seen`.
+fn decide_seen(
+    job: &OwnedJob,
+    forgejo: ForgejoState,
+    regs: &[RunnerRegistration],
+    now: i64,
+    seen: i64,
+) -> JobDecision {
+    let seen = at(seen);
     let mut by_name: BTreeMap<&str, Vec<&RunnerRegistration>> = BTreeMap::new();
     for r in regs {
         by_name.entry(r.name.as_str()).or_default().push(r);
@@ -39,6 +52,8 @@ fn decide(
         path: RunnerPath::Ephemeral,
         timeouts: Timeouts::default(),
         registrations: &by_name,
+        not_waiting_since: BTreeMap::from([(job.name.as_str(), &seen)]),
+        registrations_listed_at: Some(&now),
         now: &now,
     };
     decide_job(job, forgejo, &ctx)
@@ -106,6 +121,77 @@ fn an_idle_runner_whose_job_was_taken_elsewhere_goes() {
     );
     let decision = decide(&job, ForgejoState::Taken, &regs, 70);
     assert_eq!(deleted_for(&decision), Some(Reason::ForgejoJobNotWaiting));
+}
+
+#[test]
+fn a_runner_listed_idle_keeps_its_job_for_the_grace_after_the_job_left_waiting() {
+    // The runner started long ago but fetched its task just before the registrations were
+    // listed: Forgejo lists it `idle` until its first report. The grace counts from when
+    // the job was first seen taken, so the listings of the next minute show it `active`.
+    let job = OwnedJob {
+        runner_started_at: Some(at(10)),
+        ..active_job()
+    };
+    let regs = [registration(RegistrationStatus::Idle)];
+    assert_eq!(
+        decide_seen(&job, ForgejoState::Taken, &regs, 500, 480),
+        JobDecision::Keep {
+            recheck_at: Some(at(540).0)
+        }
+    );
+    let decision = decide_seen(&job, ForgejoState::Taken, &regs, 540, 480);
+    assert_eq!(deleted_for(&decision), Some(Reason::ForgejoJobNotWaiting));
+}
+
+#[test]
+fn an_idle_listing_made_before_the_runner_could_report_proves_nothing() {
+    let job = OwnedJob {
+        runner_started_at: Some(at(10)),
+        ..active_job()
+    };
+    let regs = [registration(RegistrationStatus::Idle)];
+    let mut by_name = BTreeMap::new();
+    by_name.insert(job.name.as_str(), vec![&regs[0]]);
+    let (seen, now) = (at(100), at(10_000));
+    for (listed, deleted) in [(at(50), false), (at(102), false), (at(103), true)] {
+        let ctx = JobContext {
+            path: RunnerPath::Ephemeral,
+            timeouts: Timeouts::default(),
+            registrations: &by_name,
+            not_waiting_since: BTreeMap::from([(job.name.as_str(), &seen)]),
+            registrations_listed_at: Some(&listed),
+            now: &now,
+        };
+        let decision = decide_job(&job, ForgejoState::Taken, &ctx);
+        assert_eq!(
+            deleted_for(&decision).is_some(),
+            deleted,
+            "listed at {listed:?}: {decision:?}"
+        );
+    }
+}
+
+#[test]
+fn a_job_seen_not_waiting_for_the_first_time_is_kept() {
+    let job = OwnedJob {
+        runner_started_at: Some(at(10)),
+        ..active_job()
+    };
+    let regs = [registration(RegistrationStatus::Idle)];
+    let now = at(10_000);
+    let by_name = BTreeMap::from([(job.name.as_str(), vec![&regs[0]])]);
+    let ctx = JobContext {
+        path: RunnerPath::Ephemeral,
+        timeouts: Timeouts::default(),
+        registrations: &by_name,
+        not_waiting_since: BTreeMap::new(),
+        registrations_listed_at: Some(&now),
+        now: &now,
+    };
+    assert_eq!(
+        decide_job(&job, ForgejoState::Taken, &ctx),
+        JobDecision::Keep { recheck_at: None }
+    );
 }
 
 #[test]

@@ -100,7 +100,9 @@ pub fn live_job(name: &str, id: i64, attempt: i64, created: i64) -> OwnedJob {
     }
 }
 
-/// Plans with default timeouts on the v15 path.
+/// Plans with default timeouts on the v15 path, with the registrations listed now and every
+/// Job's Forgejo job seen not waiting since the Job was created (as the operator remembers
+/// from earlier polls).
 pub fn plan_for(
     rd: &RunnerDeployment,
     jobs: &[ForgejoJob],
@@ -108,6 +110,7 @@ pub fn plan_for(
     registrations: &[RunnerRegistration],
     now: Time,
 ) -> Plan {
+    let not_waiting_since = seen_since_created(owned);
     let input = PlanInput {
         pool: rd,
         forgejo_jobs: Some(jobs),
@@ -116,9 +119,22 @@ pub fn plan_for(
         runner_path: RunnerPath::Ephemeral,
         timeouts: Timeouts::default(),
         cache: None,
-        warm: Default::default(),
+        warm: scheduler::WarmInput {
+            registrations_listed_at: Some(&now),
+            ..Default::default()
+        },
+        not_waiting_since: &not_waiting_since,
     };
-    scheduler::plan(&input, now).unwrap()
+    scheduler::plan(&input, now.clone()).unwrap()
+}
+
+/// Each Job's Forgejo job seen not waiting since the Job was created: the earliest the
+/// operator can have seen it so.
+pub fn seen_since_created(owned: &[OwnedJob]) -> Vec<(String, Time)> {
+    owned
+        .iter()
+        .filter_map(|job| Some((job.name.clone(), job.created_at.clone()?)))
+        .collect()
 }
 
 /// What the cluster and Forgejo hold for one pool, as the operator would see it.
