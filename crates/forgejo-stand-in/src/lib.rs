@@ -18,6 +18,11 @@
 //! runner double can take its jobs and report logs and results. It does not model Forgejo's
 //! permissions beyond "full", "read-only" and "unknown" tokens and a list of existing owners.
 //!
+//! Hooks created through its API (`…/orgs/{org}/hooks`, `…/repos/{owner}/{repo}/hooks`) get
+//! Forgejo's `workflow_job_<status>` deliveries, signed, when a job waits or changes status
+//! (`webhooks.rs`); tests read them ([`StandIn::deliveries`]) and disturb them
+//! ([`StandIn::set_webhook_fault`], [`StandIn::redeliver_last`]).
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use forgejo_stand_in::{StandIn, StandInConfig, StandInJob};
@@ -28,9 +33,11 @@
 //! ```
 
 mod body;
+mod random;
 mod routes;
 mod runner_service;
 mod state;
+mod webhooks;
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,6 +52,8 @@ use tokio::task::AbortHandle;
 use self::routes::lock;
 use self::state::State;
 pub use self::state::{Fetch, RunnerCall};
+use self::webhooks::Webhooks;
+pub use self::webhooks::{Delivery, Webhook, WebhookFault};
 use forgejo::{ActionRunJob, Runner, Scope};
 
 /// How the stand-in behaves.
@@ -227,11 +236,14 @@ struct Inner {
     state: Arc<Mutex<State>>,
     addr: SocketAddr,
     accept: AbortHandle,
+    /// The task sending webhook deliveries.
+    dispatcher: AbortHandle,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.accept.abort();
+        self.dispatcher.abort();
     }
 }
 
@@ -259,7 +271,9 @@ impl StandIn {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(State::new(config, format!("http://{addr}"))));
+        let (webhooks, dispatcher) = Webhooks::new();
+        let state = State::new(config, format!("http://{addr}"), webhooks);
+        let state = Arc::new(Mutex::new(state));
         let accept_state = state.clone();
         let accept = tokio::spawn(async move {
             loop {
@@ -286,6 +300,7 @@ impl StandIn {
                 state,
                 addr,
                 accept,
+                dispatcher: dispatcher.spawn(),
             }),
         })
     }
@@ -317,13 +332,7 @@ impl StandIn {
 
     /// Sets a job's status (`waiting`, `running`, `success`, `cancelled`, …); false if unknown.
     pub fn set_job_status(&self, id: i64, status: &str) -> bool {
-        match lock(&self.inner.state).jobs.get_mut(&id) {
-            Some(job) => {
-                job.status = status.into();
-                true
-            }
-            None => false,
-        }
+        lock(&self.inner.state).set_job_status(id, status)
     }
 
     /// Cancels a job as a user would: `cancelled`, no runner gets it any more, and the
@@ -454,5 +463,26 @@ impl StandIn {
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
         lock(&self.inner.state).clear_faults();
+    }
+
+    /// Every webhook created through the API, of every scope, by id (never a secret).
+    pub fn hooks(&self) -> Vec<Webhook> {
+        lock(&self.inner.state).webhooks.hooks()
+    }
+
+    /// Every webhook delivery attempt so far, in the order of the job changes that caused them.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        lock(&self.inner.state).webhooks.deliveries()
+    }
+
+    /// Applies `fault` to the webhook deliveries from now on (`WebhookFault::None` ends it).
+    pub fn set_webhook_fault(&self, fault: WebhookFault) {
+        lock(&self.inner.state).webhooks.set_fault(fault);
+    }
+
+    /// Sends the last delivery (sent or dropped) again, byte for byte, with its delivery id,
+    /// which it returns; `None` before the first delivery.
+    pub fn redeliver_last(&self) -> Option<String> {
+        lock(&self.inner.state).webhooks.redeliver_last()
     }
 }

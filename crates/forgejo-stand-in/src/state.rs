@@ -1,13 +1,16 @@
 //! What the stand-in holds: owners and repositories (names → ids), jobs, runners,
-//! registration tokens, injected faults and the requests it received. No I/O here.
+//! registration tokens, webhooks, injected faults and the requests it received. No I/O here
+//! (webhook deliveries are only queued).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
-use super::{Fault, RecordedRequest, StandInConfig, StandInJob, Times};
+use super::random::{random_hex, random_uuid};
+use super::webhooks::Webhooks;
+use super::{Fault, RecordedRequest, StandInConfig, Times};
 use forgejo::{ActionRunJob, Runner, Scope, ServerVersion};
+
+mod jobs;
 
 /// A job as the stand-in stores it.
 #[derive(Debug, Clone)]
@@ -197,10 +200,12 @@ pub(super) struct State {
     pub fetches: Vec<Fetch>,
     /// Runner-service calls, oldest first.
     pub runner_calls: Vec<RunnerCall>,
+    /// Webhooks and their deliveries.
+    pub webhooks: Webhooks,
 }
 
 impl State {
-    pub fn new(config: StandInConfig, base_url: String) -> Self {
+    pub fn new(config: StandInConfig, base_url: String, webhooks: Webhooks) -> Self {
         let major = major_of(&config.version);
         Self {
             config,
@@ -222,6 +227,7 @@ impl State {
             requests: Vec::new(),
             fetches: Vec::new(),
             runner_calls: Vec::new(),
+            webhooks,
         }
     }
 
@@ -274,96 +280,6 @@ impl State {
             }
             Scope::Instance => (0, 0),
         }
-    }
-
-    /// Adds a job; ids and (on every version) a handle are assigned unless given.
-    pub fn add_job(&mut self, job: StandInJob) -> JobRecord {
-        let (owner, repo) = match job.repository.split_once('/') {
-            Some((owner, repo)) => (owner.to_owned(), repo.to_owned()),
-            None => (job.repository.clone(), String::new()),
-        };
-        let owner_id = self.owner_id(&owner);
-        let repo_id = self.repo_id(&owner, &repo);
-        let id = job.id.unwrap_or(self.next_job_id);
-        self.next_job_id = self.next_job_id.max(id + 1);
-        let run_id = self.next_run_id;
-        self.next_run_id += 1;
-        let record = JobRecord {
-            id,
-            owner_id,
-            repo_id,
-            run_id,
-            name: job.name,
-            needs: job.needs,
-            runs_on: job.runs_on,
-            task_id: 0,
-            status: job.status,
-            attempt: job.attempt,
-            handle: job.handle.unwrap_or_else(random_uuid),
-            runner_id: None,
-            repository: job.repository,
-            steps: job.steps,
-            log_rows: Vec::new(),
-        };
-        self.jobs.insert(id, record.clone());
-        record
-    }
-
-    /// Marks a job taken by a runner: running, with a task id.
-    pub fn take_job(&mut self, job_id: i64, runner_id: i64) -> bool {
-        let task_id = self.next_task_id;
-        let Some(job) = self.jobs.get_mut(&job_id) else {
-            return false;
-        };
-        self.next_task_id += 1;
-        job.status = "running".into();
-        job.task_id = task_id;
-        job.runner_id = Some(runner_id);
-        if let Some(runner) = self.runners.get_mut(&runner_id) {
-            runner.had_task = true;
-            // A runner outside the runner service (a test's) reports on it until it ends.
-            runner.reports_by_test = true;
-        }
-        true
-    }
-
-    /// Hands job `job_id` to runner `runner_id` as `FetchTask` does: the runner becomes
-    /// `active` only once it reports on the task.
-    pub fn assign_job(&mut self, job_id: i64, runner_id: i64) -> bool {
-        let taken = self.take_job(job_id, runner_id);
-        if let Some(runner) = self.runners.get_mut(&runner_id) {
-            runner.reports_by_test = false;
-        }
-        taken
-    }
-
-    /// Ends a job's attempt; an ephemeral runner that ran it is deleted, as Forgejo does.
-    pub fn finish_job(&mut self, job_id: i64, status: &str) -> bool {
-        let Some(job) = self.jobs.get_mut(&job_id) else {
-            return false;
-        };
-        job.status = status.to_owned();
-        if let Some(runner_id) = job.runner_id {
-            if self.runners.get(&runner_id).is_some_and(|r| r.ephemeral) {
-                self.runners.remove(&runner_id);
-            } else if let Some(runner) = self.runners.get_mut(&runner_id) {
-                runner.last_active = None;
-                runner.reports_by_test = false;
-            }
-        }
-        true
-    }
-
-    /// Starts a new attempt of a job: waiting again, attempt + 1, a new handle.
-    pub fn rerun_job(&mut self, job_id: i64) -> Option<JobRecord> {
-        let job = self.jobs.get_mut(&job_id)?;
-        job.status = "waiting".into();
-        job.attempt += 1;
-        job.task_id = 0;
-        job.runner_id = None;
-        job.handle = random_uuid();
-        job.log_rows.clear();
-        Some(job.clone())
     }
 
     /// Registers a runner in a scope.
@@ -464,23 +380,4 @@ impl State {
 
 fn major_of(version: &str) -> u64 {
     ServerVersion::parse(version).map_or(0, |v| v.major)
-}
-
-/// A random version-4 style UUID.
-fn random_uuid() -> String {
-    let mut rng = rand::rng();
-    let a: u32 = rng.random();
-    let b: u16 = rng.random();
-    let c: u16 = rng.random::<u16>() & 0x0fff;
-    let d: u16 = (rng.random::<u16>() & 0x3fff) | 0x8000;
-    let e: u64 = rng.random::<u64>() & 0xffff_ffff_ffff;
-    format!("{a:08x}-{b:04x}-4{c:03x}-{d:04x}-{e:012x}")
-}
-
-/// `len` random lowercase hex digits.
-fn random_hex(len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
-        .collect()
 }

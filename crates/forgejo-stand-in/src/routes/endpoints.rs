@@ -37,23 +37,7 @@ pub(super) fn list_jobs(state: &mut State, scope: &Scope, query: Option<&str>) -
             (owner_id == 0 || job.owner_id == owner_id) && (repo_id == 0 || job.repo_id == repo_id)
         })
         .filter(|job| matches(&job.runs_on))
-        .map(|job| {
-            let mut value = json!({
-                "id": job.id,
-                "repo_id": job.repo_id,
-                "owner_id": job.owner_id,
-                "name": job.name,
-                "needs": null_if_empty(&job.needs),
-                "runs_on": null_if_empty(&job.runs_on),
-                "task_id": job.task_id,
-                "status": job.status,
-            });
-            if with_attempts && let Value::Object(map) = &mut value {
-                map.insert("attempt".into(), json!(job.attempt));
-                map.insert("handle".into(), json!(job.handle));
-            }
-            value
-        })
+        .map(|job| job.listing_json(with_attempts))
         .collect();
     // Forgejo encodes an empty (nil) Go slice as `null`.
     let json = if jobs.is_empty() {

@@ -1,7 +1,7 @@
 //! How the stand-in answers a request: record it, apply an injected fault, check the token,
 //! then serve the endpoint the way the configured Forgejo version does, quirks included
 //! (`null` for no jobs, waiting and running jobs both listed, superset label matching,
-//! no job paging, `null` labels for runners that never connected).
+//! no job paging, `null` labels for runners that never connected); webhooks in `hooks.rs`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -97,7 +97,7 @@ pub(super) async fn handle(
             token_index,
             // Runner-service bodies are protobuf and may hold a registration token.
             body: (!body.is_empty() && !path.starts_with(RUNNER_API))
-                .then(|| String::from_utf8_lossy(&body).into_owned()),
+                .then(|| hooks::recorded_body(&path, &body)),
         });
         (state.take_fault(parts.method.as_str(), &path), access)
     };
@@ -278,8 +278,12 @@ fn route(
         Access::ReadOnly | Access::Full => {}
     }
 
-    let Some((scope, rest)) = parse_scope(&segments, state.major) else {
-        return not_found(state);
+    let (scope, rest, is_hooks) = match parse_scope(&segments, state.major) {
+        Some((scope, rest)) => (scope, rest, false),
+        None => match hooks::parse_hooks_path(&segments) {
+            Some((scope, rest)) => (scope, rest, true),
+            None => return not_found(state),
+        },
     };
     let owner_missing = match &scope {
         Scope::Repository { owner, .. } | Scope::Organization(owner) => !state.owner_exists(owner),
@@ -299,6 +303,9 @@ fn route(
     }
 
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    if is_hooks {
+        return hooks::serve(state, method, &scope, &rest, body);
+    }
     let v15 = state.major >= 15;
     match (method, rest.as_slice()) {
         (&Method::GET, ["jobs"]) if state.major >= 11 => list_jobs(state, &scope, query),
@@ -394,6 +401,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 mod endpoints;
+mod hooks;
 use endpoints::{find_runner, list_jobs, list_runners, register_runner, runner_json};
 
 #[cfg(test)]
