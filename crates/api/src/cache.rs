@@ -74,13 +74,13 @@ pub struct ExternalCache {
     #[schemars(length(min = 1, max = 2048))]
     pub url: String,
     /// The Secret (in this namespace) holding the HMAC secret shared with that server.
-    pub secret_ref: CacheSecretRef,
+    pub secret_ref: SharedSecretRef,
 }
 
 /// A key of a Secret in the RunnerDeployment's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CacheSecretRef {
+pub struct SharedSecretRef {
     /// Name of the Secret.
     #[x_kube(validation = Rule::new(matches_rule(SECRET_NAME_PATTERN)).message(format!("must be a Secret name, {SECRET_NAME_RULE}").as_str()))]
     #[schemars(length(min = 1, max = 253))]
@@ -166,7 +166,7 @@ mod tests {
             mode: Some(CacheMode::External),
             external: Some(ExternalCache {
                 url: url.to_owned(),
-                secret_ref: CacheSecretRef {
+                secret_ref: SharedSecretRef {
                     name: "cache-secret".to_owned(),
                     key: DEFAULT_CACHE_SECRET_KEY.to_owned(),
                 },

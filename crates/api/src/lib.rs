@@ -13,10 +13,11 @@ mod privileges;
 mod resource;
 mod rules;
 mod warm;
+mod webhook;
 
 pub use cache::{
-    CacheError, CacheMode, CacheSecretRef, CacheSpec, CacheStorage, DEFAULT_CACHE_SECRET_KEY,
-    DEFAULT_CACHE_SIZE, ExternalCache,
+    CacheError, CacheMode, CacheSpec, CacheStorage, DEFAULT_CACHE_SECRET_KEY, DEFAULT_CACHE_SIZE,
+    ExternalCache, SharedSecretRef,
 };
 pub use duration::{DurationError, parse_duration};
 pub use labels::{
@@ -32,3 +33,4 @@ pub use warm::{
     WARM_FETCH_INTERVAL_RANGE, WarmLabel, WarmRunnersError, WarmRunnersSpec, WarmRunnersStatus,
     WarmSchedule, WeeklyWindow,
 };
+pub use webhook::WebhookSpec;

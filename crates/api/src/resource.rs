@@ -146,6 +146,10 @@ pub struct RunnerDeploymentSpec {
     /// within about a fetch interval: see docs/operations.md#warm-runners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_runners: Option<WarmRunnersSpec>,
+
+    /// `workflow_job` webhooks wake this pool at once: see docs/operations.md#webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::WebhookSpec>,
 }
 
 const SCOPE_RULE: &str = "[has(self.organization), has(self.repository), has(self.user), \

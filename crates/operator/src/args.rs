@@ -59,6 +59,12 @@ pub struct Args {
     #[arg(long, env = "FRC_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
     pub admin_addr: SocketAddr,
 
+    /// Address of the webhook receiver, e.g. `0.0.0.0:8443`: Forgejo's `workflow_job`
+    /// deliveries to `/webhooks/{namespace}/{pool}` wake pools with `spec.webhook`. Off by
+    /// default (see docs/operations.md#webhooks).
+    #[arg(long, env = "FRC_WEBHOOK_ADDR", value_name = "ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+
     /// Log format.
     #[arg(long, env = "FRC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -165,6 +171,24 @@ impl Args {
         tracing::info!(%admin_addr, "admin server listening (/healthz, /readyz, /metrics)");
         let admin = tokio::spawn(admin);
 
+        let pools = crate::webhook::PoolDirectory::default();
+        let webhook = match self.webhook_addr {
+            Some(addr) => {
+                let receiver = crate::webhook::Receiver {
+                    pools: pools.clone(),
+                    secrets: crate::webhook::HookSecrets::new(client.clone()),
+                    waker: crate::webhook::Waker::new(client.clone()),
+                    metrics: metrics.webhook.clone(),
+                };
+                let (webhook_addr, serve) = crate::webhook::bind(addr, receiver)
+                    .await
+                    .with_context(|| format!("binding the webhook receiver to {addr}"))?;
+                tracing::info!(%webhook_addr, "webhook receiver listening (POST /webhooks/{{namespace}}/{{pool}})");
+                Some(tokio::spawn(serve))
+            }
+            None => None,
+        };
+
         let extra_ca = match &self.forgejo_ca_file {
             Some(path) => Some(
                 std::fs::read(path)
@@ -216,11 +240,15 @@ impl Args {
             readiness.clone(),
             leadership.receiver(),
             shutdown,
+            pools,
         )
         .await;
         readiness.set_shutting_down();
         leadership.release().await;
         admin.abort();
+        if let Some(webhook) = webhook {
+            webhook.abort();
+        }
         result.map_err(anyhow::Error::from)
     }
 

@@ -126,6 +126,8 @@ pub struct Context {
     pub caches: cache::AppliedCaches,
     /// When each runner Job's Forgejo job was first seen not waiting.
     pub not_waiting: not_waiting::NotWaitingSince,
+    /// Which webhook wake stamp each pool's polls answered.
+    pub wakes: crate::webhook::AnsweredWakes,
 }
 
 /// Requests (to the apiserver and Forgejo) that the reconciles of one controller make at
@@ -151,6 +153,7 @@ pub async fn run(
     readiness: Readiness,
     leader: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    pools: crate::webhook::PoolDirectory,
 ) -> Result<()> {
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
@@ -187,6 +190,7 @@ pub async fn run(
                 shutdown: shutdown.clone(),
                 polls: polls.clone(),
                 recovered: receiver,
+                directory: pools.clone(),
             })
             .inspect(move |result| {
                 // Said at once: the other namespaces go on, and this one would wait until shutdown.
@@ -223,6 +227,8 @@ struct ScopeRun<S> {
     shutdown: S,
     polls: Arc<SharedPolls>,
     recovered: mpsc::UnboundedReceiver<PoolRef>,
+    /// Where the webhook receiver finds this controller's pools.
+    directory: crate::webhook::PoolDirectory,
 }
 
 async fn run_scope<S>(run: ScopeRun<S>) -> Result<()>
@@ -240,6 +246,7 @@ where
         shutdown,
         polls,
         recovered,
+        directory,
     } = run;
     let (pools, jobs, pods, secrets, servers) = match &scope {
         Some(ns) => (
@@ -292,9 +299,11 @@ where
         recent: recent::RecentWrites::default(),
         caches: cache::AppliedCaches::default(),
         not_waiting: not_waiting::NotWaitingSince::default(),
+        wakes: crate::webhook::AnsweredWakes::default(),
     });
 
     let (pool_store, pool_stream) = watches::pools(pools);
+    directory.add(pool_store.clone());
     let controller = Controller::for_stream(pool_stream, pool_store.clone());
     let pool_ready = pool_store.clone();
     let pod_pools = pool_store.clone();

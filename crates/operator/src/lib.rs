@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod polls;
 pub mod rbac;
 pub mod telemetry;
+pub mod webhook;
 
 pub use args::Args;
 pub use error::{Error, Result};

@@ -261,6 +261,39 @@ impl LeaseMetrics {
     }
 }
 
+/// Metrics of the webhook receiver.
+#[derive(Clone, Default)]
+pub struct WebhookMetrics {
+    /// Deliveries received, by outcome.
+    pub deliveries: Family<OutcomeLabels, Counter>,
+}
+
+/// Label set: what a delivery came to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// One of the receiver's outcomes, e.g. `woke`, `bad_signature`.
+    pub outcome: &'static str,
+}
+
+impl WebhookMetrics {
+    /// Registers every metric under `registry`.
+    pub fn register(self, registry: &mut Registry) -> Self {
+        registry.register(
+            "deliveries",
+            "Webhook deliveries received, by outcome (woke, coalesced, no_match, ignored_event, missing_signature, bad_signature, too_large, timeout, method_not_allowed, unknown_pool, malformed, secret_unavailable, wake_failed)",
+            self.deliveries.clone(),
+        );
+        self
+    }
+
+    /// Counts one delivery with `outcome`.
+    pub fn count(&self, outcome: &'static str) {
+        self.deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+}
+
 /// All metrics of the process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -270,6 +303,8 @@ pub struct Metrics {
     pub forgejo: ForgejoMetrics,
     /// Leader election.
     pub lease: LeaseMetrics,
+    /// The webhook receiver.
+    pub webhook: WebhookMetrics,
 }
 
 impl Metrics {
@@ -280,6 +315,7 @@ impl Metrics {
             reconcile: ReconcileMetrics::default().register(root),
             forgejo: ForgejoMetrics::default().register(root.sub_registry_with_prefix("forgejo")),
             lease: LeaseMetrics::default().register(root.sub_registry_with_prefix("lease")),
+            webhook: WebhookMetrics::default().register(root.sub_registry_with_prefix("webhook")),
         }
     }
 }

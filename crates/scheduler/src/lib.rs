@@ -32,6 +32,7 @@
 //!     job_template: None,
 //!     cache: None,
 //!     warm_runners: None,
+//!     webhook: None,
 //! });
 //! pool.metadata.namespace = Some("ci".into());
 //! pool.metadata.uid = Some("5f0c8a2e-0d1b-4c3a-9e8f-7a6b5c4d3e2f".into());

@@ -210,6 +210,9 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
         Some(Ok(fetch)) => interval.min(scheduler::warm_grace(fetch) / 2),
         _ => interval,
     };
+    // A webhook delivery stamped the pool since its last poll: a job waits now, so no
+    // listing from before the stamp answers (the receiver stamps at most once a second).
+    let woken = ctx.wakes.take_new(rd);
 
     let polled = poll(
         ctx,
@@ -221,7 +224,7 @@ async fn observe(rd: &RunnerDeployment, ctx: &Context) -> Result<Observed> {
             version: &version,
             scope: &scope,
             label_names: &label_names,
-            max_age,
+            max_age: if woken { Duration::ZERO } else { max_age },
             registrations: registrations_max_age(ctx, rd, &owned, &warm, interval),
         },
     )

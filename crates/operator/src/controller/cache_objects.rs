@@ -236,7 +236,7 @@ impl<'a> CacheWriter<'a> {
     pub async fn apply_external(
         &self,
         url: &str,
-        secret: &api::CacheSecretRef,
+        secret: &api::SharedSecretRef,
     ) -> Result<RunnerCache, CacheError> {
         let missing = || CacheError::ExternalSecretMissing {
             name: secret.name.clone(),

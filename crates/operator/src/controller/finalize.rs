@@ -59,6 +59,7 @@ fn forget_pool(ctx: &Context, rd: &RunnerDeployment) {
     ctx.sweeps.forget(&uid);
     latency::forget_pool(ctx, &uid);
     ctx.not_waiting.forget_pool(&uid);
+    ctx.wakes.forget_pool(&uid);
     super::backoff::reset_backoff(ctx, rd);
     let labels = crate::metrics::PoolLabels {
         namespace: rd.namespace().unwrap_or_default(),

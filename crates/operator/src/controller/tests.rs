@@ -138,6 +138,7 @@ impl Unit {
             recent: recent::RecentWrites::default(),
             caches: super::cache::AppliedCaches::default(),
             not_waiting: super::not_waiting::NotWaitingSince::default(),
+            wakes: crate::webhook::AnsweredWakes::default(),
         };
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
         Self {

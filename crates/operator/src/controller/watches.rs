@@ -96,11 +96,22 @@ pub fn pools(api: Api<RunnerDeployment>) -> Watched<RunnerDeployment> {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
+            predicates::generation
+                .combine(predicates::finalizers)
+                .combine(wake_stamp),
             Default::default(),
         )
         .boxed();
     (store, stream)
+}
+
+/// A hash of the pool's webhook wake stamp: a new stamp reconciles the pool.
+fn wake_stamp(rd: &RunnerDeployment) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let stamp = crate::webhook::wake_stamp(rd)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    stamp.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Marks the process ready once every cache of every controller has listed: `unsynced`

@@ -552,7 +552,8 @@ impl Drop for Operator {
     }
 }
 
-fn free_addr() -> SocketAddr {
+/// A free loopback address for a listener.
+pub fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     listener.local_addr().expect("local addr")
 }

@@ -47,6 +47,7 @@ pub fn pool(uid: &str, labels: &str, max_runners: i32) -> RunnerDeployment {
             job_template: None,
             cache: None,
             warm_runners: None,
+            webhook: None,
         },
     );
     rd.metadata.namespace = Some("ci".into());
