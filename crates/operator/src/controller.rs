@@ -264,15 +264,7 @@ where
             Api::all(client.clone()),
         ),
     };
-    let where_ = scope.as_deref().map_or_else(
-        || "in any namespace".to_owned(),
-        |ns| format!("in namespace {ns}"),
-    );
-    // Fail fast, with the cause, when the CRD is missing or RBAC forbids the basics.
-    pools
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(|e| Error::kube(format!("list RunnerDeployments {where_} (is the CRD installed, and does the operator's RBAC cover this namespace? kubectl apply --server-side -k deploy/)"), e))?;
+    ensure_pools_readable(&pools, scope.as_deref()).await?;
 
     let owned = watches::owned(jobs, pods, secrets, servers);
     let tokens = token_watch::TokenSecrets::default();
@@ -345,6 +337,19 @@ where
         .await;
     readiness_task.abort();
     Ok(())
+}
+
+/// Fails fast, with the cause, when the CRD is missing or RBAC forbids listing pools.
+async fn ensure_pools_readable(pools: &Api<RunnerDeployment>, scope: Option<&str>) -> Result<()> {
+    let where_ = scope.map_or_else(
+        || "in any namespace".to_owned(),
+        |ns| format!("in namespace {ns}"),
+    );
+    pools
+        .list(&ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::kube(format!("list RunnerDeployments {where_} (is the CRD installed, and does the operator's RBAC cover this namespace? kubectl apply --server-side -k deploy/)"), e))
 }
 
 /// Every change of leadership, as a stream.
