@@ -1,7 +1,8 @@
 //! The webhook receiver against a real apiserver and the stand-in: a signed
 //! `workflow_job_waiting` delivery makes a pool that polls every 5 minutes create the job's
 //! runner Job within a second; what is not signed, too large or not a waiting job of the
-//! pool stamps nothing and creates nothing; a delivery to the follower wakes the leader.
+//! pool stamps nothing and creates nothing; a delivery to the follower wakes the leader; a
+//! dropped delivery is found by the next poll; hostile input leaves the operator scheduling.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use forgejo_stand_in::StandInJob;
+use forgejo_stand_in::{StandInJob, WebhookFault};
 use kube::ResourceExt as _;
 use serde_json::json;
 use support::{Operator, World, free_addr, wait_until};
@@ -34,9 +35,21 @@ fn post(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -
     stream.write_all(request.as_bytes()).expect("write");
     // A refused body may be answered before it is all sent.
     let _ = stream.write_all(body);
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
+    status_line(&mut stream)
+}
+
+/// The status of the answer on `stream`, read up to the end of its status line: a server
+/// may keep the connection open after it.
+fn status_line(stream: &mut TcpStream) -> u16 {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n") && answer.len() < 256 {
+        match stream.read(&mut byte) {
+            Ok(1) => answer.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&answer)
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
@@ -72,6 +85,11 @@ fn signed(event: &str, secret: &str, body: &[u8]) -> Vec<(&'static str, String)>
 
 /// A pool on `linux` that polls every 5 minutes and takes webhooks signed with [`SECRET`].
 async fn hooked_pool(world: &World, name: &str) {
+    hooked_pool_polling(world, name, "5m").await;
+}
+
+/// A pool on `linux` that polls every `interval` and takes webhooks signed with [`SECRET`].
+async fn hooked_pool_polling(world: &World, name: &str, interval: &str) {
     world.put_secret("hook", "secret", SECRET).await;
     world
         .create_pool_from(json!({
@@ -81,7 +99,7 @@ async fn hooked_pool(world: &World, name: &str) {
                 "organization": "faro",
                 "labels": "linux:host",
                 "tokenSecretRef": {"name": "forgejo-token", "key": "token"},
-                "pollInterval": "5m",
+                "pollInterval": interval,
                 "maxRunners": 10,
                 "webhook": {"secretRef": {"name": "hook"}},
             }
@@ -289,4 +307,236 @@ async fn a_delivery_to_the_follower_of_two_replicas_wakes_the_leader() {
     );
     assert!(took < Duration::from_secs(1), "took {took:?}");
     world.assert_one_job_each(1).await;
+}
+
+/// Creates an organization hook on the stand-in, through its API as Forgejo's, that sends
+/// `workflow_job_waiting` to `url` signed with [`SECRET`].
+fn create_org_hook(world: &World, url: &str) {
+    let forgejo: SocketAddr = world
+        .forgejo
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the stand-in's address");
+    let body = serde_json::to_vec(&json!({
+        "type": "forgejo",
+        "active": true,
+        "events": ["workflow_job_waiting"],
+        "config": {"url": url, "content_type": "json", "secret": SECRET},
+    }))
+    .expect("json");
+    let auth = [("Authorization", format!("token {}", world.token))];
+    assert_eq!(post(forgejo, "/api/v1/orgs/faro/hooks", &auth, &body), 201);
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn forgejos_own_delivery_wakes_the_pool_and_a_dropped_one_waits_for_the_next_poll() {
+    let world = World::new("hook-e2e").await;
+    hooked_pool_polling(&world, "pool", "4s").await;
+    let hook_addr = free_addr();
+    let _operator = Operator::start_with(
+        &world.ns,
+        &[
+            "--leader-election=false",
+            &format!("--webhook-addr={hook_addr}"),
+        ],
+    );
+    world
+        .wait_for_condition("pool", "Ready", "True", "Polling")
+        .await;
+    create_org_hook(
+        &world,
+        &format!("http://{hook_addr}/webhooks/{}/pool", world.ns),
+    );
+
+    // Delivered: the Job comes well within the 4 s interval.
+    let delivered = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "build", &["linux"]));
+    let added = Instant::now();
+    wait_until("the delivered job's runner Job", LONG, || async {
+        (world.runner_jobs().await.len() == 1).then_some(())
+    })
+    .await;
+    let took = added.elapsed();
+    println!(
+        "waiting in the stand-in -> runner Job, delivered: {} ms",
+        took.as_millis()
+    );
+    let sent = world.forgejo.deliveries();
+    assert!(
+        sent.iter()
+            .any(|d| d.job_id == delivered.id && d.status == Some(202)),
+        "{sent:?}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    // Dropped: nothing wakes the pool; its next poll finds the job.
+    world.forgejo.set_webhook_fault(WebhookFault::Drop);
+    let polls = world.polls();
+    let dropped = world
+        .forgejo
+        .add_job(StandInJob::new("faro/app", "test", &["linux"]));
+    wait_until("the dropped job's runner Job", LONG, || async {
+        (world.runner_jobs().await.len() == 2).then_some(())
+    })
+    .await;
+    assert!(world.polls() > polls, "the Job came without a poll");
+    let records = world.forgejo.deliveries();
+    let of_dropped: Vec<_> = records.iter().filter(|d| d.job_id == dropped.id).collect();
+    assert!(
+        !of_dropped.is_empty() && of_dropped.iter().all(|d| d.status.is_none()),
+        "{of_dropped:?}"
+    );
+    world.assert_one_job_each(2).await;
+}
+
+/// The resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Sends one random request: method, path, headers and body from `seed`; never waits long.
+fn hostile_request(addr: SocketAddr, ns: &str, seed: u64) {
+    let pick = |salt: u64, n: u64| {
+        (seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(salt * 1442695040888963407)
+            >> 33)
+            % n
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let method = ["POST", "GET", "PUT", "DELETE", "POST", "POST"][pick(1, 6) as usize];
+    let path = match pick(2, 4) {
+        0 => format!("/webhooks/{ns}/pool"),
+        1 => format!("/webhooks/{ns}/nope"),
+        2 => "/webhooks/../../etc/passwd".to_owned(),
+        _ => format!("/{}", "x".repeat(pick(3, 3000) as usize)),
+    };
+    let body: Vec<u8> = (0..pick(4, 65_536)).map(|i| (i ^ seed) as u8).collect();
+    let claimed = if pick(5, 5) == 0 {
+        2 * 1024 * 1024
+    } else {
+        body.len()
+    };
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {claimed}\r\n");
+    if pick(6, 2) == 0 {
+        head.push_str(&format!(
+            "X-Forgejo-Signature: {:064x}\r\nX-Forgejo-Event: workflow_job_waiting\r\n",
+            seed
+        ));
+    }
+    if pick(7, 3) == 0 {
+        head.push_str(&format!(
+            "X-Junk: {}\r\n",
+            "j".repeat(pick(8, 8000) as usize)
+        ));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+}
+
+#[tokio::test]
+#[ignore = "cluster tier: run by cargo xtask test"]
+async fn hostile_input_neither_stops_scheduling_nor_grows_memory_nor_panics() {
+    let world = World::new("hook-hostile").await;
+    hooked_pool_polling(&world, "pool", "1s").await;
+    let hook_addr = free_addr();
+    let mut operator = Operator::start_with(
+        &world.ns,
+        &[
+            "--leader-election=false",
+            &format!("--webhook-addr={hook_addr}"),
+        ],
+    );
+    world
+        .wait_for_condition("pool", "Ready", "True", "Polling")
+        .await;
+    let before = rss_mib(operator.pid());
+
+    // Slow senders: they promise a body and send a byte now and then.
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let Ok(mut stream) = TcpStream::connect(hook_addr) else {
+                    return;
+                };
+                let _ = stream.write_all(
+                    b"POST /webhooks/x/y HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n",
+                );
+                for _ in 0..15 {
+                    if stream.write_all(b"{").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    // A burst of 1,000 random requests from 8 senders, while jobs come.
+    let ns = world.ns.clone();
+    let burst: Vec<_> = (0..8u64)
+        .map(|sender| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                for i in 0..125u64 {
+                    hostile_request(hook_addr, &ns, sender * 1000 + i);
+                }
+            })
+        })
+        .collect();
+    let peak = std::sync::Mutex::new(before);
+    let sample = || {
+        let now = rss_mib(operator.pid());
+        let mut peak = peak.lock().unwrap();
+        *peak = peak.max(now);
+    };
+    for n in 0..3 {
+        world
+            .forgejo
+            .add_job(StandInJob::new("faro/app", &format!("job-{n}"), &["linux"]));
+    }
+    wait_until("3 runner Jobs during the flood", LONG, || async {
+        sample();
+        (world.runner_jobs().await.len() == 3).then_some(())
+    })
+    .await;
+    for sender in burst {
+        let _ = sender.join();
+        sample();
+    }
+    for sender in slow {
+        let _ = sender.join();
+    }
+    let peak = *peak.lock().unwrap();
+    println!("operator RSS: {before:.1} MiB before, {peak:.1} MiB peak during the flood");
+    assert!(operator.is_running(), "the operator exited");
+    assert!(
+        !operator.logs().contains("panicked"),
+        "the operator panicked"
+    );
+    assert_eq!(operator.get("/healthz").map(|(s, _)| s), Some(200));
+    // 32 bodies of at most 1 MiB at once, plus the connections' buffers.
+    assert!(
+        peak < before + 64.0,
+        "RSS grew from {before:.1} to {peak:.1} MiB"
+    );
+    let timeouts =
+        operator.metric("forgejo_runner_controller_webhook_deliveries_total{outcome=\"timeout\"}");
+    println!("timeouts counted: {timeouts:?}");
+    world.assert_one_job_each(3).await;
 }

@@ -481,6 +481,16 @@ impl Operator {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILLs the process and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
