@@ -62,7 +62,7 @@ enum Task {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "plan,burst,shared,memory,scale,start,first-step"
+            default_value = "plan,burst,shared,memory,scale,start,first-step,webhook"
         )]
         only: Vec<bench::Stage>,
         /// Waiting jobs that appear at once, for the latency run.

@@ -10,7 +10,9 @@
 //!   RSS, idle CPU), `scale` (the same with 10,000) and `start` (a burst on the real node:
 //!   poll answer → runner pod Running, p50 and p95, and where the time goes), and
 //!   `first-step` (on the real node: job waiting → its first log row, single jobs and a
-//!   burst, cold and with 2 and 20 warm runners).
+//!   burst, cold and with 2 and 20 warm runners), and `webhook` (job waiting → its Job,
+//!   single jobs and a burst of 50, woken by Forgejo's webhooks at pollInterval 5m and
+//!   polled at 30s, with each pool's Forgejo requests while idle).
 //! - `--vs-keda` instead of the stages: our operator and KEDA's `forgejo-runner` scaler side
 //!   by side in one run (`vs_keda/`), one table written into docs/benchmarks.md.
 //!
@@ -25,6 +27,7 @@ mod setup;
 mod shared;
 mod start;
 mod vs_keda;
+mod webhook;
 
 use std::path::Path;
 
@@ -50,6 +53,8 @@ pub enum Stage {
     Start,
     /// On the real node: job waiting → first log row, cold and with warm runners.
     FirstStep,
+    /// Job waiting → its Job, woken by webhooks (pollInterval 5m) and polled (30s).
+    Webhook,
 }
 
 /// What to measure, and how big.
@@ -116,6 +121,7 @@ pub fn run(root: &Path, args: &BenchArgs) -> anyhow::Result<()> {
                     Stage::FirstStep => {
                         first_step::bench_first_step(root, &client, &operator).await?;
                     }
+                    Stage::Webhook => webhook::bench_webhook(&client, &operator).await?,
                     Stage::Scale => {
                         let per_pool = args.scale_jobs.div_ceil(args.pools.max(1));
                         let size = fleet::Fleet::new("scale", args.pools, per_pool);

@@ -98,6 +98,15 @@ pub(super) fn start_operator(
     operator: &OperatorBinary,
     ns: &str,
 ) -> anyhow::Result<OperatorProcess> {
+    start_operator_with(operator, ns, &[])
+}
+
+/// [`start_operator`] with `extra` arguments.
+pub(super) fn start_operator_with(
+    operator: &OperatorBinary,
+    ns: &str,
+    extra: &[String],
+) -> anyhow::Result<OperatorProcess> {
     let log_path = operator_log(ns);
     println!("    ({ns}: operator log in {})", log_path.display());
     let log = std::fs::File::create(&log_path)
@@ -117,6 +126,7 @@ pub(super) fn start_operator(
         .arg(format!("--namespace={ns}"))
         .args(["--leader-election=false", "--admin-addr=127.0.0.1:0"])
         .args(["--log-level=info,operator=debug", "--log-format=json"])
+        .args(extra)
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
