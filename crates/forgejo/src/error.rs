@@ -198,6 +198,15 @@ pub enum Error {
     )]
     InvalidToken,
 
+    /// A webhook to create was refused before sending: no events, no secret, or not an http(s) URL.
+    #[error(
+        "the webhook was not created: {reason}; the request was not sent, fix the hook's settings"
+    )]
+    InvalidHook {
+        /// What is wrong (never the URL, which may hold credentials, nor the secret).
+        reason: &'static str,
+    },
+
     /// Any other status (e.g. 400, 405, 422, or a redirect): the request itself was refused.
     #[error(
         "Forgejo answered {endpoint} with unexpected status {status} ({answer}){}: check the server URL (redirects are not followed) and the request",
@@ -231,6 +240,7 @@ impl Error {
             Error::BodyTooLarge { .. } => "BodyTooLarge",
             Error::InvalidUrl { .. } => "InvalidUrl",
             Error::InvalidToken => "InvalidToken",
+            Error::InvalidHook { .. } => "InvalidHook",
             Error::ForbiddenAddress { .. } => "ForbiddenAddress",
             Error::UnexpectedStatus { .. } => "UnexpectedStatus",
         }
@@ -263,7 +273,10 @@ impl Error {
             | Error::InvalidResponse { endpoint, .. }
             | Error::BodyTooLarge { endpoint, .. }
             | Error::UnexpectedStatus { endpoint, .. } => Some(endpoint),
-            Error::InvalidUrl { .. } | Error::InvalidToken | Error::ForbiddenAddress { .. } => None,
+            Error::InvalidUrl { .. }
+            | Error::InvalidToken
+            | Error::InvalidHook { .. }
+            | Error::ForbiddenAddress { .. } => None,
         }
     }
 

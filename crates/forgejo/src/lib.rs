@@ -2,7 +2,8 @@
 //! Forgejo stand-in of the `forgejo-stand-in` crate.
 //!
 //! Start with [`Client`]: it lists the jobs that wait for a runner in a [`Scope`], registers
-//! and deletes ephemeral runners (Forgejo 15+), and fetches legacy registration tokens.
+//! and deletes ephemeral runners (Forgejo 15+), fetches legacy registration tokens, and
+//! lists, creates and deletes the scope's webhooks ([`Hook`], [`NewHook`]).
 //! Every failure is an [`Error`] whose variant says what a caller can do about it, and
 //! whose [`Error::reason`] is a PascalCase label for conditions and metrics.
 //!
@@ -10,7 +11,7 @@
 //!   operator ──► Client ──► retry loop ──► hyper (pooled, rustls) ──► Forgejo /api/v1/…
 //!                  │           │ 5xx/429/timeout/connect: backoff + jitter, bounded
 //!                  │           └ per-attempt timeout, body-size cap, RequestOutcome hook
-//!                  └ typed answers: ActionRunJob, Runner, RegisteredRunner, ServerVersion
+//!                  └ typed answers: ActionRunJob, Runner, RegisteredRunner, Hook, ServerVersion
 //! ```
 //!
 //! [`it_runs_on`] is Forgejo's own label rule, so one unfiltered poll (Forgejo 14+) can be
@@ -41,4 +42,6 @@ pub use client::{Client, ClientOptions, Observer, RequestOutcome};
 pub use error::{Endpoint, Error, Result};
 pub use labels::it_runs_on;
 pub use token::Token;
-pub use types::{ActionRunJob, RegisterRunner, RegisteredRunner, Runner, Scope, ServerVersion};
+pub use types::{
+    ActionRunJob, Hook, NewHook, RegisterRunner, RegisteredRunner, Runner, Scope, ServerVersion,
+};

@@ -1,7 +1,8 @@
-//! The data this crate exchanges with Forgejo: scopes, server versions, jobs and runners.
+//! The data this crate exchanges with Forgejo: scopes, server versions, jobs, runners and
+//! webhooks (`hooks.rs`).
 //!
 //! Field names follow Forgejo's `modules/structs` (`ActionRunJob`, `ActionRunner`,
-//! `RegisterRunnerOptions`, `RegisterRunnerResponse`). Unknown fields are ignored, absent
+//! `RegisterRunnerOptions`, `RegisterRunnerResponse`, `Hook`). Unknown fields are ignored, absent
 //! optional ones default, and `null` lists read as empty. No I/O happens here.
 
 use std::fmt;
@@ -319,6 +320,9 @@ where
 {
     Ok(Option::<String>::deserialize(deserializer)?.filter(|s| !s.is_empty()))
 }
+
+mod hooks;
+pub use hooks::{Hook, NewHook};
 
 #[cfg(test)]
 mod tests {

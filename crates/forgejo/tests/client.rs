@@ -5,6 +5,7 @@
 mod client {
     pub mod errors;
     pub mod fixtures;
+    pub mod hooks;
     pub mod jobs;
     pub mod runners;
 }

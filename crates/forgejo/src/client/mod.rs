@@ -12,7 +12,6 @@
 //! left; it never waits, so a reconcile never hangs on a server's pause. Callers schedule
 //! their next attempt with [`Client::retry_not_before`] (or [`Error::retry_after`]).
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,7 +34,8 @@ pub type Observer = Arc<dyn Fn(RequestOutcome) + Send + Sync>;
 /// The outcome of one HTTP attempt, as given to an [`Observer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestOutcome {
-    /// The operation: `version`, `list_jobs`, `register_runner`, `list_runners`, `delete_runner`, `registration_token`.
+    /// The operation: `version`, `list_jobs`, `register_runner`, `list_runners`, `get_runner`,
+    /// `delete_runner`, `registration_token`, `list_hooks`, `create_hook`, `delete_hook`.
     pub endpoint: &'static str,
     /// `ok`, or the error's [`Error::reason`].
     pub outcome: &'static str,
@@ -104,10 +104,10 @@ impl fmt::Debug for ClientOptions {
 
 /// Longest backoff between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Runners asked for per page (Forgejo's default `MAX_RESPONSE_ITEMS`).
-const RUNNERS_PAGE_SIZE: usize = 50;
-/// Pages followed at most when listing runners (a guard against a server that never ends).
-const MAX_RUNNER_PAGES: u32 = 1000;
+/// Items asked for per page (Forgejo's default `MAX_RESPONSE_ITEMS`).
+const PAGE_SIZE: usize = 50;
+/// Pages followed at most in one listing (a guard against a server that never ends).
+const MAX_PAGES: u32 = 1000;
 
 /// A Forgejo API client for one server and token; clones share the connection pool.
 #[derive(Clone)]
@@ -325,61 +325,13 @@ impl Client {
     /// already: a server (or proxy) that ignores `page` answers the same page again, and what
     /// was read so far is returned instead of asking for page after page.
     pub async fn list_runners(&self, scope: &Scope) -> Result<Vec<Runner>> {
-        let segments = scope.runners_segments(true);
-        let mut runners: Vec<Runner> = Vec::new();
-        let mut seen = HashSet::new();
-        // The server caps `limit` at its own page size; the first page shows it.
-        let mut page_size = RUNNERS_PAGE_SIZE;
-        for page in 1..=MAX_RUNNER_PAGES {
-            let query = format!("page={page}&limit={RUNNERS_PAGE_SIZE}");
-            let call = self.call(
-                Operation::get("list_runners", scope.forbidden_hint(false)),
-                &segments,
-                Some(query),
-                None,
-            )?;
-            let answer = self.send(&call).await?;
-            let total = answer
-                .headers
-                .get("x-total-count")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            let batch: Option<Vec<Runner>> = self.decode(&call, &answer)?;
-            let batch = batch.unwrap_or_default();
-            let batch_len = batch.len();
-            if page == 1 {
-                page_size = batch_len.min(RUNNERS_PAGE_SIZE);
-            }
-            let before = runners.len();
-            for runner in batch {
-                if seen.insert(runner.id) {
-                    runners.push(runner);
-                }
-            }
-            if batch_len == 0 || total.is_some_and(|total| runners.len() >= total) {
-                return Ok(runners);
-            }
-            if runners.len() == before {
-                tracing::warn!(
-                    endpoint = call.endpoint.name,
-                    path = %call.endpoint.path,
-                    page,
-                    runners = runners.len(),
-                    "Forgejo answered a runner page with runners already seen (it ignores `page`); using what was read"
-                );
-                return Ok(runners);
-            }
-            if page > 1 && batch_len < page_size {
-                return Ok(runners);
-            }
-        }
-        let call = self.call(Operation::get("list_runners", ""), &segments, None, None)?;
-        Err(Error::InvalidResponse {
-            endpoint: call.endpoint,
-            status: 200,
-            detail: format!("the runner list did not end after {MAX_RUNNER_PAGES} pages"),
-            answer: format!("{MAX_RUNNER_PAGES} pages of runners"),
-        })
+        self.list_pages(
+            Operation::get("list_runners", scope.forbidden_hint(false)),
+            &scope.runners_segments(true),
+            "runner",
+            |runner: &Runner| runner.id,
+        )
+        .await
     }
 
     /// `GET …/actions/runners/{id}` (Forgejo 15+): the runner as Forgejo sees it now;
@@ -441,6 +393,8 @@ impl Client {
     }
 }
 
+mod hooks;
+mod pages;
 mod send;
 use send::Operation;
 mod server_url;
