@@ -51,44 +51,27 @@ const POLLED: Pool = Pool {
     token_index: 1,
 };
 
+/// One pool's figures: single jobs, the burst, and requests per idle hour.
+struct Row {
+    pool: &'static Pool,
+    singles: Vec<f64>,
+    burst: Vec<f64>,
+    per_hour: f64,
+}
+
 /// Runs the stage and prints its figures.
 pub(super) async fn bench_webhook(
     client: &Client,
     operator: &OperatorBinary,
 ) -> anyhow::Result<()> {
     let ns = "bench-webhook";
-    fresh_namespace(client, ns).await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    for (name, key, value) in [
-        ("forgejo-token-2", "token", POLLED_TOKEN),
-        ("hook", "secret", HOOK_SECRET),
-    ] {
-        let secret: Secret = serde_json::from_value(
-            json!({"metadata": {"name": name}, "stringData": {key: value}}),
-        )?;
-        secrets.create(&PostParams::default(), &secret).await?;
-    }
-    let mut config = StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN);
-    config.tokens.push(POLLED_TOKEN.to_owned());
-    let forgejo = StandIn::start(config);
+    let forgejo = stand_in_and_secrets(client, ns).await?;
     let hook_addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let timeline = Timeline::default();
     let watches = watch(client, ns, &timeline);
     let _operator = start_operator_with(operator, ns, &[format!("--webhook-addr={hook_addr}")])?;
     for pool in [&WOKEN, &POLLED] {
-        let mut value = pool_value(
-            pool.name,
-            &forgejo.url(),
-            &format!("{}:host", pool.label),
-            BURST * 2,
-            pool.interval,
-        );
-        if pool.token_index == 1 {
-            value["spec"]["tokenSecretRef"] = json!({"name": "forgejo-token-2"});
-        } else {
-            value["spec"]["webhook"] = json!({"secretRef": {"name": "hook"}});
-        }
-        apply_pool(client, ns, value).await?;
+        apply_pool(client, ns, pool_spec(pool, &forgejo)).await?;
     }
     create_hook(
         &forgejo,
@@ -103,43 +86,93 @@ pub(super) async fn bench_webhook(
     .await?;
     let mut rows = Vec::new();
     for pool in [&WOKEN, &POLLED] {
-        println!(
-            "==> webhook: {} (pollInterval {})",
-            pool.name, pool.interval
-        );
-        let mut singles = Vec::new();
-        for i in 0..SINGLES {
-            let added = Instant::now();
-            let id = forgejo.add_job(job(pool, &format!("single-{i}"))).id;
-            singles.push(job_seen(&timeline, &[(id, added)]).await?[0]);
-        }
-        let added: Vec<(i64, Instant)> = (0..BURST)
-            .map(|i| {
-                (
-                    forgejo.add_job(job(pool, &format!("burst-{i}"))).id,
-                    Instant::now(),
-                )
-            })
-            .collect();
-        let burst = job_seen(&timeline, &added).await?;
-        rows.push((pool, singles, burst));
+        let (singles, burst) = measure(&forgejo, &timeline, pool).await?;
+        rows.push(Row {
+            pool,
+            singles,
+            burst,
+            per_hour: 0.0,
+        });
     }
     // Idle: every job has its Job; what each pool asks of Forgejo meanwhile.
-    let before: Vec<usize> = [&WOKEN, &POLLED]
-        .iter()
-        .map(|p| requests_of(&forgejo, p))
-        .collect();
+    let before: Vec<usize> = rows.iter().map(|r| requests_of(&forgejo, r.pool)).collect();
     tokio::time::sleep(IDLE_WINDOW).await;
-    let per_hour: Vec<f64> = [&WOKEN, &POLLED]
-        .iter()
-        .zip(before)
-        .map(|(p, before)| {
-            (requests_of(&forgejo, p) - before) as f64 * 3600.0 / IDLE_WINDOW.as_secs_f64()
-        })
-        .collect();
+    for (row, before) in rows.iter_mut().zip(before) {
+        let made = requests_of(&forgejo, row.pool) - before;
+        row.per_hour = made as f64 * 3600.0 / IDLE_WINDOW.as_secs_f64();
+    }
     for task in watches {
         task.abort();
     }
+    report(&forgejo, &rows);
+    Ok(())
+}
+
+/// The stand-in, with both pools' tokens, and the namespace with their Secrets.
+async fn stand_in_and_secrets(client: &Client, ns: &str) -> anyhow::Result<StandIn> {
+    fresh_namespace(client, ns).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for (name, key, value) in [
+        ("forgejo-token-2", "token", POLLED_TOKEN),
+        ("hook", "secret", HOOK_SECRET),
+    ] {
+        let secret: Secret = serde_json::from_value(
+            json!({"metadata": {"name": name}, "stringData": {key: value}}),
+        )?;
+        secrets.create(&PostParams::default(), &secret).await?;
+    }
+    let mut config = StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN);
+    config.tokens.push(POLLED_TOKEN.to_owned());
+    Ok(StandIn::start(config))
+}
+
+/// The RunnerDeployment of `pool`: the woken one takes webhooks, the polled one has a token
+/// of its own (so that their requests are told apart and no listing is shared).
+fn pool_spec(pool: &Pool, forgejo: &StandIn) -> serde_json::Value {
+    let mut value = pool_value(
+        pool.name,
+        &forgejo.url(),
+        &format!("{}:host", pool.label),
+        BURST * 2,
+        pool.interval,
+    );
+    if pool.token_index == 1 {
+        value["spec"]["tokenSecretRef"] = json!({"name": "forgejo-token-2"});
+    } else {
+        value["spec"]["webhook"] = json!({"secretRef": {"name": "hook"}});
+    }
+    value
+}
+
+/// Single jobs one after the other, then a burst: milliseconds from waiting to Job.
+async fn measure(
+    forgejo: &StandIn,
+    timeline: &Timeline,
+    pool: &Pool,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    println!(
+        "==> webhook: {} (pollInterval {})",
+        pool.name, pool.interval
+    );
+    let mut singles = Vec::new();
+    for i in 0..SINGLES {
+        let added = Instant::now();
+        let id = forgejo.add_job(job(pool, &format!("single-{i}"))).id;
+        singles.push(job_seen(timeline, &[(id, added)]).await?[0]);
+    }
+    let added: Vec<(i64, Instant)> = (0..BURST)
+        .map(|i| {
+            (
+                forgejo.add_job(job(pool, &format!("burst-{i}"))).id,
+                Instant::now(),
+            )
+        })
+        .collect();
+    let burst = job_seen(timeline, &added).await?;
+    Ok((singles, burst))
+}
+
+fn report(forgejo: &StandIn, rows: &[Row]) {
     let delivered = forgejo.deliveries();
     println!(
         "webhook: {} deliveries, {} answered 202, {} answered 204",
@@ -153,22 +186,22 @@ pub(super) async fn bench_webhook(
         IDLE_WINDOW.as_secs()
     );
     println!("|---|---|---|---|");
-    for ((pool, singles, burst), hourly) in rows.iter().zip(per_hour) {
-        let how = if pool.token_index == 0 {
+    for row in rows {
+        let how = if row.pool.token_index == 0 {
             "webhooks"
         } else {
             "polling only"
         };
         println!(
-            "| {how}, pollInterval {} | {:.0} ms / {:.0} ms | {:.0} ms / {:.0} ms | {hourly:.0} |",
-            pool.interval,
-            percentile(singles, 0.5),
-            percentile(singles, 0.95),
-            percentile(burst, 0.5),
-            percentile(burst, 0.95)
+            "| {how}, pollInterval {} | {:.0} ms / {:.0} ms | {:.0} ms / {:.0} ms | {:.0} |",
+            row.pool.interval,
+            percentile(&row.singles, 0.5),
+            percentile(&row.singles, 0.95),
+            percentile(&row.burst, 0.5),
+            percentile(&row.burst, 0.95),
+            row.per_hour
         );
     }
-    Ok(())
 }
 
 fn job(pool: &Pool, name: &str) -> StandInJob {
