@@ -6,6 +6,7 @@
 //! with them, and `xtask gen-crds` prints their CRD.
 
 mod cache;
+pub mod condition_types;
 mod duration;
 mod labels;
 pub mod names;
@@ -33,4 +34,4 @@ pub use warm::{
     WARM_FETCH_INTERVAL_RANGE, WarmLabel, WarmRunnersError, WarmRunnersSpec, WarmRunnersStatus,
     WarmSchedule, WeeklyWindow,
 };
-pub use webhook::WebhookSpec;
+pub use webhook::{WAITING_EVENT, WebhookSpec};

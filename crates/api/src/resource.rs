@@ -26,20 +26,6 @@ pub const DEFAULT_RUNNER_IMAGE: &str = "data.forgejo.org/forgejo/runner:12.8.2";
 /// The Secret key read when `spec.tokenSecretRef.key` is not given.
 pub const DEFAULT_TOKEN_KEY: &str = "token";
 
-/// Condition types a RunnerDeployment reports.
-pub mod condition_types {
-    /// The pool is polling Forgejo and scheduling runners.
-    pub const READY: &str = "Ready";
-    /// The token Secret and its key exist.
-    pub const SECRET_FOUND: &str = "SecretFound";
-    /// Forgejo answered the last poll with the token.
-    pub const FORGEJO_REACHABLE: &str = "ForgejoReachable";
-    /// `maxRunners` Jobs are active and more jobs wait.
-    pub const AT_CAPACITY: &str = "AtCapacity";
-    /// The pool's shared Actions cache is serving (see `spec.cache`).
-    pub const CACHE_READY: &str = "CacheReady";
-}
-
 /// A pool of one-shot Forgejo runners: one Kubernetes Job per Forgejo job waiting on `labels`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

@@ -34,6 +34,7 @@ mod deleted;
 mod events;
 mod executor;
 mod finalize;
+mod hook;
 mod latency;
 mod not_waiting;
 mod observe;
@@ -128,6 +129,8 @@ pub struct Context {
     pub not_waiting: not_waiting::NotWaitingSince,
     /// Which webhook wake stamp each pool's polls answered.
     pub wakes: crate::webhook::AnsweredWakes,
+    /// The Forgejo hooks this process registered for pools.
+    pub hooks: hook::RegisteredHooks,
 }
 
 /// Requests (to the apiserver and Forgejo) that the reconciles of one controller make at
@@ -292,6 +295,7 @@ where
         caches: cache::AppliedCaches::default(),
         not_waiting: not_waiting::NotWaitingSince::default(),
         wakes: crate::webhook::AnsweredWakes::default(),
+        hooks: hook::RegisteredHooks::default(),
     });
 
     let (pool_store, pool_stream) = watches::pools(pools);

@@ -104,6 +104,7 @@ async fn observe_and_act(
         ..plan.status.clone()
     };
     cache::record(ctx, rd, &cache, status, now).await;
+    super::hook::reconcile_hook(ctx, rd, &observed.client, &observed.scope, status, now).await;
     if let Err(error) = &observed.polled {
         return Err(Error::Forgejo(error.clone()));
     }

@@ -60,6 +60,7 @@ fn forget_pool(ctx: &Context, rd: &RunnerDeployment) {
     latency::forget_pool(ctx, &uid);
     ctx.not_waiting.forget_pool(&uid);
     ctx.wakes.forget_pool(&uid);
+    ctx.hooks.forget_pool(&uid);
     super::backoff::reset_backoff(ctx, rd);
     let labels = crate::metrics::PoolLabels {
         namespace: rd.namespace().unwrap_or_default(),
@@ -79,6 +80,10 @@ async fn remove_registrations(rd: &RunnerDeployment, ctx: &Context) -> Result<us
     let version = ctx.polls.version(&client).await?;
     if !version.supports_ephemeral_runners() {
         return Ok(0);
+    }
+    let hooks = super::hook::remove_hooks(ctx, rd, &client, &scope).await?;
+    if hooks > 0 {
+        tracing::info!(hooks, "removed the pool's Forgejo webhook");
     }
     let runners = client.list_runners(&scope).await?;
     let mut removed = 0;

@@ -139,6 +139,7 @@ impl Unit {
             caches: super::cache::AppliedCaches::default(),
             not_waiting: super::not_waiting::NotWaitingSince::default(),
             wakes: crate::webhook::AnsweredWakes::default(),
+            hooks: super::hook::RegisteredHooks::default(),
         };
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
         Self {
