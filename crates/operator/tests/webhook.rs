@@ -311,23 +311,22 @@ async fn a_delivery_to_the_follower_of_two_replicas_wakes_the_leader() {
 
 /// Creates an organization hook on the stand-in, through its API as Forgejo's, that sends
 /// `workflow_job_waiting` to `url` signed with [`SECRET`].
-fn create_org_hook(world: &World, url: &str) {
-    let forgejo: SocketAddr = world
-        .forgejo
-        .url()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("the stand-in's address");
-    let body = serde_json::to_vec(&json!({
-        "type": "forgejo",
-        "active": true,
-        "events": ["workflow_job_waiting"],
-        "config": {"url": url, "content_type": "json", "secret": SECRET},
-    }))
-    .expect("json");
-    let auth = [("Authorization", format!("token {}", world.token))];
-    assert_eq!(post(forgejo, "/api/v1/orgs/faro/hooks", &auth, &body), 201);
+async fn create_org_hook(world: &World, url: &str) {
+    let client = forgejo::Client::new(
+        &world.forgejo.url(),
+        forgejo::Token::new(world.token.clone()),
+        forgejo::ClientOptions::default(),
+    )
+    .expect("a Forgejo client");
+    let hook = forgejo::NewHook {
+        url: url.to_owned(),
+        secret: SECRET.to_owned(),
+        events: vec!["workflow_job_waiting".to_owned()],
+    };
+    client
+        .create_hook(&forgejo::Scope::Organization("faro".into()), &hook)
+        .await
+        .expect("creating the hook");
 }
 
 #[tokio::test]
@@ -349,7 +348,8 @@ async fn forgejos_own_delivery_wakes_the_pool_and_a_dropped_one_waits_for_the_ne
     create_org_hook(
         &world,
         &format!("http://{hook_addr}/webhooks/{}/pool", world.ns),
-    );
+    )
+    .await;
 
     // Delivered: the Job comes well within the 4 s interval.
     let delivered = world

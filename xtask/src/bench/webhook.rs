@@ -2,8 +2,7 @@
 //! `workflow_job` webhooks (pollInterval 5m) and a pool that only polls (pollInterval 30s),
 //! single jobs and a burst of 50, in one run; then each idle pool's Forgejo requests.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use forgejo_stand_in::{StandIn, StandInConfig, StandInJob};
@@ -76,7 +75,8 @@ pub(super) async fn bench_webhook(
     create_hook(
         &forgejo,
         &format!("http://{hook_addr}/webhooks/{ns}/{}", WOKEN.name),
-    )?;
+    )
+    .await?;
     // Both pools have made their first poll before a job comes.
     wait_for(Duration::from_secs(30), || {
         [&WOKEN, &POLLED]
@@ -228,31 +228,20 @@ fn requests_of(forgejo: &StandIn, pool: &Pool) -> usize {
 
 /// Creates an organization hook that sends `workflow_job_waiting` to `url`, through the
 /// stand-in's API as Forgejo's.
-fn create_hook(forgejo: &StandIn, url: &str) -> anyhow::Result<()> {
-    let addr: SocketAddr = forgejo
-        .url()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()?;
-    let body = serde_json::to_string(&json!({
-        "type": "forgejo", "active": true, "events": ["workflow_job_waiting"],
-        "config": {"url": url, "content_type": "json", "secret": HOOK_SECRET},
-    }))?;
-    let request = format!(
-        "POST /api/v1/orgs/bench/hooks HTTP/1.1\r\nHost: x\r\nAuthorization: token {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(request.as_bytes())?;
-    // The status line is enough: the server may keep the connection open.
-    let mut answer = [0u8; 12];
-    stream.read_exact(&mut answer)?;
-    let status = String::from_utf8_lossy(&answer);
-    anyhow::ensure!(
-        status.starts_with("HTTP/1.1 201"),
-        "creating the hook: {status}"
-    );
+async fn create_hook(forgejo: &StandIn, url: &str) -> anyhow::Result<()> {
+    let client = forgejo::Client::new(
+        &forgejo.url(),
+        forgejo::Token::new(TOKEN),
+        forgejo::ClientOptions::default(),
+    )?;
+    let hook = forgejo::NewHook {
+        url: url.to_owned(),
+        secret: HOOK_SECRET.to_owned(),
+        events: vec!["workflow_job_waiting".to_owned()],
+    };
+    client
+        .create_hook(&forgejo::Scope::Organization("bench".into()), &hook)
+        .await?;
     Ok(())
 }
 

@@ -123,6 +123,7 @@ async fn observe_and_act(
     let next = plan
         .recheck_after
         .map_or(poll_due, |recheck| recheck.min(poll_due))
+        .min(super::hook::recheck_after(rd))
         .max(Duration::from_millis(200));
     Ok(Action::requeue(next))
 }

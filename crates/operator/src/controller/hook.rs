@@ -85,6 +85,16 @@ impl RegisteredHooks {
     }
 }
 
+/// When the pool must be reconciled again at the latest for its hook: the hook's Secret is
+/// not watched, so a pool that registers its hook looks at it every
+/// [`SECRET_RECHECK_EVERY`], however seldom it polls.
+pub fn recheck_after(rd: &RunnerDeployment) -> Duration {
+    match rd.spec.webhook.as_ref().and_then(|h| h.url.as_ref()) {
+        Some(_) => SECRET_RECHECK_EVERY,
+        None => Duration::MAX,
+    }
+}
+
 /// How the pool's hook stands: `WebhookReady`'s status, reason and message.
 struct HookReport {
     ready: bool,
@@ -158,7 +168,8 @@ async fn register(
     let known = ctx.hooks.get(&uid);
     if let Some(known) = &known
         && known.generation == rd.metadata.generation
-        && known.secret_read.elapsed() < SECRET_RECHECK_EVERY
+        // A little less than the requeue, so that the requeued reconcile reads it.
+        && known.secret_read.elapsed() + Duration::from_secs(5) < SECRET_RECHECK_EVERY
     {
         return registered(known.hook_id);
     }
