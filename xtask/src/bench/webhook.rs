@@ -19,6 +19,8 @@ use super::start::{Timeline, percentile, watch};
 const SINGLES: usize = 5;
 /// Jobs of the burst.
 const BURST: usize = 50;
+/// The pause before each single job: longer than the receiver's spacing of wakes.
+const SINGLE_SPACING: Duration = Duration::from_millis(1500);
 /// How long one job may wait for its Job (a polled pool waits up to an interval).
 const JOB_DEADLINE: Duration = Duration::from_secs(90);
 /// How long each pool is watched idle for its Forgejo requests.
@@ -156,6 +158,9 @@ async fn measure(
     );
     let mut singles = Vec::new();
     for i in 0..SINGLES {
+        // A single job is one that comes alone: after the receiver's spacing of wakes (a
+        // job within a second of the last wake waits for the trailing one).
+        tokio::time::sleep(SINGLE_SPACING).await;
         let added = Instant::now();
         let id = forgejo.add_job(job(pool, &format!("single-{i}"))).id;
         singles.push(job_seen(timeline, &[(id, added)]).await?[0]);
