@@ -253,6 +253,22 @@ fn a_job_still_waiting_after_the_grace_gets_its_own_job() {
 }
 
 #[test]
+fn a_started_warm_runner_not_yet_listed_holds_a_job_for_the_grace() {
+    // Registered a moment ago: the registrations listed now predate it (Unknown), but its
+    // runner runs, so it is most likely fetching.
+    let rd = was_kept(warm_pool(10, 1), at(90));
+    let (mut runner, _) = warm(0, "docker", Stage::Idle);
+    runner.secret_created_at = Some(at(100));
+    runner.runner_started_at = Some(at(100));
+    let mut scene = Scene::new(rd, 100).with_warm(&[(runner, None)]);
+    scene.jobs = vec![waiting(1, &["docker"])];
+    assert!(cold_creations(&scene.plan()).is_empty());
+    let grace = i64::try_from(warm_grace(Duration::from_secs(1)).as_secs()).unwrap();
+    scene.waiting_since = vec![((1, 1), at(100 - grace))];
+    assert_eq!(cold_creations(&scene.plan()), [1]);
+}
+
+#[test]
 fn warm_runners_count_toward_max_runners() {
     let rd = was_kept(warm_pool(3, 2), at(90));
     let mut scene = Scene::new(rd, 100).with_warm(&[

@@ -37,7 +37,15 @@ pub(crate) fn deferrals(
     let grace = warm_grace(warm.fetch_interval);
     let mut idle: BTreeMap<&str, usize> = BTreeMap::new();
     for (r, state) in &warm_view.live {
-        if *state == WarmState::Idle {
+        // A started runner that the registrations listed so far do not show yet is most
+        // likely fetching already: leaving it the job for the grace costs at most the
+        // grace, while a Job made now would be a second runner for the job.
+        let may_take = match state {
+            WarmState::Idle => true,
+            WarmState::Unknown => r.runner_started_at.is_some(),
+            _ => false,
+        };
+        if may_take {
             *idle.entry(r.label.as_str()).or_default() += 1;
         }
     }
