@@ -103,7 +103,18 @@ fn job_of(jobs: &[Job], id: i64) -> Option<&Job> {
 async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
     let world = World::on_node("warm").await;
     world.create_pool_from(warm_pool(&world)).await;
-    let _operator = Operator::start(&world.ns);
+    // The cleanup tests' 2 s pod-start deadline would replace a warm runner whose pod starts
+    // slowly on a loaded node, and the test follows the first two runners it sees.
+    let _operator = Operator::start_with(
+        &world.ns,
+        &[
+            "--leader-election=false",
+            "--not-waiting-grace=2s",
+            "--image-pull-deadline=60s",
+            "--unschedulable-deadline=60s",
+            "--retry-after=2s",
+        ],
+    );
     let first_warm = two_idle_warm_runners(&world).await;
     world.wait_for_event("warm", "WarmWindowOpened").await;
 
