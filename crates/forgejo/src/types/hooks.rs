@@ -162,7 +162,7 @@ mod tests {
             "type": "forgejo",
             "branch_filter": "",
             "config": {"url": "https://ops.example.com/hook", "content_type": "json", "http_method": "post"},
-            "events": ["workflow_job_waiting", "workflow_job_completed"],
+            "events": ["workflow_job_waiting", "workflow_job_success"],
             "authorization_header": "",
             "active": true,
             "created_at": "2025-01-02T03:04:05Z",
@@ -178,7 +178,7 @@ mod tests {
                 content_type: "json".into(),
                 events: vec![
                     "workflow_job_waiting".into(),
-                    "workflow_job_completed".into()
+                    "workflow_job_success".into()
                 ],
                 active: true,
             }

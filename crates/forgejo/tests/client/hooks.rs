@@ -24,7 +24,7 @@ fn workflow_job_hook(url: &str) -> NewHook {
     NewHook {
         url: url.into(),
         secret: SECRET.into(),
-        events: v(&["workflow_job_waiting", "workflow_job_completed"]),
+        events: v(&["workflow_job_waiting", "workflow_job_success"]),
     }
 }
 
@@ -64,7 +64,7 @@ async fn create_list_delete(scope: Scope, other: Scope, path: &str) {
     assert_eq!(created.url, "https://ops.example.com/hook");
     assert_eq!(
         created.events,
-        ["workflow_job_waiting", "workflow_job_completed"]
+        ["workflow_job_waiting", "workflow_job_success"]
     );
     assert!(created.active);
     let request = &forgejo.requests()[0];
@@ -77,7 +77,7 @@ async fn create_list_delete(scope: Scope, other: Scope, path: &str) {
     assert_eq!(body["active"], true);
     assert_eq!(
         body["events"],
-        serde_json::json!(["workflow_job_waiting", "workflow_job_completed"])
+        serde_json::json!(["workflow_job_waiting", "workflow_job_success"])
     );
     assert_eq!(body["config"]["url"], "https://ops.example.com/hook");
     assert_eq!(body["config"]["content_type"], "json");
