@@ -16,33 +16,43 @@ use api::RunnerDeployment;
 pub const WAKE_ANNOTATION: &str = "forgejo.runners.dev/wake";
 /// At most one stamp per pool per this long; deliveries within it share one trailing stamp.
 pub const MIN_WAKE_SPACING: Duration = Duration::from_secs(1);
+/// How long a quiet pool's first delivery waits for the rest of its burst before the stamp:
+/// the jobs of a matrix become waiting together, and one poll that sees them all beats a
+/// poll for the first and a trailing one, a spacing later, for the others.
+pub const WAKE_GATHER: Duration = Duration::from_millis(100);
 /// How long a pool's last stamp is remembered (longer than any spacing).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// A pool, by namespace and name.
 type PoolKey = (String, String);
 
-/// When each pool was last stamped, and whether a trailing stamp is on its way.
-#[derive(Debug, Clone, Copy)]
-struct LastWake {
-    at: Instant,
-    trailing: bool,
-}
-
-/// Stamps pools, coalesced: one stamp at once, then at most one per [`MIN_WAKE_SPACING`].
+/// Stamps pools, coalesced: a quiet pool's first delivery stamps it after
+/// [`WAKE_GATHER`], then at most one stamp follows per [`MIN_WAKE_SPACING`].
 #[derive(Clone)]
 pub struct Waker {
     client: kube::Client,
-    last: Arc<Mutex<HashMap<PoolKey, LastWake>>>,
+    /// When each pool was last stamped, or will be (a stamp on its way is in the future).
+    stamped_at: Arc<Mutex<HashMap<PoolKey, Instant>>>,
 }
 
 /// What [`Waker::wake`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
-    /// The pool was stamped now.
+    /// The pool was stamped for this delivery.
     Stamped,
-    /// A stamp was made less than a spacing ago: one more follows when it ends.
+    /// A stamp on its way, or one made less than a spacing ago, covers it: in the second
+    /// case one more stamp follows when the spacing ends.
     Coalesced,
+}
+
+/// What a delivery needs, decided under the lock.
+enum Next {
+    /// Stamp after the gather: the pool was quiet.
+    Gather,
+    /// A stamp on its way covers it.
+    Covered,
+    /// Stamp at this instant, the end of the last stamp's spacing.
+    Trailing(Instant),
 }
 
 impl Waker {
@@ -50,67 +60,53 @@ impl Waker {
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,
-            last: Arc::default(),
+            stamped_at: Arc::default(),
         }
     }
 
-    /// Wakes pool `namespace`/`name`: stamps it now, or, within a spacing of the last
-    /// stamp, makes sure one more stamp follows at the end of the spacing.
+    /// Wakes pool `namespace`/`name`: a quiet pool is stamped after [`WAKE_GATHER`];
+    /// within a spacing of the last stamp, one more stamp follows at the end of the spacing.
     pub async fn wake(&self, namespace: &str, name: &str) -> Result<Wake, kube::Error> {
         let key = (namespace.to_owned(), name.to_owned());
         let now = Instant::now();
-        let trailing_at = {
-            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-            last.retain(|_, wake| now.duration_since(wake.at) < FORGET_AFTER);
-            match last.get_mut(&key) {
-                Some(wake) if now.duration_since(wake.at) < MIN_WAKE_SPACING => {
-                    if wake.trailing {
-                        return Ok(Wake::Coalesced);
-                    }
-                    wake.trailing = true;
-                    Some(wake.at + MIN_WAKE_SPACING)
-                }
-                _ => {
-                    last.insert(
-                        key.clone(),
-                        LastWake {
-                            at: now,
-                            trailing: false,
-                        },
-                    );
-                    None
-                }
-            }
+        let next = {
+            let mut stamped_at = self.stamped_at.lock().unwrap_or_else(|p| p.into_inner());
+            stamped_at.retain(|_, at| now.saturating_duration_since(*at) < FORGET_AFTER);
+            next_stamp(&mut stamped_at, key.clone(), now)
         };
-        match trailing_at {
-            None => {
+        match next {
+            Next::Gather => {
+                tokio::time::sleep(WAKE_GATHER).await;
                 stamp(&self.client, namespace, name).await?;
                 Ok(Wake::Stamped)
             }
-            Some(at) => {
-                let waker = self.clone();
+            Next::Covered => Ok(Wake::Coalesced),
+            Next::Trailing(at) => {
+                let client = self.client.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep_until(at.into()).await;
-                    waker.stamp_trailing(key).await;
+                    if let Err(error) = stamp(&client, &key.0, &key.1).await {
+                        tracing::warn!(namespace = %key.0, pool = %key.1, %error, "webhook: waking the pool failed; its next poll finds the job");
+                    }
                 });
                 Ok(Wake::Coalesced)
             }
         }
     }
+}
 
-    async fn stamp_trailing(&self, key: PoolKey) {
-        {
-            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-            last.insert(
-                key.clone(),
-                LastWake {
-                    at: Instant::now(),
-                    trailing: false,
-                },
-            );
+/// Decides the stamp for a delivery to pool `key` at `now`, and records it.
+fn next_stamp(stamped_at: &mut HashMap<PoolKey, Instant>, key: PoolKey, now: Instant) -> Next {
+    match stamped_at.get(&key).copied() {
+        Some(at) if now < at => Next::Covered,
+        Some(at) if now < at + MIN_WAKE_SPACING => {
+            let trailing = at + MIN_WAKE_SPACING;
+            stamped_at.insert(key, trailing);
+            Next::Trailing(trailing)
         }
-        if let Err(error) = stamp(&self.client, &key.0, &key.1).await {
-            tracing::warn!(namespace = %key.0, pool = %key.1, %error, "webhook: waking the pool failed; its next poll finds the job");
+        _ => {
+            stamped_at.insert(key, now + WAKE_GATHER);
+            Next::Gather
         }
     }
 }
@@ -162,5 +158,79 @@ impl AnsweredWakes {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(pool_uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> PoolKey {
+        ("ci".to_owned(), "pool".to_owned())
+    }
+
+    #[test]
+    fn a_burst_shares_the_gathered_stamp_and_one_trailing_stamp() {
+        let mut stamped_at = HashMap::new();
+        let t0 = Instant::now();
+        assert!(matches!(
+            next_stamp(&mut stamped_at, pool(), t0),
+            Next::Gather
+        ));
+        // The rest of the burst, inside the gather: the stamp on its way covers them.
+        for ms in [1, 50, 99] {
+            let at = t0 + Duration::from_millis(ms);
+            assert!(matches!(
+                next_stamp(&mut stamped_at, pool(), at),
+                Next::Covered
+            ));
+        }
+        // After the stamp, within its spacing: one trailing stamp at the spacing's end.
+        let late = t0 + WAKE_GATHER + Duration::from_millis(10);
+        let Next::Trailing(trailing) = next_stamp(&mut stamped_at, pool(), late) else {
+            panic!("a delivery after the stamp needs a trailing one");
+        };
+        assert_eq!(trailing, t0 + WAKE_GATHER + MIN_WAKE_SPACING);
+        assert!(matches!(
+            next_stamp(&mut stamped_at, pool(), late + Duration::from_millis(500)),
+            Next::Covered
+        ));
+    }
+
+    #[test]
+    fn stamps_of_one_pool_are_a_spacing_apart_and_other_pools_are_apart() {
+        let mut stamped_at = HashMap::new();
+        let t0 = Instant::now();
+        let mut stamps = Vec::new();
+        // A delivery every 100 ms for 5 s.
+        for i in 0..50 {
+            let now = t0 + Duration::from_millis(i * 100);
+            match next_stamp(&mut stamped_at, pool(), now) {
+                Next::Gather => stamps.push(now + WAKE_GATHER),
+                Next::Trailing(at) => stamps.push(at),
+                Next::Covered => {}
+            }
+        }
+        for pair in stamps.windows(2) {
+            assert!(pair[1] - pair[0] >= MIN_WAKE_SPACING, "{pair:?}");
+        }
+        assert!(stamps.len() >= 4, "{} stamps in 5 s", stamps.len());
+        let other = ("ci".to_owned(), "other".to_owned());
+        assert!(matches!(
+            next_stamp(&mut stamped_at, other, t0 + Duration::from_millis(150)),
+            Next::Gather
+        ));
+    }
+
+    #[test]
+    fn a_pool_quiet_for_a_spacing_is_stamped_after_the_gather_again() {
+        let mut stamped_at = HashMap::new();
+        let t0 = Instant::now();
+        next_stamp(&mut stamped_at, pool(), t0);
+        let later = t0 + WAKE_GATHER + MIN_WAKE_SPACING;
+        assert!(matches!(
+            next_stamp(&mut stamped_at, pool(), later),
+            Next::Gather
+        ));
     }
 }
