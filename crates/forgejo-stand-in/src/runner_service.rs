@@ -244,6 +244,7 @@ fn fetch(state: &mut State, runner_id: i64, handle: Option<String>) -> Option<Ta
             handle,
             job_id: None,
             task_id: None,
+            at: std::time::Instant::now(),
         });
         return None;
     }
@@ -276,6 +277,7 @@ fn fetch(state: &mut State, runner_id: i64, handle: Option<String>) -> Option<Ta
         handle,
         job_id: taken,
         task_id: task.as_ref().map(|t| t.id),
+        at: std::time::Instant::now(),
     });
     task
 }

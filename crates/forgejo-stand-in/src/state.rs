@@ -143,6 +143,8 @@ pub struct Fetch {
     pub job_id: Option<i64>,
     /// The task handed out, if any.
     pub task_id: Option<i64>,
+    /// When it was answered.
+    pub at: std::time::Instant,
 }
 
 /// A runner-service call as received: the procedure and the headers forgejo-runner sends,

@@ -140,6 +140,8 @@ impl Scenario<'_> {
             self.wait_for_results(&[id]).await?;
         }
         self.wait_for_warm_runners().await?;
+        let fetched_before = self.forgejo.fetches().len();
+        let burst_start = Instant::now();
         let mut added = Vec::new();
         for i in 0..BURST {
             let job = self.job(&format!("burst-{i}"));
@@ -147,6 +149,7 @@ impl Scenario<'_> {
             added.push((self.forgejo.add_job(job).id, at));
         }
         let burst = self.first_rows(&added).await?;
+        self.print_burst_fetches(fetched_before, burst_start);
         let ids: Vec<i64> = added.iter().map(|(id, _)| *id).collect();
         self.wait_for_results(&ids).await?;
         if self.warm > 0 {
@@ -187,6 +190,46 @@ impl Scenario<'_> {
             "first-step {}: job {id} taken by {taker}; fetches since it was added: {per_runner:?}",
             self.pool
         );
+    }
+
+    /// Prints, for each runner that fetched since the burst began, how often it fetched,
+    /// its first and last fetch and the job it took (ms after the burst began): a burst
+    /// that warm runners should have taken at once shows who fetched and who did not.
+    fn print_burst_fetches(&self, fetched_before: usize, burst_start: Instant) {
+        let fetches = self.forgejo.fetches();
+        let since = fetches.get(fetched_before..).unwrap_or_default();
+        let ms = |at: Instant| at.saturating_duration_since(burst_start).as_millis();
+        let mut per_runner: BTreeMap<&str, RunnerFetches> = BTreeMap::new();
+        for fetch in since {
+            let entry = per_runner
+                .entry(fetch.runner_name.as_str())
+                .or_insert(RunnerFetches {
+                    count: 0,
+                    first: ms(fetch.at),
+                    last: 0,
+                    took: None,
+                });
+            entry.count += 1;
+            entry.last = ms(fetch.at);
+            if let Some(job) = fetch.job_id {
+                entry.took = Some((job, ms(fetch.at)));
+            }
+        }
+        for (runner, fetches) in per_runner {
+            let RunnerFetches {
+                count,
+                first,
+                last,
+                took,
+            } = fetches;
+            let took = took.map_or("nothing".to_owned(), |(job, at)| {
+                format!("job {job} at {at} ms")
+            });
+            println!(
+                "first-step {} burst: {runner}: {count} fetches, first at {first} ms, last at {last} ms, took {took}",
+                self.pool
+            );
+        }
     }
 
     /// Waits until the stand-in lists this pool's warm runners, all idle (polling).
@@ -300,6 +343,15 @@ impl Scenario<'_> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// One runner's fetches during a burst, in ms after the burst began.
+struct RunnerFetches {
+    count: usize,
+    first: u128,
+    last: u128,
+    /// The job it took, and when.
+    took: Option<(i64, u128)>,
 }
 
 /// Where a cold single job's time goes: the wait for the poll, the operator, the pod start,
