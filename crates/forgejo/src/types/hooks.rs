@@ -176,10 +176,7 @@ mod tests {
                 kind: "forgejo".into(),
                 url: "https://ops.example.com/hook".into(),
                 content_type: "json".into(),
-                events: vec![
-                    "workflow_job_waiting".into(),
-                    "workflow_job_success".into()
-                ],
+                events: vec!["workflow_job_waiting".into(), "workflow_job_success".into()],
                 active: true,
             }
         );
