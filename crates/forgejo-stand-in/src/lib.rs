@@ -7,11 +7,12 @@
 //! [`forgejo::ActionRunJob`], [`forgejo::Runner`]) and label rule ([`forgejo::it_runs_on`]),
 //! so what it answers is what the client reads.
 //!
-//! It behaves as the configured version ([`StandInConfig::version`]): job listing from 11,
-//! unfiltered listing from 14, the runner API, `attempt`/`handle` and
-//! `admin/actions/runners/…` from 15. Tests add, change and remove jobs and runners, read
-//! the requests it received ([`StandIn::requests`], never the token itself), and inject
-//! faults per path prefix ([`StandIn::inject_fault`]).
+//! It behaves as the configured version ([`StandInConfig::version`]): job listing and a
+//! repository's task listing from 11, unfiltered job listing from 14, the runner API,
+//! `attempt`/`handle`, `admin/actions/runners/…` and the tasks' `status=` filter from 15.
+//! Tests add, change and remove jobs and runners, read the requests it received
+//! ([`StandIn::requests`], never the token itself), and inject faults per path prefix
+//! ([`StandIn::inject_fault`]).
 //!
 //! It also serves the runner service (`/api/actions/runner.v1.RunnerService/…`, Connect
 //! over HTTP/1.1 with binary protobuf, see `runner_service.rs`), so a forgejo-runner or the
@@ -54,7 +55,7 @@ use self::state::State;
 pub use self::state::{Fetch, RunnerCall};
 use self::webhooks::Webhooks;
 pub use self::webhooks::{Delivery, Webhook, WebhookFault};
-use forgejo::{ActionRunJob, Runner, Scope};
+use forgejo::{ActionRunJob, ActionTask, Runner, Scope};
 
 /// How the stand-in behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +70,7 @@ pub struct StandInConfig {
     pub user: String,
     /// Organizations and users that exist (others answer 404); `None`: every name exists.
     pub owners: Option<Vec<String>>,
-    /// Forgejo's `MAX_RESPONSE_ITEMS`: the most runners one page holds (default 50).
+    /// Forgejo's `MAX_RESPONSE_ITEMS`: the most runners or tasks one page holds (default 50).
     pub max_page_size: usize,
     /// Where it listens (default `127.0.0.1:0`); an address pods reach for tests on a node.
     pub bind: SocketAddr,
@@ -381,7 +382,8 @@ impl StandIn {
         lock(&self.inner.state).take_job(job_id, runner_id)
     }
 
-    /// A job's attempt ends with `status`; the ephemeral runner that ran it is deleted.
+    /// A job's attempt ends with `status`, and so does its task if a runner took it; the
+    /// ephemeral runner that ran it is deleted.
     pub fn finish_job(&self, job_id: i64, status: &str) -> bool {
         lock(&self.inner.state).finish_job(job_id, status)
     }
@@ -400,6 +402,16 @@ impl StandIn {
             .jobs
             .get(&id)
             .map(|job| job.to_api())
+    }
+
+    /// Every task, of every repository, by id: one per job attempt a runner took, with its
+    /// job's status until the attempt ends, then its result (removing a job leaves them).
+    pub fn tasks(&self) -> Vec<ActionTask> {
+        lock(&self.inner.state)
+            .tasks
+            .values()
+            .map(|task| task.to_api())
+            .collect()
     }
 
     /// Every job it holds, whatever its status, by id.

@@ -375,10 +375,10 @@ fn update_log(state: &mut State, runner_id: i64, request: UpdateLogRequest) -> R
     let skip = usize::try_from(stored - request.index).unwrap_or(0);
     job.log_rows
         .extend(request.rows.into_iter().skip(skip).map(|row| row.content));
-    Ok(UpdateLogResponse {
-        ack_index: job.log_rows.len() as i64,
-    }
-    .encode_to_vec())
+    let ack_index = job.log_rows.len() as i64;
+    // A report changes the task, so its `updated_at` (Forgejo updates the row).
+    state.touch_task(request.task_id);
+    Ok(UpdateLogResponse { ack_index }.encode_to_vec())
 }
 
 fn update_task(state: &mut State, runner_id: i64, request: UpdateTaskRequest) -> RpcResult {
@@ -392,6 +392,7 @@ fn update_task(state: &mut State, runner_id: i64, request: UpdateTaskRequest) ->
     let job = job_of_task(state, runner_id, reported.id)?;
     let job_id = job.id;
     let cancelled = job.status == "cancelled";
+    state.touch_task(reported.id);
     let result = if cancelled {
         TaskResult::Cancelled
     } else {

@@ -1,5 +1,5 @@
-//! What the stand-in holds: owners and repositories (names → ids), jobs, runners,
-//! registration tokens, webhooks, injected faults and the requests it received. No I/O here
+//! What the stand-in holds: owners and repositories (names → ids), jobs, their tasks,
+//! runners, registration tokens, webhooks, injected faults and the requests it received. No I/O here
 //! (webhook deliveries are only queued).
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,6 +11,8 @@ use super::{Fault, RecordedRequest, StandInConfig, Times};
 use forgejo::{ActionRunJob, Runner, Scope, ServerVersion};
 
 mod jobs;
+mod tasks;
+pub(super) use tasks::TaskRecord;
 
 /// A job as the stand-in stores it.
 #[derive(Debug, Clone)]
@@ -192,6 +194,8 @@ pub(super) struct State {
     next_task_id: i64,
     next_runner_id: i64,
     pub jobs: BTreeMap<i64, JobRecord>,
+    /// Tasks by id: one per job attempt a runner took.
+    pub tasks: BTreeMap<i64, TaskRecord>,
     pub runners: BTreeMap<i64, RunnerRecord>,
     registration_tokens: HashMap<String, String>,
     /// (owner_id, repo_id) of each registration token's scope.
@@ -222,6 +226,7 @@ impl State {
             next_task_id: 1,
             next_runner_id: 1,
             jobs: BTreeMap::new(),
+            tasks: BTreeMap::new(),
             runners: BTreeMap::new(),
             registration_tokens: HashMap::new(),
             registration_scopes: HashMap::new(),

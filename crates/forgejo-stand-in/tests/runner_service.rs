@@ -1,5 +1,10 @@
 //! The stand-in's runner service (Connect unary, binary protobuf) spoken to directly, each
-//! behaviour pinned to the docs/forgejo.md fact ("Runner protocol") it follows.
+//! behaviour pinned to the docs/forgejo.md fact ("Runner protocol") it follows; the tasks it
+//! makes in `runner_service/tasks.rs`.
+
+mod runner_service {
+    pub mod tasks;
+}
 
 use bytes::Bytes;
 use forgejo::{Client, RegisterRunner, Scope, Token};

@@ -61,12 +61,12 @@ pub enum Error {
     },
 
     /// 404: the owner, repository or runner does not exist, or Forgejo is too old for the endpoint.
-    #[error(
-        "Forgejo has no {endpoint} (404 Not Found, {answer}): check the owner/organization/repository name and that the token's user can see it, and that the server is new enough (job listing needs Forgejo 11+, runner registration, listing and deletion need 15+)"
-    )]
+    #[error("Forgejo has no {endpoint} (404 Not Found, {answer}): {hint}")]
     NotFound {
         /// The failed call.
         endpoint: Endpoint,
+        /// What to check: names, visibility to the token's user, the server's version.
+        hint: &'static str,
         /// What the answer's body was (kind and size, never its text).
         answer: String,
     },
@@ -325,6 +325,9 @@ fn retry_note(retry_after: &Option<Duration>) -> String {
 fn secs(d: &Duration) -> String {
     format!("{:.1}", d.as_secs_f64())
 }
+
+/// What a 404 usually means, for calls that give no hint of their own.
+pub(crate) const NOT_FOUND_HINT: &str = "check the owner/organization/repository name and that the token's user can see it, and that the server is new enough (job listing needs Forgejo 11+, runner registration, listing and deletion need 15+)";
 
 /// How much server-provided text an error keeps.
 pub(crate) const SERVER_TEXT_LIMIT: usize = 200;

@@ -2,8 +2,9 @@
 //! Forgejo stand-in of the `forgejo-stand-in` crate.
 //!
 //! Start with [`Client`]: it lists the jobs that wait for a runner in a [`Scope`], registers
-//! and deletes ephemeral runners (Forgejo 15+), fetches legacy registration tokens, and
-//! lists, creates and deletes the scope's webhooks ([`Hook`], [`NewHook`]).
+//! and deletes ephemeral runners (Forgejo 15+), fetches legacy registration tokens,
+//! lists, creates and deletes the scope's webhooks ([`Hook`], [`NewHook`]), and learns the
+//! results of jobs that left the listing from a repository's tasks ([`Client::finished_tasks`]).
 //! Every failure is an [`Error`] whose variant says what a caller can do about it, and
 //! whose [`Error::reason`] is a PascalCase label for conditions and metrics.
 //!
@@ -11,7 +12,7 @@
 //!   operator ──► Client ──► retry loop ──► hyper (pooled, rustls) ──► Forgejo /api/v1/…
 //!                  │           │ 5xx/429/timeout/connect: backoff + jitter, bounded
 //!                  │           └ per-attempt timeout, body-size cap, RequestOutcome hook
-//!                  └ typed answers: ActionRunJob, Runner, RegisteredRunner, Hook, ServerVersion
+//!                  └ typed answers: ActionRunJob, ActionTask, Runner, RegisteredRunner, Hook, ServerVersion
 //! ```
 //!
 //! [`it_runs_on`] is Forgejo's own label rule, so one unfiltered poll (Forgejo 14+) can be
@@ -22,9 +23,9 @@
 //! | Forgejo | what works | what it lacks |
 //! |---|---|---|
 //! | < 11 | `version`, `registration_token` | job listing (`NotFound`): not usable for scheduling |
-//! | 11–13 | + `list_jobs` with a label filter | unfiltered listing (`labels: None` matches nothing), runner API, `attempt`/`handle` |
-//! | 14 | + `list_jobs(scope, None)`: every pending job, for one poll per scope | runner API (`register_runner`, `list_runners`, `delete_runner` answer `NotFound`), `attempt`/`handle` |
-//! | 15 | everything: ephemeral runners through the API, `attempt`/`handle`, `admin/actions/runners/…` | — |
+//! | 11–13 | + `list_jobs` with a label filter, `finished_tasks` | unfiltered listing (`labels: None` matches nothing), runner API, `attempt`/`handle`, task status filter |
+//! | 14 | + `list_jobs(scope, None)`: every pending job, for one poll per scope | runner API (`register_runner`, `list_runners`, `delete_runner` answer `NotFound`), `attempt`/`handle`, task status filter (unfinished tasks are read and dropped) |
+//! | 15 | everything: ephemeral runners through the API, `attempt`/`handle`, `admin/actions/runners/…`, only finished tasks read | — |
 //!
 //! Later releases add job fields (`run_id`, `html_url` are read when present; others are ignored).
 //!
@@ -43,5 +44,6 @@ pub use error::{Endpoint, Error, Result};
 pub use labels::it_runs_on;
 pub use token::Token;
 pub use types::{
-    ActionRunJob, Hook, NewHook, RegisterRunner, RegisteredRunner, Runner, Scope, ServerVersion,
+    ActionRunJob, ActionTask, FinishedTasks, Hook, NewHook, RegisterRunner, RegisteredRunner,
+    Runner, Scope, ServerVersion,
 };

@@ -1,8 +1,8 @@
-//! The data this crate exchanges with Forgejo: scopes, server versions, jobs, runners and
-//! webhooks (`hooks.rs`).
+//! The data this crate exchanges with Forgejo: scopes, server versions, jobs, runners,
+//! webhooks (`hooks.rs`) and tasks (`tasks.rs`).
 //!
 //! Field names follow Forgejo's `modules/structs` (`ActionRunJob`, `ActionRunner`,
-//! `RegisterRunnerOptions`, `RegisterRunnerResponse`, `Hook`). Unknown fields are ignored, absent
+//! `RegisterRunnerOptions`, `RegisterRunnerResponse`, `Hook`, `ActionTask`). Unknown fields are ignored, absent
 //! optional ones default, and `null` lists read as empty. No I/O happens here.
 
 use std::fmt;
@@ -164,6 +164,11 @@ impl ServerVersion {
     pub fn supports_ephemeral_runners(&self) -> bool {
         self.major >= 15
     }
+
+    /// Forgejo 15+: `…/actions/tasks` honours `status=` (11–14 ignore it and list every task).
+    pub fn filters_tasks_by_status(&self) -> bool {
+        self.major >= 15
+    }
 }
 
 impl fmt::Display for ServerVersion {
@@ -323,6 +328,9 @@ where
 
 mod hooks;
 pub use hooks::{Hook, NewHook};
+mod tasks;
+pub use tasks::{ActionTask, FinishedTasks};
+pub(crate) use tasks::{FINISHED_STATUSES, TasksPageWire};
 
 #[cfg(test)]
 mod tests {
@@ -351,6 +359,8 @@ mod tests {
         assert!(at("14.0.0").supports_unfiltered_jobs());
         assert!(!at("14.0.9").supports_ephemeral_runners());
         assert!(at("15.0.0").supports_ephemeral_runners());
+        assert!(!at("14.0.9").filters_tasks_by_status());
+        assert!(at("15.0.0").filters_tasks_by_status());
         assert!(at("15.0.3").at_least(15, 0, 3));
         assert!(!at("15.0.3").at_least(15, 1, 0));
     }

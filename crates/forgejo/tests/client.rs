@@ -8,6 +8,7 @@ mod client {
     pub mod hooks;
     pub mod jobs;
     pub mod runners;
+    pub mod tasks;
 }
 
 use std::time::Duration;

@@ -48,8 +48,9 @@ pub(super) fn list_jobs(state: &mut State, scope: &Scope, query: Option<&str>) -
     Reply::json(StatusCode::OK, json)
 }
 
-/// `GET …/runners`: one page, with `x-total-count`.
-pub(super) fn list_runners(state: &mut State, scope: &Scope, query: Option<&str>) -> Reply {
+/// A list request's `page` (from 1) and `limit` as Forgejo reads them: page 1 unless given,
+/// 30 items unless given, never more than `MAX_RESPONSE_ITEMS`.
+pub(super) fn page_and_limit(state: &State, query: Option<&str>) -> (usize, usize) {
     let (mut page, mut limit) = (0usize, 0usize);
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match key.as_ref() {
@@ -59,12 +60,17 @@ pub(super) fn list_runners(state: &mut State, scope: &Scope, query: Option<&str>
         }
     }
     let max = state.config.max_page_size.max(1);
-    let page = page.max(1);
     let limit = if limit == 0 {
         30.min(max)
     } else {
         limit.min(max)
     };
+    (page.max(1), limit)
+}
+
+/// `GET …/runners`: one page, with `x-total-count`.
+pub(super) fn list_runners(state: &mut State, scope: &Scope, query: Option<&str>) -> Reply {
+    let (page, limit) = page_and_limit(state, query);
     let (owner_id, repo_id) = state.scope_ids(scope);
     let all: Vec<Value> = state
         .runners

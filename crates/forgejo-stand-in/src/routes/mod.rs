@@ -1,7 +1,8 @@
 //! How the stand-in answers a request: record it, apply an injected fault, check the token,
 //! then serve the endpoint the way the configured Forgejo version does, quirks included
 //! (`null` for no jobs, waiting and running jobs both listed, superset label matching,
-//! no job paging, `null` labels for runners that never connected); webhooks in `hooks.rs`.
+//! no job paging, `null` labels for runners that never connected); webhooks in `hooks.rs`,
+//! a repository's tasks in `tasks.rs`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -214,6 +215,17 @@ fn not_found(state: &State) -> Reply {
     )
 }
 
+/// Which collection of a scope a request path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Collection {
+    /// `…/actions/runners…`, its jobs and registration token.
+    Runners,
+    /// `…/hooks…`.
+    Hooks,
+    /// `repos/{owner}/{repo}/actions/tasks`.
+    Tasks,
+}
+
 /// The endpoint a request path names, with what remains after `…/runners`.
 fn parse_scope(segments: &[String], major: u64) -> Option<(Scope, &[String])> {
     let strs: Vec<&str> = segments.iter().map(String::as_str).collect();
@@ -237,6 +249,15 @@ fn parse_scope(segments: &[String], major: u64) -> Option<(Scope, &[String])> {
         }
         _ => None,
     }
+}
+
+/// The scope and collection a request path names, with what remains after the collection.
+fn parse_collection(segments: &[String], major: u64) -> Option<(Scope, &[String], Collection)> {
+    let tagged = |collection| move |(scope, rest)| (scope, rest, collection);
+    parse_scope(segments, major)
+        .map(tagged(Collection::Runners))
+        .or_else(|| hooks::parse_hooks_path(segments).map(tagged(Collection::Hooks)))
+        .or_else(|| tasks::parse_tasks_path(segments).map(tagged(Collection::Tasks)))
 }
 
 fn route(
@@ -278,12 +299,8 @@ fn route(
         Access::ReadOnly | Access::Full => {}
     }
 
-    let (scope, rest, is_hooks) = match parse_scope(&segments, state.major) {
-        Some((scope, rest)) => (scope, rest, false),
-        None => match hooks::parse_hooks_path(&segments) {
-            Some((scope, rest)) => (scope, rest, true),
-            None => return not_found(state),
-        },
+    let Some((scope, rest, collection)) = parse_collection(&segments, state.major) else {
+        return not_found(state);
     };
     let owner_missing = match &scope {
         Scope::Repository { owner, .. } | Scope::Organization(owner) => !state.owner_exists(owner),
@@ -303,8 +320,10 @@ fn route(
     }
 
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    if is_hooks {
-        return hooks::serve(state, method, &scope, &rest, body);
+    match collection {
+        Collection::Hooks => return hooks::serve(state, method, &scope, &rest, body),
+        Collection::Tasks => return tasks::serve(state, method, &scope, query),
+        Collection::Runners => {}
     }
     let v15 = state.major >= 15;
     match (method, rest.as_slice()) {
@@ -402,6 +421,7 @@ fn hex(b: u8) -> Option<u8> {
 
 mod endpoints;
 mod hooks;
+mod tasks;
 use endpoints::{find_runner, list_jobs, list_runners, register_runner, runner_json};
 
 #[cfg(test)]

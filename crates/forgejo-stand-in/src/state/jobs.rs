@@ -1,5 +1,6 @@
 //! A job's life: added, taken by a runner, finished, re-run. Every status change goes
-//! through [`State::change_status`], which tells the webhooks as Forgejo does.
+//! through [`State::change_status`], which tells the webhooks as Forgejo does, and which the
+//! job's current task follows.
 
 use serde_json::{Value, json};
 
@@ -80,7 +81,7 @@ impl State {
         self.change_status(job_id, status, false)
     }
 
-    /// Marks a job taken by a runner: running, with a task id.
+    /// Marks a job taken by a runner: running, with a new task.
     pub fn take_job(&mut self, job_id: i64, runner_id: i64) -> bool {
         let task_id = self.next_task_id;
         let Some(job) = self.jobs.get_mut(&job_id) else {
@@ -89,6 +90,7 @@ impl State {
         self.next_task_id += 1;
         job.task_id = task_id;
         job.runner_id = Some(runner_id);
+        self.start_task(job_id);
         if let Some(runner) = self.runners.get_mut(&runner_id) {
             runner.had_task = true;
             // A runner outside the runner service (a test's) reports on it until it ends.
@@ -144,6 +146,7 @@ impl State {
         };
         let changed = job.status != status;
         job.status = status.to_owned();
+        self.task_follows_job(job_id);
         let action = if new_attempt {
             NEW_JOB_ATTEMPT
         } else if matches!(status, "success" | "failure" | "cancelled" | "skipped") {

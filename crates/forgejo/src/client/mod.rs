@@ -35,7 +35,8 @@ pub type Observer = Arc<dyn Fn(RequestOutcome) + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestOutcome {
     /// The operation: `version`, `list_jobs`, `register_runner`, `list_runners`, `get_runner`,
-    /// `delete_runner`, `registration_token`, `list_hooks`, `create_hook`, `delete_hook`.
+    /// `delete_runner`, `registration_token`, `list_hooks`, `create_hook`, `delete_hook`,
+    /// `list_tasks` (one per page of [`Client::finished_tasks`]).
     pub endpoint: &'static str,
     /// `ok`, or the error's [`Error::reason`].
     pub outcome: &'static str,
@@ -396,6 +397,7 @@ impl Client {
 mod hooks;
 mod pages;
 mod send;
+mod tasks;
 use send::Operation;
 mod server_url;
 use server_url::{parse_server, refuse_link_local};

@@ -2,15 +2,17 @@
 //! `Retry-After`, metrics per attempt, and decoding the answer.
 
 use super::*;
+use crate::error::NOT_FOUND_HINT;
 
-/// What a call does: its metrics name, its method, whether it may be repeated, and the hint
-/// a 403 gets.
+/// What a call does: its metrics name, its method, whether it may be repeated, and the hints
+/// a 403 and a 404 get.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Operation {
     name: &'static str,
     method: &'static str,
     idempotent: bool,
     forbidden_hint: &'static str,
+    not_found_hint: &'static str,
 }
 
 impl Operation {
@@ -21,6 +23,7 @@ impl Operation {
             method: "GET",
             idempotent: true,
             forbidden_hint,
+            not_found_hint: NOT_FOUND_HINT,
         }
     }
     /// A POST (repeated only when it cannot have arrived).
@@ -30,6 +33,7 @@ impl Operation {
             method: "POST",
             idempotent: false,
             forbidden_hint,
+            not_found_hint: NOT_FOUND_HINT,
         }
     }
     /// A DELETE (repeatable: deleting twice is deleting once).
@@ -39,6 +43,17 @@ impl Operation {
             method: "DELETE",
             idempotent: true,
             forbidden_hint,
+            not_found_hint: NOT_FOUND_HINT,
+        }
+    }
+}
+
+impl Operation {
+    /// The same operation with its own hint for a 404 (instead of the general one).
+    pub(super) fn not_found(self, not_found_hint: &'static str) -> Self {
+        Self {
+            not_found_hint,
+            ..self
         }
     }
 }
@@ -62,6 +77,7 @@ impl Client {
             method,
             idempotent,
             forbidden_hint,
+            not_found_hint,
         } = operation;
         let mut url = self.inner.base.clone();
         {
@@ -82,6 +98,7 @@ impl Client {
             body,
             idempotent,
             forbidden_hint,
+            not_found_hint,
         })
     }
 

@@ -133,6 +133,8 @@ pub(crate) struct Call {
     pub idempotent: bool,
     /// What a 403 means here.
     pub forbidden_hint: &'static str,
+    /// What a 404 means here.
+    pub not_found_hint: &'static str,
 }
 
 /// A successful (2xx) answer with its whole body.
@@ -254,7 +256,11 @@ impl Attempt<'_> {
                 hint: call.forbidden_hint,
                 answer,
             },
-            404 => Error::NotFound { endpoint, answer },
+            404 => Error::NotFound {
+                endpoint,
+                hint: call.not_found_hint,
+                answer,
+            },
             429 => Error::RateLimited {
                 endpoint,
                 retry_after,
