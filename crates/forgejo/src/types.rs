@@ -1,9 +1,10 @@
 //! The data this crate exchanges with Forgejo: scopes, server versions, jobs, runners,
-//! webhooks (`hooks.rs`) and tasks (`tasks.rs`).
+//! webhooks (`hooks.rs`), tasks (`tasks.rs`) and repositories by id (`repository.rs`).
 //!
 //! Field names follow Forgejo's `modules/structs` (`ActionRunJob`, `ActionRunner`,
-//! `RegisterRunnerOptions`, `RegisterRunnerResponse`, `Hook`, `ActionTask`). Unknown fields are ignored, absent
-//! optional ones default, and `null` lists read as empty. No I/O happens here.
+//! `RegisterRunnerOptions`, `RegisterRunnerResponse`, `Hook`, `ActionTask`, `Repository`).
+//! Unknown fields are ignored, absent optional ones default, and `null` lists read as empty.
+//! No I/O happens here.
 
 use std::fmt;
 
@@ -331,6 +332,9 @@ pub use hooks::{Hook, NewHook};
 mod tasks;
 pub use tasks::{ActionTask, FinishedTasks};
 pub(crate) use tasks::{FINISHED_STATUSES, TasksPageWire};
+mod repository;
+pub use repository::RepositoryName;
+pub(crate) use repository::RepositoryWire;
 
 #[cfg(test)]
 mod tests {

@@ -36,7 +36,7 @@ pub type Observer = Arc<dyn Fn(RequestOutcome) + Send + Sync>;
 pub struct RequestOutcome {
     /// The operation: `version`, `list_jobs`, `register_runner`, `list_runners`, `get_runner`,
     /// `delete_runner`, `registration_token`, `list_hooks`, `create_hook`, `delete_hook`,
-    /// `list_tasks` (one per page of [`Client::finished_tasks`]).
+    /// `list_tasks` (one per page of [`Client::finished_tasks`]), `get_repository`.
     pub endpoint: &'static str,
     /// `ok`, or the error's [`Error::reason`].
     pub outcome: &'static str,
@@ -396,6 +396,7 @@ impl Client {
 
 mod hooks;
 mod pages;
+mod repositories;
 mod send;
 mod tasks;
 use send::Operation;
