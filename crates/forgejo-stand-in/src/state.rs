@@ -1,4 +1,4 @@
-//! What the stand-in holds: owners and repositories (names → ids), jobs, their tasks,
+//! What the stand-in holds: owners and repositories (names ↔ ids), jobs, their tasks,
 //! runners, registration tokens, webhooks, injected faults and the requests it received. No I/O here
 //! (webhook deliveries are only queued).
 
@@ -11,7 +11,9 @@ use super::{Fault, RecordedRequest, StandInConfig, Times};
 use forgejo::{ActionRunJob, Runner, Scope, ServerVersion};
 
 mod jobs;
+mod repositories;
 mod tasks;
+pub(super) use repositories::RepositoryRecord;
 pub(super) use tasks::TaskRecord;
 
 /// A job as the stand-in stores it.

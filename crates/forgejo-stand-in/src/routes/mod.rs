@@ -2,7 +2,7 @@
 //! then serve the endpoint the way the configured Forgejo version does, quirks included
 //! (`null` for no jobs, waiting and running jobs both listed, superset label matching,
 //! no job paging, `null` labels for runners that never connected); webhooks in `hooks.rs`,
-//! a repository's tasks in `tasks.rs`.
+//! a repository's tasks in `tasks.rs`, a repository by id in `repositories.rs`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -299,6 +299,9 @@ fn route(
         Access::ReadOnly | Access::Full => {}
     }
 
+    if let Some(id) = repositories::parse_repository_path(&segments) {
+        return repositories::serve(state, method, id, access);
+    }
     let Some((scope, rest, collection)) = parse_collection(&segments, state.major) else {
         return not_found(state);
     };
@@ -421,6 +424,7 @@ fn hex(b: u8) -> Option<u8> {
 
 mod endpoints;
 mod hooks;
+mod repositories;
 mod tasks;
 use endpoints::{find_runner, list_jobs, list_runners, register_runner, runner_json};
 
