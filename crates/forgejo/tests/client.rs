@@ -7,6 +7,7 @@ mod client {
     pub mod fixtures;
     pub mod hooks;
     pub mod jobs;
+    pub mod repositories;
     pub mod runners;
     pub mod tasks;
 }
