@@ -206,6 +206,11 @@ mod tests {
             "whole seconds: {started}"
         );
         assert!(run["updated_at"].as_str().unwrap() >= started);
+        assert_eq!(
+            run["created_at"].as_str(),
+            Some(started),
+            "created when a runner took it, and started then"
+        );
         let parsed: forgejo::ActionTask = serde_json::from_value(run.clone()).unwrap();
         assert_eq!(parsed, state.tasks[&id].to_api());
     }

@@ -22,7 +22,8 @@ pub(crate) struct TaskRecord {
     pub run_number: i64,
     /// The job's status while the task is its current one; its result once ended.
     pub status: String,
-    /// When a runner took it, in Unix seconds (Forgejo keeps whole seconds).
+    /// When a runner took it, in Unix seconds (Forgejo keeps whole seconds): both its
+    /// `created_at` and its `run_started_at`, as Forgejo sets both when it creates the task.
     pub started: i64,
     /// When it last changed (a status or a report), in Unix seconds.
     pub updated: i64,
@@ -40,6 +41,7 @@ impl TaskRecord {
             status: self.status.clone(),
             run_number: self.run_number,
             head_sha: HEAD_SHA.into(),
+            created_at: jiff::Timestamp::from_second(self.started).ok(),
             run_started_at: jiff::Timestamp::from_second(self.started).ok(),
             updated_at: jiff::Timestamp::from_second(self.updated).ok(),
         }

@@ -200,6 +200,7 @@ mod tests {
                     status: (*status).into(),
                     run_number: 0,
                     head_sha: String::new(),
+                    created_at: None,
                     run_started_at: None,
                     updated_at: None,
                 })

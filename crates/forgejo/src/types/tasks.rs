@@ -28,6 +28,11 @@ pub struct ActionTask {
     /// The commit the run is for.
     #[serde(default)]
     pub head_sha: String,
+    /// When the task was created: when a runner took the job's attempt. Forgejo sets it and
+    /// `run_started_at` at once, and hands out task ids in the same order, so the listing is
+    /// newest first by this time too.
+    #[serde(default, deserialize_with = "lenient_time", serialize_with = "rfc3339")]
+    pub created_at: Option<Timestamp>,
     /// When the task started (Forgejo's `run_started_at` is the task's start, despite its name).
     #[serde(default, deserialize_with = "lenient_time", serialize_with = "rfc3339")]
     pub run_started_at: Option<Timestamp>,
@@ -124,6 +129,7 @@ mod tests {
         assert!(task.is_finished());
         let started = task.run_started_at.unwrap();
         assert_eq!(started.to_string(), "2025-01-02T02:04:06Z");
+        assert_eq!(task.created_at.unwrap().to_string(), "2025-01-02T02:04:05Z");
         assert_eq!(
             task.updated_at.unwrap().as_second() - started.as_second(),
             304
@@ -136,10 +142,13 @@ mod tests {
     #[test]
     fn odd_or_missing_times_and_fields_read_as_none_or_default() {
         let task: ActionTask = serde_json::from_str(
-            r#"{"id":1,"status":"running","run_started_at":"1970-01-01T00:00:00Z","updated_at":"yesterday"}"#,
+            r#"{"id":1,"status":"running","created_at":null,"run_started_at":"1970-01-01T00:00:00Z","updated_at":"yesterday"}"#,
         )
         .unwrap();
-        assert_eq!((task.run_started_at, task.updated_at), (None, None));
+        assert_eq!(
+            (task.created_at, task.run_started_at, task.updated_at),
+            (None, None, None)
+        );
         assert_eq!((task.name.as_str(), task.run_number), ("", 0));
         assert!(!task.is_finished());
         let zero: ActionTask = serde_json::from_str(
@@ -161,6 +170,7 @@ mod tests {
             status: status.into(),
             run_number: 0,
             head_sha: String::new(),
+            created_at: None,
             run_started_at: None,
             updated_at: None,
         };

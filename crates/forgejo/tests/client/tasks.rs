@@ -91,10 +91,9 @@ async fn results_of_finished_tasks_come_from_two_pages() {
     );
     assert!(found.not_reached.is_empty());
     assert!(
-        found
-            .tasks
-            .iter()
-            .all(|t| t.run_started_at.is_some() && t.updated_at.is_some())
+        found.tasks.iter().all(|t| t.created_at.is_some()
+            && t.run_started_at.is_some()
+            && t.updated_at.is_some())
     );
     assert_eq!(
         task_queries(&forgejo),
