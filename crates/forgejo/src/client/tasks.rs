@@ -43,42 +43,56 @@ impl Client {
         repo: &str,
         task_ids: &[i64],
     ) -> Result<FinishedTasks> {
-        let mut search = TaskSearch::new(task_ids);
+        let mut search = IdSearch::new(task_ids);
         if search.is_done() {
-            return Ok(search.finish());
+            return Ok(search.finish(Stop::Done));
         }
+        let stop = self.search_tasks(owner, repo, &mut search).await?;
+        let found = search.finish(stop);
+        if stop == Stop::Bound {
+            tracing::warn!(
+                owner,
+                repo,
+                pages = Self::MAX_TASK_PAGES,
+                not_reached = found.not_reached.len(),
+                "the task listing was read to its page bound without reaching every task asked for"
+            );
+        }
+        Ok(found)
+    }
+
+    /// Reads `owner/repo`'s task listing into `search`, page by page from the newest task,
+    /// until the search is done, the listing ends or repeats itself, or the page bound.
+    async fn search_tasks(
+        &self,
+        owner: &str,
+        repo: &str,
+        search: &mut impl Search,
+    ) -> Result<Stop> {
         let filter = self
             .known_version()
             .is_some_and(|v| v.filters_tasks_by_status());
         let operation = Operation::get("list_tasks", TASKS_FORBIDDEN).not_found(TASKS_NOT_FOUND);
         let segments = ["repos", owner, repo, "actions", "tasks"];
+        let mut listing = Listing::default();
         for page in 1..=Self::MAX_TASK_PAGES {
             let call = self.call(operation, &segments, Some(tasks_query(page, filter)), None)?;
             let answer = self.send(&call).await?;
             let wire: TasksPageWire = self.decode(&call, &answer)?;
-            match search.read(wire) {
-                Next::Page => {}
-                Next::Done => return Ok(search.finish()),
-                Next::Repeated => {
-                    tracing::warn!(
-                        endpoint = call.endpoint.name,
-                        path = %call.endpoint.path,
-                        page,
-                        "Forgejo answered a task page with tasks already read (it ignores `page`, or many tasks finished meanwhile); using what was read"
-                    );
-                    return Ok(search.finish());
-                }
+            let Some(stop) = listing.read(wire, search) else {
+                continue;
+            };
+            if stop == Stop::Repeated {
+                tracing::warn!(
+                    endpoint = call.endpoint.name,
+                    path = %call.endpoint.path,
+                    page,
+                    "Forgejo answered a task page with tasks already read (it ignores `page`, or many tasks finished meanwhile); using what was read"
+                );
             }
+            return Ok(stop);
         }
-        let found = search.finish();
-        tracing::warn!(
-            owner,
-            repo,
-            pages = Self::MAX_TASK_PAGES,
-            not_reached = found.not_reached.len(),
-            "the task listing was read to its page bound without reaching every task asked for"
-        );
-        Ok(found)
+        Ok(Stop::Bound)
     }
 }
 
@@ -94,68 +108,85 @@ fn tasks_query(page: u32, filter: bool) -> String {
     query
 }
 
-/// What to do after a page.
-#[derive(Debug, PartialEq, Eq)]
-enum Next {
-    /// Read the next page.
-    Page,
-    /// Every id is found, or the listing is read below the lowest id, or it ended.
+/// Why the reading of the task pages stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The listing ended: an empty page, or `total_count` tasks received.
+    Ended,
+    /// The search has nothing left to look for.
     Done,
-    /// The page held only tasks already read: more pages would not get further.
+    /// A page held only tasks already read: more pages would not get further.
     Repeated,
+    /// [`Client::MAX_TASK_PAGES`] pages were read.
+    Bound,
 }
 
-/// One search through the pages: the ids asked for, what was found, how far down it read.
-struct TaskSearch {
-    wanted: BTreeSet<i64>,
-    found: BTreeMap<i64, ActionTask>,
+/// What one search through the task pages looks for.
+trait Search {
+    /// Takes in the tasks of a page not read before, newest first; true once nothing is
+    /// left to look for further down.
+    fn take(&mut self, tasks: Vec<ActionTask>) -> bool;
+}
+
+/// The pages read so far: the tasks seen (a page may repeat some), and how many came.
+#[derive(Default)]
+struct Listing {
     seen: HashSet<i64>,
-    /// The lowest task id read so far.
-    lowest_read: Option<i64>,
     /// Tasks received so far, repeats included (compared with `total_count`).
     received: i64,
-    /// Whether the listing was read to its end.
-    ended: bool,
 }
 
-impl TaskSearch {
-    fn new(task_ids: &[i64]) -> Self {
-        Self {
-            wanted: task_ids.iter().copied().filter(|id| *id > 0).collect(),
-            found: BTreeMap::new(),
-            seen: HashSet::new(),
-            lowest_read: None,
-            received: 0,
-            ended: false,
+impl Listing {
+    /// Hands one page's new tasks to `search`; says why to stop, or `None` for the next page.
+    fn read(&mut self, page: TasksPageWire, search: &mut impl Search) -> Option<Stop> {
+        let count = page.workflow_runs.len();
+        let new: Vec<ActionTask> = page
+            .workflow_runs
+            .into_iter()
+            .filter(|task| self.seen.insert(task.id))
+            .collect();
+        let fresh = !new.is_empty();
+        let done = search.take(new);
+        self.received += i64::try_from(count).unwrap_or(i64::MAX);
+        if count == 0 || page.total_count.is_some_and(|total| self.received >= total) {
+            Some(Stop::Ended)
+        } else if done {
+            Some(Stop::Done)
+        } else if !fresh {
+            Some(Stop::Repeated)
+        } else {
+            None
         }
     }
+}
 
-    /// Takes in one page and says whether another is needed.
-    fn read(&mut self, page: TasksPageWire) -> Next {
-        let count = page.workflow_runs.len();
-        let mut new = 0;
-        for task in page.workflow_runs {
-            if !self.seen.insert(task.id) {
-                continue;
-            }
-            new += 1;
+/// A search for given task ids: what was found, and how far down it read.
+struct IdSearch {
+    wanted: BTreeSet<i64>,
+    found: BTreeMap<i64, ActionTask>,
+    /// The lowest task id read so far.
+    lowest_read: Option<i64>,
+}
+
+impl Search for IdSearch {
+    fn take(&mut self, tasks: Vec<ActionTask>) -> bool {
+        for task in tasks {
             self.lowest_read = Some(self.lowest_read.map_or(task.id, |l| l.min(task.id)));
             if self.wanted.contains(&task.id) && task.is_finished() {
                 self.found.insert(task.id, task);
             }
         }
-        self.received += i64::try_from(count).unwrap_or(i64::MAX);
-        if count == 0 || page.total_count.is_some_and(|total| self.received >= total) {
-            self.ended = true;
-            return Next::Done;
+        self.is_done()
+    }
+}
+
+impl IdSearch {
+    fn new(task_ids: &[i64]) -> Self {
+        Self {
+            wanted: task_ids.iter().copied().filter(|id| *id > 0).collect(),
+            found: BTreeMap::new(),
+            lowest_read: None,
         }
-        if self.is_done() {
-            return Next::Done;
-        }
-        if new == 0 {
-            return Next::Repeated;
-        }
-        Next::Page
     }
 
     /// Whether nothing is left to look for: every id found, or the lowest one reached.
@@ -168,8 +199,8 @@ impl TaskSearch {
     }
 
     /// The tasks found, newest first, and the ids below what was read (none if it ended).
-    fn finish(self) -> FinishedTasks {
-        let not_reached = if self.ended {
+    fn finish(self, stop: Stop) -> FinishedTasks {
+        let not_reached = if stop == Stop::Ended {
             Vec::new()
         } else {
             let below = |id: &i64| self.lowest_read.is_none_or(|read| *id < read);
@@ -224,58 +255,67 @@ mod tests {
 
     #[test]
     fn nothing_asked_for_needs_no_page() {
-        assert!(TaskSearch::new(&[]).is_done());
-        assert!(TaskSearch::new(&[0, -3]).is_done(), "ids ≤ 0 are no tasks");
-        assert_eq!(TaskSearch::new(&[0]).finish(), FinishedTasks::default());
+        assert!(IdSearch::new(&[]).is_done());
+        assert!(IdSearch::new(&[0, -3]).is_done(), "ids ≤ 0 are no tasks");
+        let none = IdSearch::new(&[0]).finish(Stop::Done);
+        assert_eq!(none, FinishedTasks::default());
     }
 
     #[test]
     fn the_search_stops_once_it_reads_below_the_lowest_id() {
-        let mut search = TaskSearch::new(&[7, 4, 9]);
+        let (mut listing, mut search) = (Listing::default(), IdSearch::new(&[7, 4, 9]));
         let first = page(&[(10, "success"), (9, "failure"), (8, "running")], Some(9));
-        assert_eq!(search.read(first), Next::Page);
+        assert_eq!(listing.read(first, &mut search), None);
         let second = page(&[(7, "running"), (6, "success"), (3, "skipped")], Some(9));
-        assert_eq!(search.read(second), Next::Done, "3 is below 4");
+        assert_eq!(
+            listing.read(second, &mut search),
+            Some(Stop::Done),
+            "3 is below 4"
+        );
 
-        let found = search.finish();
+        let found = search.finish(Stop::Done);
         assert_eq!(ids(&found), [9], "7 still runs, 4 is not listed");
         assert!(found.not_reached.is_empty());
     }
 
     #[test]
     fn the_search_stops_once_every_id_is_found() {
-        let mut search = TaskSearch::new(&[9, 10]);
+        let (mut listing, mut search) = (Listing::default(), IdSearch::new(&[9, 10]));
         let first = page(
             &[(10, "cancelled"), (9, "success"), (8, "success")],
             Some(100),
         );
-        assert_eq!(search.read(first), Next::Done);
-        assert_eq!(ids(&search.finish()), [10, 9]);
+        assert_eq!(listing.read(first, &mut search), Some(Stop::Done));
+        assert_eq!(ids(&search.finish(Stop::Done)), [10, 9]);
     }
 
     #[test]
     fn the_end_of_the_listing_leaves_nothing_unreached() {
-        let mut search = TaskSearch::new(&[2]);
-        assert_eq!(search.read(page(&[(5, "success")], Some(1))), Next::Done);
+        let (mut listing, mut search) = (Listing::default(), IdSearch::new(&[2]));
+        let only = page(&[(5, "success")], Some(1));
+        assert_eq!(listing.read(only, &mut search), Some(Stop::Ended));
         assert_eq!(
-            search.finish(),
+            search.finish(Stop::Ended),
             FinishedTasks::default(),
             "total_count read"
         );
-        let mut search = TaskSearch::new(&[2]);
-        assert_eq!(search.read(page(&[(5, "success")], None)), Next::Page);
-        assert_eq!(search.read(page(&[], None)), Next::Done, "an empty page");
-        assert!(search.finish().not_reached.is_empty());
+        let (mut listing, mut search) = (Listing::default(), IdSearch::new(&[2]));
+        assert_eq!(
+            listing.read(page(&[(5, "success")], None), &mut search),
+            None
+        );
+        let empty = listing.read(page(&[], None), &mut search);
+        assert_eq!(empty, Some(Stop::Ended), "an empty page");
     }
 
     #[test]
     fn a_repeated_page_stops_and_reports_what_lies_below() {
-        let mut search = TaskSearch::new(&[9, 2, 1]);
+        let (mut listing, mut search) = (Listing::default(), IdSearch::new(&[9, 2, 1]));
         let first = || page(&[(10, "success"), (9, "success")], Some(10));
-        assert_eq!(search.read(first()), Next::Page);
-        assert_eq!(search.read(first()), Next::Repeated);
+        assert_eq!(listing.read(first(), &mut search), None);
+        assert_eq!(listing.read(first(), &mut search), Some(Stop::Repeated));
 
-        let found = search.finish();
+        let found = search.finish(Stop::Repeated);
         assert_eq!(ids(&found), [9]);
         assert_eq!(found.not_reached, [1, 2]);
     }
