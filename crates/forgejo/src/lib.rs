@@ -46,6 +46,6 @@ pub use error::{Endpoint, Error, Result};
 pub use labels::it_runs_on;
 pub use token::Token;
 pub use types::{
-    ActionRunJob, ActionTask, FinishedTasks, Hook, NewHook, RegisterRunner, RegisteredRunner,
-    RepositoryName, Runner, Scope, ServerVersion,
+    ActionRunJob, ActionTask, FinishedTasks, Hook, NewHook, RecentTasks, RegisterRunner,
+    RegisteredRunner, RepositoryName, Runner, Scope, ServerVersion,
 };

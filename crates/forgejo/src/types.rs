@@ -330,7 +330,7 @@ where
 mod hooks;
 pub use hooks::{Hook, NewHook};
 mod tasks;
-pub use tasks::{ActionTask, FinishedTasks};
+pub use tasks::{ActionTask, FinishedTasks, RecentTasks};
 pub(crate) use tasks::{FINISHED_STATUSES, TasksPageWire};
 mod repository;
 pub use repository::RepositoryName;

@@ -5,12 +5,17 @@
 //! 50 a page (`MAX_RESPONSE_ITEMS`), with `total_count` in the body. Forgejo 15+ honours
 //! `status=`, so only finished tasks come back; 11–14 ignore it and list every task, and the
 //! client keeps the finished ones itself, so every version gives the same answer.
+//!
+//! Two searches share the paging: for given task ids ([`Client::finished_tasks`], here) and
+//! for the tasks created since a time ([`Client::finished_tasks_since`], `since.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::*;
 use crate::types::{FINISHED_STATUSES, TasksPageWire};
 use crate::{ActionTask, FinishedTasks};
+
+mod since;
 
 /// What a 403 on the task listing means.
 const TASKS_FORBIDDEN: &str = "the token needs the read:repository scope and its user read access to the repository's Actions";
@@ -19,7 +24,8 @@ const TASKS_FORBIDDEN: &str = "the token needs the read:repository scope and its
 const TASKS_NOT_FOUND: &str = "check the owner and repository name and that the token's user can see the repository (the token needs the read:repository scope), and that the server is Forgejo 11+";
 
 impl Client {
-    /// Pages one [`Client::finished_tasks`] call reads at most (50 tasks a page).
+    /// Pages one [`Client::finished_tasks`] or [`Client::finished_tasks_since`] call reads at
+    /// most (50 tasks a page).
     pub const MAX_TASK_PAGES: u32 = 10;
 
     /// The finished tasks of `owner/repo` among `task_ids` (the `task_id`s of jobs that left
@@ -221,7 +227,7 @@ impl IdSearch {
 mod tests {
     use super::*;
 
-    fn page(tasks: &[(i64, &str)], total: Option<i64>) -> TasksPageWire {
+    pub(super) fn page(tasks: &[(i64, &str)], total: Option<i64>) -> TasksPageWire {
         TasksPageWire {
             workflow_runs: tasks
                 .iter()

@@ -1,6 +1,6 @@
 //! Actions tasks (`modules/structs/repo_actions.go`, `ActionTask`): one run of one job attempt
 //! by a runner, as `GET /repos/{owner}/{repo}/actions/tasks` lists them, and what
-//! [`crate::Client::finished_tasks`] found of those asked for.
+//! [`crate::Client::finished_tasks`] and [`crate::Client::finished_tasks_since`] found.
 //!
 //! Forgejo's times are whole seconds in RFC 3339 (`2025-01-02T03:04:05+01:00`); they are read
 //! as [`Timestamp`]s, and one that is absent, unreadable or zero reads as `None`, so an odd
@@ -63,6 +63,33 @@ pub struct FinishedTasks {
     /// Ids asked for that lie further down the listing than the pages read (the page bound, or
     /// a server that ignores `page`): nothing is known of them. Lowest first.
     pub not_reached: Vec<i64>,
+}
+
+/// What [`crate::Client::finished_tasks_since`] read: a repository's finished tasks created at
+/// or after a time, and how far down that is all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentTasks {
+    /// The time asked for, to the whole second (Forgejo keeps no finer times).
+    pub since: Timestamp,
+    /// The finished tasks created at or after `since`, newest (highest id) first.
+    pub tasks: Vec<ActionTask>,
+    /// `None` when `tasks` holds every finished task created at or after `since`: the listing
+    /// was read down to an older task, or to its end. Otherwise the page bound (or a server
+    /// that ignores `page`) stopped the reading at tasks created at this time: those created
+    /// later are all in `tasks`, those created then or earlier may be missing.
+    pub not_reached: Option<Timestamp>,
+}
+
+impl RecentTasks {
+    /// Whether `tasks` holds every finished task created at or after `time` (to the second):
+    /// `time` is not before `since`, and the reading got further down than it.
+    pub fn covers(&self, time: Timestamp) -> bool {
+        let second = time.as_second();
+        second >= self.since.as_second()
+            && self
+                .not_reached
+                .is_none_or(|reached| second > reached.as_second())
+    }
 }
 
 /// The wire shape of one page: `{"workflow_runs": [...], "total_count": N}` (the key really
