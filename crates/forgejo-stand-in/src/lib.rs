@@ -346,6 +346,14 @@ impl StandIn {
             .collect()
     }
 
+    /// Moves the times of every task so far (`created_at`, `run_started_at`, `updated_at`)
+    /// `by` into the past, in whole seconds, as if they had run that long ago; tasks taken
+    /// later get the present time, so tests can tell older tasks from newer ones.
+    pub fn age_tasks(&self, by: Duration) {
+        let seconds = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        lock(&self.inner.state).age_tasks(seconds);
+    }
+
     /// Every job it holds, whatever its status, by id.
     pub fn jobs(&self) -> Vec<ActionRunJob> {
         lock(&self.inner.state)

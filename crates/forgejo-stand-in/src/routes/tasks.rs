@@ -216,6 +216,25 @@ mod tests {
     }
 
     #[test]
+    fn aged_tasks_read_as_older_than_those_taken_after() {
+        let mut state = state("15.0.3+gitea-1.22.0", 50);
+        let old = task(&mut state, "acme/app", "success");
+        state.age_tasks(3_600);
+        let new = task(&mut state, "acme/app", "success");
+
+        let (_, listing) = get(&mut state, "");
+        let time = |i: usize, key: &str| {
+            let text = listing["workflow_runs"][i][key].as_str().unwrap();
+            text.parse::<jiff::Timestamp>().unwrap().as_second()
+        };
+        assert_eq!(ids(&listing).0, [new, old]);
+        for key in ["created_at", "run_started_at", "updated_at"] {
+            let age = time(0, key) - time(1, key);
+            assert!((3_600..3_602).contains(&age), "{key}: {age}");
+        }
+    }
+
+    #[test]
     fn v15_keeps_the_statuses_asked_for_and_refuses_unknown_ones() {
         let mut state = state("15.0.3+gitea-1.22.0", 50);
         let ok = task(&mut state, "acme/app", "success");

@@ -121,6 +121,14 @@ impl State {
         }
     }
 
+    /// Moves every task's times `seconds` into the past, as if it had run that long ago.
+    pub fn age_tasks(&mut self, seconds: i64) {
+        for task in self.tasks.values_mut() {
+            task.started = task.started.saturating_sub(seconds);
+            task.updated = task.updated.saturating_sub(seconds);
+        }
+    }
+
     /// The tasks of repository `repo_id`, newest first; with `statuses`, only those.
     pub fn repository_tasks(&self, repo_id: i64, statuses: Option<&[String]>) -> Vec<&TaskRecord> {
         self.tasks
