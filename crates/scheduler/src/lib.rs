@@ -90,6 +90,7 @@ mod finished;
 mod input;
 mod items;
 pub mod labels;
+mod lifecycle;
 mod listing;
 pub mod naming;
 mod owned;
@@ -129,6 +130,7 @@ pub use items::{
     Deletion, FinishedJob, JobCreation, Plan, PlanSummary, RegistrationDeletion, SecretRequest,
     WarmRetirement,
 };
+pub use lifecycle::{JobAttempt, JobEvent, JobLifecycle, JobOrigin};
 pub use listing::{
     ListingInput, REGISTRATION_SWEEP_POLLS, RegistrationListing, changes_registrations,
     lists_registrations, registration_listing,
