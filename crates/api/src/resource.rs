@@ -40,6 +40,8 @@ pub const DEFAULT_TOKEN_KEY: &str = "token";
     printcolumn = r#"{"name": "Server", "type": "string", "jsonPath": ".spec.forgejoServer"}"#,
     printcolumn = r#"{"name": "Scope", "type": "string", "jsonPath": ".status.scope"}"#,
     printcolumn = r#"{"name": "Labels", "type": "string", "jsonPath": ".spec.labels"}"#,
+    printcolumn = r#"{"name": "Waiting", "type": "integer", "jsonPath": ".status.waitingJobs"}"#,
+    printcolumn = r#"{"name": "Oldest Wait", "type": "date", "jsonPath": ".status.oldestWaitingSince"}"#,
     printcolumn = r#"{"name": "Active", "type": "integer", "jsonPath": ".status.activeJobs"}"#,
     printcolumn = r#"{"name": "Warm Idle", "type": "integer", "jsonPath": ".status.warmRunners.idle"}"#,
     printcolumn = r#"{"name": "Warm Busy", "type": "integer", "jsonPath": ".status.warmRunners.busy"}"#,
@@ -246,6 +248,12 @@ pub struct RunnerDeploymentStatus {
     /// Number of runner Jobs active now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_jobs: Option<i32>,
+    /// Forgejo jobs of the pool waiting for a runner at the last poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_jobs: Option<i32>,
+    /// When the longest-waiting of them was first seen waiting (absent when none waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_waiting_since: Option<Time>,
     /// The scope served, e.g. `org/faro`, `repo/faro/app`, `user/ana`, `instance`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,

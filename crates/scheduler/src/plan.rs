@@ -73,6 +73,9 @@ pub fn plan(input: &PlanInput<'_>, now: Time) -> Result<Plan, PlanError> {
     let unscheduled = capacity.unscheduled;
     let mut status = report::next_status(&pool, &view, previous, scheduled, unscheduled, &now);
     status.warm_runners = warm_status;
+    if view.forgejo.is_some() {
+        status.waiting_jobs = Some(i32::try_from(capacity.waiting.len()).unwrap_or(i32::MAX));
+    }
     let mut create_jobs = capacity.create_jobs;
     create_jobs.extend(warm.create_jobs);
     let mut create_secrets = create_secrets;
