@@ -65,6 +65,15 @@ pub struct Args {
     #[arg(long, env = "FRC_WEBHOOK_ADDR", value_name = "ADDR")]
     pub webhook_addr: Option<SocketAddr>,
 
+    /// Which optional labels the job metrics carry, comma-separated: `repository` (the
+    /// job's `owner/name`), `label` (its `runs-on` labels), both, or none (`""`).
+    #[arg(
+        long,
+        env = "FRC_JOB_METRIC_LABELS",
+        default_value = "repository,label"
+    )]
+    pub job_metric_labels: crate::metrics::JobMetricLabels,
+
     /// Log format.
     #[arg(long, env = "FRC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -232,6 +241,7 @@ impl Args {
                 pod_create_deadline: self.pod_create_deadline,
                 retry_after: self.retry_after,
             },
+            job_metric_labels: self.job_metric_labels,
         };
         let result = controller::run(
             client,

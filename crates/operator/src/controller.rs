@@ -36,6 +36,7 @@ mod executor;
 mod finalize;
 mod hook;
 mod latency;
+mod lifecycle;
 mod not_waiting;
 mod observe;
 mod recent;
@@ -76,6 +77,8 @@ pub struct ControllerConfig {
     pub allow_privileged_runners: bool,
     /// Grace periods and deadlines of the scheduler.
     pub timeouts: scheduler::Timeouts,
+    /// Which optional labels the job metrics carry.
+    pub job_metric_labels: crate::metrics::JobMetricLabels,
 }
 
 /// The watch caches the reconciler reads instead of asking the apiserver.
@@ -131,6 +134,8 @@ pub struct Context {
     pub wakes: crate::webhook::AnsweredWakes,
     /// The Forgejo hooks this process registered for pools.
     pub hooks: hook::RegisteredHooks,
+    /// The Forgejo jobs each pool runs, followed for the job metrics.
+    pub jobs_seen: lifecycle::JobsSeen,
 }
 
 /// Requests (to the apiserver and Forgejo) that the reconciles of one controller make at
@@ -296,6 +301,7 @@ where
         not_waiting: not_waiting::NotWaitingSince::default(),
         wakes: crate::webhook::AnsweredWakes::default(),
         hooks: hook::RegisteredHooks::default(),
+        jobs_seen: lifecycle::JobsSeen::new(config.job_metric_labels),
     });
 
     let (pool_store, pool_stream) = watches::pools(pools);

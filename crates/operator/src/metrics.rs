@@ -12,6 +12,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod jobs;
+
+pub use jobs::{FinishedLabels, JobLabels, JobMetricLabels, JobMetrics, RunnerStateLabels};
+
 /// Label set: an outcome or reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -305,6 +309,8 @@ pub struct Metrics {
     pub lease: LeaseMetrics,
     /// The webhook receiver.
     pub webhook: WebhookMetrics,
+    /// The Forgejo jobs the pools run.
+    pub jobs: JobMetrics,
 }
 
 impl Metrics {
@@ -316,6 +322,10 @@ impl Metrics {
             forgejo: ForgejoMetrics::default().register(root.sub_registry_with_prefix("forgejo")),
             lease: LeaseMetrics::default().register(root.sub_registry_with_prefix("lease")),
             webhook: WebhookMetrics::default().register(root.sub_registry_with_prefix("webhook")),
+            jobs: JobMetrics::default().register(root),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -168,7 +168,7 @@ async fn waiting_jobs_run_on_the_node_each_in_its_own_pod_with_its_own_result() 
     world
         .create_pool_from(node_pool(&world, "pool", &labels, 10))
         .await;
-    let _operator = Operator::start(&world.ns);
+    let operator = Operator::start(&world.ns);
 
     let ids = [build.id, ident.id, failing.id, kube.id];
     let results = wait_for_results(&world, &ids).await;
@@ -251,6 +251,37 @@ async fn waiting_jobs_run_on_the_node_each_in_its_own_pod_with_its_own_result() 
         world.forgejo.runners().is_empty().then_some(())
     })
     .await;
+
+    // The job metrics: each job once in the finished counter with its result (from the
+    // repository's task listing), and its wait, runner start and run time counted.
+    let finished = "forgejo_runner_controller_jobs_finished_total";
+    let of_app = r#"repository="faro/app""#;
+    wait_until("the 4 jobs counted by result", LONG, || async {
+        let success = operator.metric_sum(finished, &[of_app, r#"result="success""#]);
+        let failure = operator.metric_sum(finished, &[of_app, r#"result="failure""#]);
+        (success == 3.0 && failure == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        operator.metric_sum(finished, &[]),
+        4.0,
+        "each job counted once"
+    );
+    let linux = [of_app, r#"label="linux""#];
+    assert_eq!(
+        operator.metric_sum(finished, &[of_app, r#"label="k8s""#]),
+        1.0,
+        "labelled by runs-on"
+    );
+    for histogram in ["job_wait_seconds", "job_run_seconds"] {
+        let name = format!("forgejo_runner_controller_{histogram}_count");
+        assert_eq!(operator.metric_sum(&name, &linux), 3.0, "{histogram}");
+    }
+    assert_eq!(
+        operator.metric_sum("forgejo_runner_controller_runner_start_seconds_count", &[]),
+        4.0,
+        "each runner Job's start"
+    );
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use super::observe::{self, forgejo_scope, owned_jobs, read_token};
 use super::start_pause::Pause;
 use super::status::apply_status;
 use super::status::{reasons, record_failure, record_not_ready, record_success};
-use super::{Context, cache, latency, warm};
+use super::{Context, cache, latency, lifecycle, warm};
 use crate::error::{Error, Result};
 use crate::metrics::{PoolLabels, ReconcileMetrics};
 use crate::polls::{Poll, PollRequest};
@@ -97,12 +97,24 @@ async fn observe_and_act(
     let active = i64::try_from(plan.summary.active + cold_creations(plan)).unwrap_or(i64::MAX);
     metrics.active_jobs.get_or_create(&labels).set(active);
     warm::report(ctx, rd, plan, &labels).await;
+    let seen = lifecycle::Observation {
+        rd,
+        client: &observed.client,
+        listing: observed.polled.as_ref().ok().map(|p| &*p.poll.jobs),
+        owned: &observed.owned,
+    };
+    ctx.jobs_seen.observe(seen, &ctx.metrics.jobs).await;
 
     *status = RunnerDeploymentStatus {
         scope: status.scope.take(),
         forgejo_version: status.forgejo_version.take(),
         ..plan.status.clone()
     };
+    if observed.polled.is_ok() {
+        status.oldest_waiting_since = ctx
+            .jobs_seen
+            .oldest_waiting_since(&rd.uid().unwrap_or_default());
+    }
     cache::record(ctx, rd, &cache, status, now).await;
     super::hook::reconcile_hook(ctx, rd, &observed.client, &observed.scope, status, now).await;
     if let Err(error) = &observed.polled {

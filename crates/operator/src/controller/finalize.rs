@@ -61,6 +61,7 @@ fn forget_pool(ctx: &Context, rd: &RunnerDeployment) {
     ctx.not_waiting.forget_pool(&uid);
     ctx.wakes.forget_pool(&uid);
     ctx.hooks.forget_pool(&uid);
+    ctx.jobs_seen.forget_pool(&uid);
     super::backoff::reset_backoff(ctx, rd);
     let labels = crate::metrics::PoolLabels {
         namespace: rd.namespace().unwrap_or_default(),
@@ -69,6 +70,7 @@ fn forget_pool(ctx: &Context, rd: &RunnerDeployment) {
     ctx.metrics.reconcile.waiting_jobs.remove(&labels);
     ctx.metrics.reconcile.active_jobs.remove(&labels);
     ctx.metrics.reconcile.cache_ready.remove(&labels);
+    ctx.metrics.jobs.forget_pool(&labels);
     ctx.caches.forget(&uid);
 }
 

@@ -140,6 +140,7 @@ impl Unit {
             not_waiting: super::not_waiting::NotWaitingSince::default(),
             wakes: crate::webhook::AnsweredWakes::default(),
             hooks: super::hook::RegisteredHooks::default(),
+            jobs_seen: super::lifecycle::JobsSeen::default(),
         };
         let forgejo = StandIn::start(StandInConfig::with_token("15.0.3+gitea-1.22.0", TOKEN));
         Self {

@@ -243,6 +243,37 @@ impl World {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// The last lines each pod of the namespace logged (its runner container, or its only
+    /// one), for a failing test to show what the runners did.
+    pub async fn pod_logs(&self) -> String {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let Ok(list) = pods.list(&ListParams::default()).await else {
+            return "(the pods cannot be listed)".to_owned();
+        };
+        let mut out = String::new();
+        for pod in list.items {
+            let name = pod.name_any();
+            let container = pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.containers.iter().find(|c| c.name == "runner"))
+                .map(|c| c.name.clone());
+            let params = kube::api::LogParams {
+                container,
+                tail_lines: Some(40),
+                timestamps: true,
+                ..kube::api::LogParams::default()
+            };
+            let logs = pods
+                .logs(&name, &params)
+                .await
+                .unwrap_or_else(|e| format!("(no log: {e})"));
+            out.push_str(&format!("--- pod {name} ---\n{logs}\n"));
+        }
+        out
+    }
+
     /// The runner Jobs in the namespace, oldest first.
     pub async fn runner_jobs_opt(&self) -> Option<Vec<Job>> {
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.ns);
@@ -524,6 +555,19 @@ impl Operator {
     /// The value of a metric line starting with `prefix` (name and labels), if present.
     pub fn metric(&self, prefix: &str) -> Option<f64> {
         metric(self.admin_addr, prefix)
+    }
+
+    /// The sum of the samples of metric `name` whose labels contain each of `having`
+    /// (e.g. `result="success"`); 0 when none or no answer.
+    pub fn metric_sum(&self, name: &str, having: &[&str]) -> f64 {
+        let Some((_, body)) = http_get(self.admin_addr, "/metrics") else {
+            return 0.0;
+        };
+        body.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .filter(|line| having.iter().all(|h| line.contains(h)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }
 
