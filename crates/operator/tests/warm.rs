@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use forgejo_stand_in::StandInJob;
@@ -93,6 +93,19 @@ fn runners(world: &World) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The results of `ids` (as `wait_for_results`); if they do not come, the runner pods'
+/// logs are shown first: what a runner did is the first question.
+async fn results_or_show_pods(world: &World, ids: &[i64]) -> BTreeMap<i64, String> {
+    let wait = wait_for_results(world, ids);
+    match tokio::time::timeout(LONG - Duration::from_secs(5), wait).await {
+        Ok(results) => results,
+        Err(_) => {
+            eprintln!("{}", world.pod_logs().await);
+            panic!("no result for jobs {ids:?}; the runner pods' logs are above");
+        }
+    }
+}
+
 fn job_of(jobs: &[Job], id: i64) -> Option<&Job> {
     jobs.iter()
         .find(|job| job.labels().get(FORGEJO_JOB_ID) == Some(&id.to_string()))
@@ -120,6 +133,7 @@ async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
 
     // Three jobs: the two warm runners take the first two (one stays busy past the
     // window's end below), the third gets its own Job.
+    let added_at = std::time::Instant::now();
     let held = world.forgejo.add_job(
         StandInJob::new("faro/app", "held", &["linux"]).with_steps(&["sleep 45", "echo held"]),
     );
@@ -129,7 +143,7 @@ async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
     let third = world
         .forgejo
         .add_job(StandInJob::new("faro/app", "third", &["linux"]).with_steps(&["echo third"]));
-    let results = wait_for_results(&world, &[quick.id, third.id]).await;
+    let results = results_or_show_pods(&world, &[quick.id, third.id]).await;
     assert_eq!(results[&quick.id], "success");
     assert_eq!(results[&third.id], "success");
 
@@ -155,6 +169,25 @@ async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
         taken[0].to_owned()
     };
     let jobs = world.runner_jobs().await;
+    let warm_took_both = [&held, &quick].iter().all(|job| {
+        fetches
+            .iter()
+            .any(|f| f.job_id == Some(job.id) && first_warm.contains(&f.runner_name))
+    });
+    if !warm_took_both {
+        eprintln!(
+            "a warm runner did not take its job; fetches per runner (ms after the jobs were added):"
+        );
+        for name in &first_warm {
+            let times: Vec<u128> = fetches
+                .iter()
+                .filter(|f| &f.runner_name == name)
+                .map(|f| f.at.saturating_duration_since(added_at).as_millis())
+                .collect();
+            eprintln!("  {name}: {times:?}");
+        }
+        eprintln!("{}", world.pod_logs().await);
+    }
     for warm_taken in [&held, &quick] {
         let runner = runner_of(warm_taken.id);
         assert!(
@@ -214,7 +247,7 @@ async fn warm_runners_take_jobs_at_once_and_retire_only_when_idle() {
         "running",
         "the busy warm runner was not touched"
     );
-    let results = wait_for_results(&world, &[held.id]).await;
+    let results = results_or_show_pods(&world, &[held.id]).await;
     assert_eq!(results[&held.id], "success");
 
     // Then nothing is left: no live runner Job, no registration; the held runner's Job

@@ -14,6 +14,9 @@ use runner_protocol::{ConnectError, Message, RUNNER_SERVICE};
 const USER_AGENT: &str = concat!("forgejo-runner/", "v12.8.2");
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A call slower than this is logged: a runner that stops reporting looks idle to Forgejo
+/// after 10 s, and a test that sees that needs to know where the time went.
+const SLOW_CALL: Duration = Duration::from_secs(2);
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -96,10 +99,17 @@ impl Connection {
         let request = builder
             .body(Full::new(Bytes::from(request.encode_to_vec())))
             .map_err(|e| CallError::Transport(e.to_string()))?;
+        let sent = std::time::Instant::now();
         let response = tokio::time::timeout(CALL_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| CallError::Transport("timed out".into()))?
             .map_err(|e| CallError::Transport(e.to_string()))?;
+        if sent.elapsed() > SLOW_CALL {
+            crate::runner_log::warn(&format!(
+                "{method}: the answer took {} ms",
+                sent.elapsed().as_millis()
+            ));
+        }
         let status = response.status();
         let body = tokio::time::timeout(CALL_TIMEOUT, response.into_body().collect())
             .await

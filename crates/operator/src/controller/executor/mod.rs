@@ -187,7 +187,7 @@ impl<'a> PlanExecutor<'a> {
         };
         match deleted {
             Ok(_) => {
-                tracing::info!(name = %deletion.name, reason = deletion.reason.as_str(), "{what} deleted");
+                tracing::info!(name = %deletion.name, reason = deletion.reason.as_str(), message = %deletion.message, "{what} deleted");
                 true
             }
             Err(error) if is_not_found(&error) => false,
