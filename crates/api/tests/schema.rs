@@ -263,6 +263,8 @@ fn crd_has_status_subresource_short_name_and_printer_columns() {
             "Server",
             "Scope",
             "Labels",
+            "Waiting",
+            "Oldest Wait",
             "Active",
             "Warm Idle",
             "Warm Busy",
