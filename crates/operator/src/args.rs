@@ -186,7 +186,7 @@ impl Args {
                 let receiver = crate::webhook::Receiver {
                     pools: pools.clone(),
                     secrets: crate::webhook::HookSecrets::new(client.clone()),
-                    waker: crate::webhook::Waker::new(client.clone()),
+                    waker: crate::webhook::Waker::new(client.clone(), metrics.webhook.clone()),
                     metrics: metrics.webhook.clone(),
                 };
                 let (webhook_addr, serve) = crate::webhook::bind(addr, receiver)

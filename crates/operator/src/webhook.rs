@@ -72,7 +72,8 @@ pub enum Outcome {
     Malformed,
     /// The pool's hook secret could not be read.
     SecretUnavailable,
-    /// Stamping the pool failed (the apiserver did not take the patch).
+    /// Stamping the pool failed (the apiserver did not take the patch); counted by the
+    /// stamp, after its delivery was answered.
     WakeFailed,
 }
 
@@ -255,16 +256,12 @@ impl Receiver {
         if !delivery.wakes(&pool) {
             return Outcome::NoMatch;
         }
-        match self.waker.wake(namespace, name).await {
-            Ok(Wake::Stamped) => {
+        match self.waker.wake(namespace, name) {
+            Wake::Stamped => {
                 tracing::debug!(%namespace, pool = %name, job = delivery.job.id, "webhook: pool woken");
                 Outcome::Woke
             }
-            Ok(Wake::Coalesced) => Outcome::Coalesced,
-            Err(error) => {
-                tracing::warn!(%namespace, pool = %name, %error, "webhook: waking the pool failed; its next poll finds the job");
-                Outcome::WakeFailed
-            }
+            Wake::Coalesced => Outcome::Coalesced,
         }
     }
 }

@@ -31,6 +31,8 @@ type PoolKey = (String, String);
 #[derive(Clone)]
 pub struct Waker {
     client: kube::Client,
+    /// Counts a stamp that failed after its delivery was answered (`wake_failed`).
+    metrics: crate::metrics::WebhookMetrics,
     /// When each pool was last stamped, or will be (a stamp on its way is in the future).
     stamped_at: Arc<Mutex<HashMap<PoolKey, Instant>>>,
 }
@@ -38,7 +40,7 @@ pub struct Waker {
 /// What [`Waker::wake`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
-    /// The pool was stamped for this delivery.
+    /// A stamp for this delivery is on its way: the pool was quiet.
     Stamped,
     /// A stamp on its way, or one made less than a spacing ago, covers it: in the second
     /// case one more stamp follows when the spacing ends.
@@ -56,17 +58,21 @@ enum Next {
 }
 
 impl Waker {
-    /// A waker that patches pools through `client`.
-    pub fn new(client: kube::Client) -> Self {
+    /// A waker that patches pools through `client` and counts failed stamps in `metrics`.
+    pub fn new(client: kube::Client, metrics: crate::metrics::WebhookMetrics) -> Self {
         Self {
             client,
+            metrics,
             stamped_at: Arc::default(),
         }
     }
 
     /// Wakes pool `namespace`/`name`: a quiet pool is stamped after [`WAKE_GATHER`];
     /// within a spacing of the last stamp, one more stamp follows at the end of the spacing.
-    pub async fn wake(&self, namespace: &str, name: &str) -> Result<Wake, kube::Error> {
+    /// Never waits for the stamp: a sender that delivers one event after the other (as a
+    /// hook queue does) gets its answer at once, so the rest of a burst arrives within the
+    /// gather.
+    pub fn wake(&self, namespace: &str, name: &str) -> Wake {
         let key = (namespace.to_owned(), name.to_owned());
         let now = Instant::now();
         let next = {
@@ -74,24 +80,20 @@ impl Waker {
             stamped_at.retain(|_, at| now.saturating_duration_since(*at) < FORGET_AFTER);
             next_stamp(&mut stamped_at, key.clone(), now)
         };
-        match next {
-            Next::Gather => {
-                tokio::time::sleep(WAKE_GATHER).await;
-                stamp(&self.client, namespace, name).await?;
-                Ok(Wake::Stamped)
+        let (at, wake) = match next {
+            Next::Gather => (now + WAKE_GATHER, Wake::Stamped),
+            Next::Covered => return Wake::Coalesced,
+            Next::Trailing(at) => (at, Wake::Coalesced),
+        };
+        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            if let Err(error) = stamp(&client, &key.0, &key.1).await {
+                metrics.count(crate::webhook::Outcome::WakeFailed.as_str());
+                tracing::warn!(namespace = %key.0, pool = %key.1, %error, "webhook: waking the pool failed; its next poll finds the job");
             }
-            Next::Covered => Ok(Wake::Coalesced),
-            Next::Trailing(at) => {
-                let client = self.client.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at.into()).await;
-                    if let Err(error) = stamp(&client, &key.0, &key.1).await {
-                        tracing::warn!(namespace = %key.0, pool = %key.1, %error, "webhook: waking the pool failed; its next poll finds the job");
-                    }
-                });
-                Ok(Wake::Coalesced)
-            }
-        }
+        });
+        wake
     }
 }
 
