@@ -23,6 +23,11 @@ use crate::{cluster, image, node};
 
 /// Single jobs per scenario, one after the other.
 const SINGLES: usize = 5;
+/// When each single job comes, as a fraction of the poll interval after a jobs listing:
+/// spread over the interval as jobs that come at random are, so that the cold wait for the
+/// next poll samples the interval (and its p50 is half of it), not the moment right after
+/// a poll.
+const ARRIVALS: [f64; SINGLES] = [0.1, 0.3, 0.5, 0.7, 0.9];
 /// Jobs of the burst.
 const BURST: usize = 20;
 /// How long one job may take to send its first log row.
@@ -126,8 +131,9 @@ impl Scenario<'_> {
         apply_pool(self.client, self.ns, pool).await?;
         let mut singles = Vec::new();
         let mut single_times = Vec::new();
-        for i in 0..SINGLES {
+        for (i, arrival) in ARRIVALS.iter().enumerate() {
             self.wait_for_warm_runners().await?;
+            self.after_a_listing(*arrival).await?;
             let job = self.job(&format!("single-{i}"));
             let listed_before = listings(self.forgejo);
             let fetched_before = self.forgejo.fetches().len();
@@ -230,6 +236,24 @@ impl Scenario<'_> {
                 self.pool
             );
         }
+    }
+
+    /// Waits for the next jobs listing, then `fraction` of the poll interval.
+    async fn after_a_listing(&self, fraction: f64) -> anyhow::Result<()> {
+        let before = listings(self.forgejo);
+        let interval = Duration::from_secs(POLL_INTERVAL_SECS);
+        let deadline = Instant::now() + interval * 3;
+        while listings(self.forgejo) == before {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "first-step {}: no jobs listing in {:?}",
+                self.pool,
+                interval * 3
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(interval.mul_f64(fraction)).await;
+        Ok(())
     }
 
     /// Waits until the stand-in lists this pool's warm runners, all idle (polling).
